@@ -1,0 +1,55 @@
+# RasPy: `make start` runs the house, `make tests` runs the tests.
+# Both create .venv on first use and install RasPy into it, so on a fresh
+# machine each is the whole set-up.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: develop install uninstall tests devtests start bench bench-smoke browser clean
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet "Cython>=3" "pyzmq>=25"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+develop: $(STAMP)
+
+install:
+	$(PYTHON) -m pip install .
+
+uninstall:
+	$(PYTHON) -m pip uninstall -y raspy
+
+tests: $(STAMP) browser
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+devtests: $(STAMP) browser
+	$(PY) -m coverage run --source raspy -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage report -m
+
+start: $(STAMP)
+	$(VENV)/bin/raspy start
+
+bench: $(STAMP)
+	$(PY) -m pytest bench --benchmark-only -q
+	$(PY) -m bench.throughput --out bench/results
+
+# Headless Chromium for the status page's browser test; installed when we
+# are root with apt-get (as CI is), skipped quietly elsewhere.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed; the browser test will skip"; \
+	  else echo "chromium missing and not root: the browser test will skip"; fi; }
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .benchmarks .coverage htmlcov
+	find raspy -name '*.so' -delete
+	find raspy/_fast -name '*.c' -delete
+	find . -name __pycache__ -prune -exec rm -rf {} +
