@@ -1,0 +1,267 @@
+"""The Majordomo broker's dispatch core in plain Python.
+
+This is the reference the compiled core is checked against: the same tests
+run against both. It owns the MDP state (services, their request queues and
+idle workers, every known worker) and moves frames on one ROUTER socket.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import deque
+from typing import Callable
+
+import zmq
+
+from raspy import protocol as p
+from raspy.droplog import DropLog
+
+log = logging.getLogger("raspy.broker")
+
+
+class Request:
+    """A client request waiting for, or held by, a worker."""
+
+    __slots__ = ("client", "body", "queued_at", "requeued")
+
+    def __init__(self, client: bytes, body: list[bytes], queued_at: float) -> None:
+        self.client = client
+        self.body = body
+        self.queued_at = queued_at
+        self.requeued = False
+
+
+class Worker:
+    """A worker connection: its service, when it expires, what it is doing."""
+
+    __slots__ = ("identity", "service", "expiry", "request", "busy_since")
+
+    def __init__(self, identity: bytes, service: "Service", expiry: float) -> None:
+        self.identity = identity
+        self.service = service
+        self.expiry = expiry
+        self.request: Request | None = None
+        self.busy_since = 0.0
+
+
+class Service:
+    """One service name: requests in arrival order, idle workers longest-idle first."""
+
+    __slots__ = ("name", "requests", "idle", "workers")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.requests: deque[Request] = deque()
+        self.idle: deque[Worker] = deque()
+        self.workers = 0
+
+
+class BrokerCore:
+    """MDP routing between clients and workers on one ROUTER socket."""
+
+    compiled = False
+
+    def __init__(
+        self,
+        socket: zmq.Socket,
+        heartbeat: float = 2.5,
+        liveness: int = 3,
+        request_expiry: float = 30.0,
+        busy_timeout: float = 300.0,
+    ) -> None:
+        self.socket = socket
+        self.heartbeat = heartbeat
+        self.liveness = liveness
+        self.request_expiry = request_expiry
+        self.busy_timeout = busy_timeout
+        self.services: dict[bytes, Service] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.drop = DropLog(log)
+        self.requests = 0
+        self.replies = 0
+        self._next_beat = time.monotonic() + heartbeat
+
+    # -- the loop -------------------------------------------------------------
+
+    def serve(self, stopping: Callable[[], bool], max_wait: float = 0.25) -> None:
+        """Route messages until ``stopping()`` is true (checked at least every ``max_wait`` s)."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        recv = self.socket.recv_multipart
+        while not stopping():
+            wait = min(max_wait, max(0.0, self._next_beat - time.monotonic()))
+            if poller.poll(wait * 1000):
+                while True:
+                    try:
+                        frames = recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle(frames)
+            if time.monotonic() >= self._next_beat:
+                self.tick(time.monotonic())
+
+    def handle(self, frames: list[bytes]) -> None:
+        """One message from the ROUTER socket: identity, '', header, ..."""
+        if len(frames) < 3 or frames[1] != b"":
+            self.drop("no identity/empty envelope", frames)
+            return
+        header = frames[2]
+        if header == p.CLIENT:
+            if len(frames) < 4 or not frames[3]:
+                self.drop("client message names no service", frames)
+                return
+            self.on_client(frames[0], frames[3], frames[4:])
+        elif header == p.WORKER:
+            try:
+                command, rest = p.parse_worker(frames[1:])
+            except p.ProtocolError as exc:
+                self.drop(str(exc), frames)
+                return
+            self.on_worker(frames[0], command, rest)
+        else:
+            self.drop("unknown header", frames)
+
+    # -- clients ----------------------------------------------------------------
+
+    def on_client(self, client: bytes, service: bytes, body: list[bytes]) -> None:
+        self.requests += 1
+        if service.startswith(p.MMI_PREFIX):
+            self.reply(client, service, self.mmi(service, body))
+            return
+        svc = self.services.get(service)
+        if svc is None:
+            svc = self.services[service] = Service(service)
+        svc.requests.append(Request(client, body, time.monotonic()))
+        self.dispatch(svc)
+
+    def reply(self, client: bytes, service: bytes, body: list[bytes]) -> None:
+        self.replies += 1
+        self.socket.send_multipart([client, b"", p.CLIENT, service, *body])
+
+    # -- workers ----------------------------------------------------------------
+
+    def on_worker(self, identity: bytes, command: bytes, rest: list[bytes]) -> None:
+        worker = self.workers.get(identity)
+        if worker is not None:
+            worker.expiry = time.monotonic() + self.heartbeat * self.liveness
+        if command == p.REPLY:
+            if worker is None:
+                self.disconnect(identity, "REPLY from unknown worker")
+            elif worker.request is None or worker.request.client != rest[0]:
+                self.drop("REPLY for a client the worker does not serve", [identity, *rest])
+            else:
+                self.reply(rest[0], worker.service.name, rest[2:])
+                worker.request = None
+                worker.service.idle.append(worker)
+                self.dispatch(worker.service)
+        elif command == p.HEARTBEAT:
+            if worker is None:
+                self.disconnect(identity, "HEARTBEAT from unknown worker")
+        elif command == p.READY:
+            self.on_ready(identity, worker, rest[0])
+        elif command == p.DISCONNECT:
+            if worker is not None:
+                self.remove(worker)
+        else:  # REQUEST is the broker's to send
+            self.drop("REQUEST sent by a worker", [identity, command])
+
+    def on_ready(self, identity: bytes, worker: Worker | None, service: bytes) -> None:
+        if worker is not None:
+            self.remove(worker)
+            self.disconnect(identity, "second READY")
+        elif service.startswith(p.MMI_PREFIX):
+            self.disconnect(identity, "READY for an mmi.* service")
+        else:
+            svc = self.services.get(service)
+            if svc is None:
+                svc = self.services[service] = Service(service)
+            worker = Worker(identity, svc, time.monotonic() + self.heartbeat * self.liveness)
+            self.workers[identity] = worker
+            svc.workers += 1
+            svc.idle.append(worker)
+            log.info("worker %s ready for %s", identity.hex(), service.decode(errors="replace"))
+            self.dispatch(svc)
+
+    def disconnect(self, identity: bytes, reason: str) -> None:
+        log.info("disconnecting worker %s: %s", identity.hex(), reason)
+        self.socket.send_multipart([identity, *p.worker_message(p.DISCONNECT)])
+
+    def remove(self, worker: Worker) -> None:
+        """Forget a worker; its request goes back to the head of the queue, once."""
+        svc = worker.service
+        del self.workers[worker.identity]
+        svc.workers -= 1
+        request = worker.request
+        if request is None:
+            svc.idle.remove(worker)
+        elif not request.requeued:
+            request.requeued = True
+            svc.requests.appendleft(request)
+            log.warning("worker %s lost with a request for %s: requeued", worker.identity.hex(), svc.name)
+            self.dispatch(svc)
+        else:
+            log.warning("worker %s lost with a requeued request for %s: dropped", worker.identity.hex(), svc.name)
+
+    def dispatch(self, svc: Service) -> None:
+        """Hand queued requests of ``svc`` to its idle workers, oldest first."""
+        requests, idle = svc.requests, svc.idle
+        now = 0.0
+        while requests and idle:
+            worker = idle.popleft()
+            request = requests.popleft()
+            worker.request = request
+            worker.busy_since = now or (now := time.monotonic())
+            self.socket.send_multipart(
+                [worker.identity, b"", p.WORKER, p.REQUEST, request.client, b"", *request.body]
+            )
+
+    # -- time -------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Heartbeat every worker, purge the dead, expire old requests, forget empty services."""
+        self._next_beat = now + self.heartbeat
+        for worker in list(self.workers.values()):
+            if worker.expiry < now:
+                log.warning("worker %s of %s expired", worker.identity.hex(), worker.service.name)
+                self.remove(worker)
+            elif worker.request is not None and now - worker.busy_since > self.busy_timeout:
+                log.warning("worker %s busy for over %ss: dropped", worker.identity.hex(), self.busy_timeout)
+                worker.request.requeued = True  # a hung handler's request is not retried
+                self.remove(worker)
+                self.disconnect(worker.identity, "busy too long")
+            else:
+                self.socket.send_multipart([worker.identity, *p.worker_message(p.HEARTBEAT)])
+        for name, svc in list(self.services.items()):
+            while svc.requests and now - svc.requests[0].queued_at > self.request_expiry:
+                svc.requests.popleft()
+                log.warning("request for %s expired after %ss with no worker", name, self.request_expiry)
+            if not svc.workers and not svc.requests:
+                del self.services[name]
+
+    # -- 8/MMI ------------------------------------------------------------------
+
+    def live_services(self) -> list[str]:
+        return sorted(n.decode(errors="replace") for n, s in self.services.items() if s.workers)
+
+    def mmi(self, service: bytes, body: list[bytes]) -> list[bytes]:
+        """Answer an ``mmi.*`` request (8/MMI plus RasPy's discovery)."""
+        if service == b"mmi.service":
+            svc = self.services.get(body[0]) if body else None
+            return [b"200" if svc is not None and svc.workers else b"404"]
+        if service == b"mmi.services":
+            return p.reply(p.OK, self.live_services())
+        if service == b"mmi.discovery":
+            try:
+                pattern = re.compile(body[0].decode()) if body else None
+            except (re.error, UnicodeDecodeError) as exc:
+                return p.reply(p.BAD_REQUEST, f"bad regular expression: {exc}")
+            if pattern is None:
+                return p.reply(p.BAD_REQUEST, "mmi.discovery needs a regular expression")
+            return p.reply(p.OK, [n for n in self.live_services() if pattern.search(n)])
+        if service == b"mmi.workers":
+            return p.reply(p.OK, {
+                n.decode(errors="replace"): {"workers": s.workers, "idle": len(s.idle), "queued": len(s.requests)}
+                for n, s in self.services.items()
+            })
+        return [b"501"]

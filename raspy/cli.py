@@ -1,0 +1,146 @@
+"""The ``raspy`` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any, Callable
+
+from raspy import __version__, _fast
+from raspy import protocol as p
+from raspy.broker import DEFAULT_ENDPOINT, Broker
+from raspy.client import MajorDomoClient, RequestTimeout
+
+log = logging.getLogger("raspy")
+
+
+def on_stop_signals(stop: Callable[[], None]) -> None:
+    """Call ``stop`` on SIGTERM and SIGINT (what systemd and Ctrl-C send)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop())
+
+
+def to_json(value: Any) -> str:
+    """JSON for printing a decoded msgpack value (bytes shown as text where they are)."""
+    return json.dumps(value, default=lambda b: b.decode(errors="replace") if isinstance(b, bytes) else repr(b))
+
+
+# -- raspy run ----------------------------------------------------------------
+
+def run_broker(args: argparse.Namespace) -> int:
+    broker = Broker(args.bind, heartbeat=args.heartbeat, liveness=args.liveness,
+                    request_expiry=args.request_expiry, busy_timeout=args.busy_timeout)
+    on_stop_signals(broker.stop)
+    broker.run()
+    return 0
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    from raspy.echo import Echo
+    from raspy.worker import MajorDomoWorker
+
+    worker = MajorDomoWorker(args.broker, args.service, Echo(args.delay),
+                             heartbeat=args.heartbeat, liveness=args.liveness)
+    on_stop_signals(worker.shutdown)
+    worker.run()
+    return 0
+
+
+# -- raspy call / mmi -----------------------------------------------------------
+
+def cmd_call(args: argparse.Namespace) -> int:
+    try:
+        params = json.loads(args.args) if args.args is not None else None
+    except json.JSONDecodeError:
+        params = args.args  # a bare word is sent as a string
+    with MajorDomoClient(args.broker, timeout=args.timeout, retries=args.retries) as client:
+        try:
+            status, result = client.call(args.service, args.command, *([] if args.args is None else [params]))
+        except RequestTimeout as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        except p.ProtocolError as exc:
+            print(f"error: the reply does not follow RasPy's convention: {exc}", file=sys.stderr)
+            return 2
+    print(status, to_json(result))
+    return 0 if status == p.OK else 1
+
+
+def cmd_mmi(args: argparse.Namespace) -> int:
+    with MajorDomoClient(args.broker, timeout=args.timeout, retries=args.retries) as client:
+        try:
+            if args.regex is None:
+                status, names = p.parse_reply(client.send("mmi.services", []))
+            else:
+                status, names = p.parse_reply(client.send("mmi.discovery", [args.regex.encode()]))
+        except RequestTimeout as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+    if status != p.OK:
+        print(f"error: {status} {names}", file=sys.stderr)
+        return 1
+    for name in names:
+        print(name)
+    return 0
+
+
+# -- the parser -----------------------------------------------------------------
+
+def client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default=os.environ.get("RASPY_BROKER", DEFAULT_ENDPOINT),
+                        help="broker endpoint (default %(default)s, or $RASPY_BROKER)")
+    parser.add_argument("--timeout", type=float, default=2.5, help="seconds to wait per attempt")
+    parser.add_argument("--retries", type=int, default=3, help="attempts before giving up")
+
+
+def heartbeat_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heartbeat", type=float, default=2.5, help="heartbeat interval in seconds")
+    parser.add_argument("--liveness", type=int, default=3, help="silent intervals before a peer is dead")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raspy", description="Run a house from a Raspberry Pi.")
+    parser.add_argument("--version", action="version",
+                        version=f"raspy {__version__} (broker core: {_fast.IMPLEMENTATION})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run one piece in the foreground")
+    pieces = run.add_subparsers(dest="piece", required=True, metavar="NAME")
+    broker = pieces.add_parser("broker", help="the Majordomo broker alone")
+    broker.add_argument("--bind", default=DEFAULT_ENDPOINT, help="endpoint to bind (default %(default)s)")
+    heartbeat_options(broker)
+    broker.add_argument("--request-expiry", type=float, default=30.0,
+                        help="seconds a request waits for a worker before it is dropped")
+    broker.add_argument("--busy-timeout", type=float, default=300.0,
+                        help="seconds a worker may hold one request before it is dropped")
+    broker.set_defaults(func=run_broker)
+    echo = pieces.add_parser("echo", help="an echo worker (tests and benchmarks)")
+    client_options(echo)
+    heartbeat_options(echo)
+    echo.add_argument("--service", default="echo", help="service name (default %(default)s)")
+    echo.add_argument("--delay", type=float, default=0.0, help="seconds each request takes")
+    echo.set_defaults(func=run_echo)
+
+    call = commands.add_parser("call", help="send one request to a service and print the reply")
+    client_options(call)
+    call.add_argument("service", help="service name, e.g. pi.fake.devices")
+    call.add_argument("command", help="command word, e.g. list_keys")
+    call.add_argument("args", nargs="?", help="arguments as JSON (sent as msgpack)")
+    call.set_defaults(func=cmd_call)
+
+    mmi = commands.add_parser("mmi", help="list live services (8/MMI)")
+    client_options(mmi)
+    mmi.add_argument("regex", nargs="?", help="only names matching this regular expression")
+    mmi.set_defaults(func=cmd_mmi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args.func(args)

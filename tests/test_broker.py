@@ -1,0 +1,330 @@
+"""The broker end to end: broker, workers and clients in separate processes.
+
+Every test runs against both dispatch cores: the compiled one (skipped where
+it was not built) and its pure-Python twin.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+import zmq
+
+from raspy import protocol as p
+from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.worker import MajorDomoWorker
+from support import free_endpoint, wait_for
+
+HEARTBEAT = 0.2  # seconds; short so that expiry and purge tests are quick
+
+
+def compiled_available() -> bool:
+    try:
+        import raspy._fast.core  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["compiled", "pure"])
+def core_env(request):
+    if request.param == "compiled" and not compiled_available():
+        pytest.skip("compiled core not built (no Cython or compiler)")
+    return {"RASPY_PURE": "1"} if request.param == "pure" else {}
+
+
+class House:
+    """A broker process and the workers a test starts around it."""
+
+    def __init__(self, children, env: dict) -> None:
+        self.children = children
+        self.env = env
+        self.endpoint = free_endpoint()
+        self.broker = None
+
+    def start_broker(self, *extra: str):
+        self.broker = self.children.raspy(
+            "run", "broker", "--bind", self.endpoint, "--heartbeat", str(HEARTBEAT), *extra, env=self.env)
+        wait_for(lambda: self.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
+        return self.broker
+
+    def start_echo(self, service: str = "echo", delay: float = 0.0):
+        proc = self.children.raspy("run", "echo", "--broker", self.endpoint, "--service", service,
+                                   "--delay", str(delay), "--heartbeat", str(HEARTBEAT), env=self.env)
+        return proc
+
+    def client(self, timeout: float = 2.0, retries: int = 3) -> MajorDomoClient:
+        return MajorDomoClient(self.endpoint, timeout=timeout, retries=retries)
+
+    def ask(self, service: bytes, *body: bytes, timeout: float = 0.5) -> p.Frames | None:
+        """One attempt, ``None`` when nothing answered."""
+        with self.client(timeout=timeout, retries=1) as client:
+            try:
+                return client.send(service, list(body))
+            except RequestTimeout:
+                return None
+
+    def live(self, service: str) -> bool:
+        return self.ask(b"mmi.service", service.encode()) == [b"200"]
+
+    def workers(self) -> dict:
+        return p.parse_reply(self.ask(b"mmi.workers"))[1]
+
+
+@pytest.fixture
+def house(children, core_env):
+    h = House(children, core_env)
+    h.start_broker()
+    return h
+
+
+def test_echo_round_trip(house):
+    house.start_echo()
+    wait_for(lambda: house.live("echo"), what="echo worker")
+    with house.client() as client:
+        assert client.send("echo", [b"hello", b"world"]) == [b"hello", b"world"]
+        bodies = [[b"%d" % i, os.urandom(64)] for i in range(300)]
+        assert client.send_many("echo", bodies, window=16) == bodies
+
+
+def test_mmi_answers(house):
+    house.start_echo("pi.fake.devices")
+    house.start_echo("pi.core.cron")
+    wait_for(lambda: house.live("pi.fake.devices") and house.live("pi.core.cron"), what="workers")
+    assert house.ask(b"mmi.service", b"pi.fake.devices") == [b"200"]
+    assert house.ask(b"mmi.service", b"pi.nothing") == [b"404"]
+    assert p.parse_reply(house.ask(b"mmi.discovery", rb"\.fake\.")) == (200, ["pi.fake.devices"])
+    assert p.parse_reply(house.ask(b"mmi.discovery", b"^pi\\.")) == (200, ["pi.core.cron", "pi.fake.devices"])
+    assert p.parse_reply(house.ask(b"mmi.discovery", b"(unclosed"))[0] == 400
+    assert p.parse_reply(house.ask(b"mmi.services")) == (200, ["pi.core.cron", "pi.fake.devices"])
+    assert house.ask(b"mmi.nosuch") == [b"501"]
+
+
+def test_request_queued_before_worker_is_served_when_it_comes(house):
+    result = {}
+
+    def ask():
+        with house.client(timeout=10.0, retries=1) as client:
+            result["reply"] = client.send("late", [b"waited"])
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    wait_for(lambda: house.workers().get("late", {}).get("queued") == 1, what="request queued")
+    house.start_echo("late")
+    asker.join(timeout=15)
+    assert result["reply"] == [b"waited"]
+
+
+def test_killed_idle_worker_is_forgotten_after_expiry(house):
+    worker = house.start_echo()
+    wait_for(lambda: house.live("echo"), what="echo worker")
+    worker.send_signal(signal.SIGKILL)
+    # liveness 3 x 0.2 s: gone within a second or two, not at once
+    wait_for(lambda: not house.live("echo"), timeout=5, what="mmi.service says 404")
+
+
+def test_killed_busy_worker_request_is_served_by_another(house):
+    slow = house.start_echo("job", delay=30)
+    wait_for(lambda: house.live("job"), what="slow worker")
+    result = {}
+
+    def ask():
+        with house.client(timeout=15.0, retries=1) as client:  # one attempt: the broker must requeue
+            result["reply"] = client.send("job", [b"important"])
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    wait_for(lambda: house.workers()["job"]["idle"] == 0, what="slow worker busy")
+    house.start_echo("job")
+    wait_for(lambda: house.workers()["job"]["idle"] == 1, what="second worker idle")
+    slow.send_signal(signal.SIGKILL)
+    asker.join(timeout=20)
+    assert result["reply"] == [b"important"]
+
+
+def test_workers_reconnect_and_clients_retry_after_broker_restart(house):
+    house.start_echo()
+    wait_for(lambda: house.live("echo"), what="echo worker")
+    house.broker.send_signal(signal.SIGKILL)
+    house.broker.wait(timeout=5)
+    house.start_broker()
+    with house.client(timeout=1.0, retries=10) as client:
+        assert client.send("echo", [b"again"]) == [b"again"]
+
+
+@pytest.mark.slow
+def test_long_handler_under_short_heartbeats_is_served_once(children, core_env):
+    house = House(children, core_env)
+    house.children.raspy("run", "broker", "--bind", house.endpoint, "--heartbeat", "1", env=core_env)
+    calls = []
+
+    def slow(frames):
+        calls.append(frames)
+        time.sleep(5)
+        return frames
+
+    worker = MajorDomoWorker(house.endpoint, "slow", slow, heartbeat=1.0)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        with MajorDomoClient(house.endpoint, timeout=10, retries=1) as client:
+            assert client.send("slow", [b"once"]) == [b"once"]
+        assert calls == [[b"once"]]
+        assert worker.reconnects == 0
+    finally:
+        worker.shutdown()
+        runner.join(timeout=5)
+    assert not runner.is_alive()
+
+
+def test_expired_requests_are_dropped_and_junk_services_forgotten(children, core_env):
+    house = House(children, core_env)
+    house.start_broker("--request-expiry", "0.5")
+    ctx = zmq.Context.instance()
+    junk = ctx.socket(zmq.DEALER)
+    junk.connect(house.endpoint)
+    for i in range(2000):
+        junk.send_multipart(p.client_request(b"junk.%d" % i, [b"x"]))
+    wait_for(lambda: len(house.workers()) >= 2000, what="junk queued")
+    wait_for(lambda: house.workers() == {}, timeout=5, what="junk forgotten")
+    house.start_echo("junk.1")
+    wait_for(lambda: house.live("junk.1"), what="worker for a junk name")
+    assert not junk.poll(300), "an expired request was still delivered"
+    junk.close(linger=0)
+
+
+def test_sigterm_stops_broker_within_a_second(house):
+    started = time.monotonic()
+    house.broker.send_signal(signal.SIGTERM)
+    assert house.broker.wait(timeout=2) == 0
+    assert time.monotonic() - started < 1.0
+
+
+# -- wire conformance, with sockets written from the RFC (not RasPy's classes) --
+
+def raw_worker(ctx, endpoint: str, service: bytes) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(endpoint)
+    sock.send_multipart([b"", b"MDPW01", b"\x01", service])
+    return sock
+
+
+def recv_non_heartbeat(sock: zmq.Socket, timeout_ms: int = 3000) -> list[bytes]:
+    deadline = time.monotonic() + timeout_ms / 1000
+    while sock.poll(max(0, (deadline - time.monotonic()) * 1000)):
+        frames = sock.recv_multipart()
+        if frames[:3] != [b"", b"MDPW01", b"\x04"]:
+            return frames
+    raise AssertionError("no message")
+
+
+def test_raw_req_client_and_raw_dealer_worker(house):
+    ctx = zmq.Context.instance()
+    worker = raw_worker(ctx, house.endpoint, b"raw")
+    wait_for(lambda: house.live("raw"), what="raw worker")
+    client = ctx.socket(zmq.REQ)
+    client.linger = 0
+    client.connect(house.endpoint)
+    client.send_multipart([b"MDPC01", b"raw", b"ping", b"42"])
+    request = recv_non_heartbeat(worker)
+    assert request[:3] == [b"", b"MDPW01", b"\x02"] and request[4:] == [b"", b"ping", b"42"]
+    address = request[3]
+    worker.send_multipart([b"", b"MDPW01", b"\x03", address, b"", b"pong", b"42"])
+    assert client.poll(3000)
+    assert client.recv_multipart() == [b"MDPC01", b"raw", b"pong", b"42"]
+    # heartbeats come from the broker, and a worker's heartbeat is accepted silently
+    worker.send_multipart([b"", b"MDPW01", b"\x04"])
+    assert worker.poll(3000) and worker.recv_multipart() == [b"", b"MDPW01", b"\x04"]
+    worker.close()
+    client.close()
+
+
+@pytest.mark.parametrize("first, second", [
+    ([b"", b"MDPW01", b"\x01", b"svc"], [b"", b"MDPW01", b"\x01", b"svc"]),  # second READY
+    ([b"", b"MDPW01", b"\x01", b"mmi.service"], None),                       # READY for mmi.*
+    ([b"", b"MDPW01", b"\x04"], None),                                       # HEARTBEAT, unknown worker
+    ([b"", b"MDPW01", b"\x03", b"someone", b"", b"spoof"], None),            # REPLY, unknown worker
+])
+def test_broker_disconnects_misbehaving_workers(house, first, second):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(house.endpoint)
+    sock.send_multipart(first)
+    if second:
+        sock.send_multipart(second)
+    assert recv_non_heartbeat(sock) == [b"", b"MDPW01", b"\x05"]
+    sock.close()
+
+
+def test_reply_for_a_client_the_worker_does_not_serve_is_dropped(house):
+    ctx = zmq.Context.instance()
+    worker = raw_worker(ctx, house.endpoint, b"victim")
+    wait_for(lambda: house.live("victim"), what="raw worker")
+    client = ctx.socket(zmq.REQ)
+    client.linger = 0
+    client.connect(house.endpoint)
+    client.send_multipart([b"MDPC01", b"victim", b"q"])
+    address = recv_non_heartbeat(worker)[3]
+    worker.send_multipart([b"", b"MDPW01", b"\x03", b"\x00forged", b"", b"spoof"])
+    worker.send_multipart([b"", b"MDPW01", b"\x03", address, b"", b"real"])
+    assert client.poll(3000)
+    assert client.recv_multipart() == [b"MDPC01", b"victim", b"real"]
+    worker.close()
+    client.close()
+
+
+def test_malformed_traffic_never_stops_the_broker(house):
+    house.start_echo()
+    wait_for(lambda: house.live("echo"), what="echo worker")
+    ctx = zmq.Context.instance()
+    rng = random.Random(7)
+    handmade = [
+        [b""], [b"", b""], [b"MDPC01"], [b"", b"MDPC01"], [b"", b"MDPC01", b""], [b"", b"MDPW01"],
+        [b"", b"MDPW01", b""], [b"", b"MDPW01", b"\x00"], [b"", b"MDPW01", b"\x02", b"x", b"", b"y"],
+        [b"", b"MDPW01", b"\x01"], [b"", b"MDPW01", b"\x01", b"a", b"b"], [b"", b"MDPW01", b"\xff" * 100],
+        [b"", b"MDPW01", b"\x03"], [b"", b"MDPW01", b"\x05", b"extra"], [b"", b"MDPX99", b"svc"],
+        [b"\x00" * 1000], [b"", b"MDPC01", b"mmi.service"], [b"", b"MDPC01", b"mmi.discovery", b"\xff\xfe"],
+    ]
+    socks = [ctx.socket(zmq.DEALER) for _ in range(8)]
+    for sock in socks:
+        sock.linger = 0
+        sock.connect(house.endpoint)
+    for i in range(600):
+        if i % 3 == 0:
+            frames = rng.choice(handmade)
+        else:
+            frames = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 12))) for _ in range(rng.randrange(1, 7))]
+            if rng.random() < 0.5:
+                frames[:1] = [b"", rng.choice([b"MDPC01", b"MDPW01"])]
+        rng.choice(socks).send_multipart(frames)
+    for sock in socks:
+        sock.close()
+    with house.client(timeout=2.0) as client:
+        assert client.send("echo", [b"still here"]) == [b"still here"]
+    assert house.broker.poll() is None
+
+
+def test_cli_call_and_mmi(house, children):
+    import subprocess
+    import sys
+
+    from support import ROOT
+    house.start_echo("pi.echo.devices")
+    wait_for(lambda: house.live("pi.echo.devices"), what="echo worker")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def raspy(*args):
+        return subprocess.run([sys.executable, "-m", "raspy", *args, "--broker", house.endpoint, "--timeout", "1"],
+                              capture_output=True, text=True, env=env, timeout=30)
+
+    listed = raspy("mmi")
+    assert listed.returncode == 0 and "pi.echo.devices" in listed.stdout.split()
+    # the echo worker sends the request back, which is not a RasPy reply: non-zero exit
+    assert raspy("call", "pi.echo.devices", "get", '["x"]').returncode != 0
+    missing = raspy("call", "pi.none.devices", "get", "--retries", "1")
+    assert missing.returncode != 0 and "no reply" in missing.stderr
