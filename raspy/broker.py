@@ -7,6 +7,7 @@ import threading
 import zmq
 
 from raspy import _fast
+from raspy.executive import Counters, Executive, Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +56,37 @@ class Broker:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class BrokerExecutive(Executive):
+    """The broker as an executive: the core in a thread, beats and counters in the main one.
+
+    Options: ``bind`` (endpoint), ``request_expiry`` and ``busy_timeout`` (seconds).
+    """
+
+    def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        super().__init__(settings, slot)
+        options = settings.options
+        self.broker = Broker(
+            options.get("bind", DEFAULT_ENDPOINT), heartbeat=settings.heartbeat, liveness=settings.liveness,
+            request_expiry=options.get("request_expiry", 30.0), busy_timeout=options.get("busy_timeout", 300.0),
+        )
+        self._thread = threading.Thread(target=self.broker.run, name="broker", daemon=True)
+        self._reported = (0, 0)
+
+    def run(self) -> None:
+        self._thread.start()
+        super().run()
+
+    def tick(self, now: float) -> None:
+        if self.slot is None:
+            return
+        core = self.broker.core
+        requests, replies = core.requests, core.replies
+        self.slot.count(requests=requests - self._reported[0], replies=replies - self._reported[1])
+        self._reported = (requests, replies)
+
+    def close(self) -> None:
+        self.broker.stop()
+        self._thread.join(timeout=2)
+        super().close()
