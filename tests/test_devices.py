@@ -3,6 +3,7 @@ and the simulated sensors driven by a clock the test controls."""
 import math
 
 import pytest
+from hypothesis import given, strategies as st
 
 from raspy.devices import (
     BaseDevice, DeviceError, DeviceRegister, MediaCamera, MediaTV, SensorDevice, SensorTemperature, SensorWind,
@@ -301,3 +302,10 @@ def test_simulated_configs_are_validated(config, reason):
 
 def test_base_device_is_not_pollable():
     assert BaseDevice.new({"name": "x"}).poll() == -1
+
+
+@given(t=st.floats(-1e10, 1e10), low=st.floats(-100, 100), span=st.floats(0, 100),
+       cycle=st.floats(1, 1e6))
+def test_cyclic_sensor_stays_between_min_and_max(t, low, span, cycle):
+    sensor = simulated({"name": "x", "kind": "cyclic", "cycle": cycle, "min": low, "max": low + span})
+    assert low - 1e-9 <= sensor.value(t) <= low + span + 1e-9
