@@ -1,18 +1,18 @@
 """A Majordomo (7/MDP) worker that keeps heartbeating while its handler runs.
 
-The broker socket lives in a small I/O thread that heartbeats, reconnects and
-queues requests; the caller's thread only runs the handler. So a handler that
-takes several heartbeat periods (a 1-Wire conversion, a camera shot) keeps its
-worker alive, and the broker neither purges it nor hands its request to
-another worker.
+The caller's thread owns the broker socket while it waits for a request. While
+the handler runs, a small heartbeat thread takes the socket (the lock between
+them is the memory barrier ZeroMQ asks for when a socket changes threads) and
+sends HEARTBEAT on time. So a handler that takes several heartbeat periods (a
+1-Wire conversion, a camera shot) keeps its worker alive, and the broker
+neither purges it nor hands its request to another worker, while a fast
+handler pays no thread hand-off at all.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
-from collections import deque
 from typing import Callable
 
 import zmq
@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[p.Frames], p.Frames]
 
-_STALE = b""  # client address of a request whose socket was replaced: its reply is dropped
-_ids = itertools.count()
-
 
 class MajorDomoWorker:
     """Serves one service name through the broker at ``broker``.
@@ -35,6 +32,9 @@ class MajorDomoWorker:
     and returns the next request (``None`` once shut down), or ``run()`` which
     calls ``handler(request) -> reply`` until :meth:`shutdown`.
     """
+
+    #: longest wait before the stop flag is looked at again (seconds)
+    stop_check = 0.25
 
     def __init__(
         self,
@@ -57,23 +57,31 @@ class MajorDomoWorker:
         self.reconnects = 0
         self._stop = threading.Event()
         self._drop = DropLog(log)
-        address = f"inproc://raspy-worker-{next(_ids)}"
-        self._user = self.context.socket(zmq.PAIR)
-        self._user.bind(address)
-        self._io_end = self.context.socket(zmq.PAIR)
-        self._io_end.connect(address)
-        self._thread = threading.Thread(target=self._io, name=f"mdp-{self.service.decode(errors='replace')}", daemon=True)
-        self._thread.start()
-
-    # -- the caller's side ------------------------------------------------------
+        self._lock = threading.Lock()  # whoever holds it owns the socket
+        self._sock: zmq.Socket | None = None
+        self._client: bytes | None = None  # whose request the handler is serving
+        self._heard = 0.0
+        self._next_beat = 0.0
+        self._backoff = self.reconnect_min
+        self._beater = threading.Thread(target=self._beat_while_busy, daemon=True,
+                                        name=f"mdp-beat-{self.service.decode(errors='replace')}")
 
     def recv(self, reply: p.Frames | None = None) -> p.Frames | None:
         """Send ``reply`` for the last request, then wait for the next one."""
-        if self._stop.is_set():
+        with self._lock:
+            if self._sock is None:
+                self._connect()
+                self._beater.start()
+            if reply is not None and self._client is not None:
+                self._sock.send_multipart(p.worker_message(p.REPLY, self._client, b"", *reply))
+            self._client = None
+            while not self._stop.is_set():
+                request = self._wait()
+                if request is not None:
+                    return request
+            self._sock.send_multipart(p.worker_message(p.DISCONNECT))
+            self._sock.close()
             return None
-        self._user.send_multipart([b"R", *(reply or [])])
-        frames = self._user.recv_multipart()
-        return frames[1:] if frames[0] == b"Q" else None
 
     def run(self) -> None:
         """Call the handler for each request until :meth:`shutdown`."""
@@ -86,89 +94,65 @@ class MajorDomoWorker:
             except Exception as exc:
                 log.exception("handler of %s failed", self.service)
                 reply = p.reply(p.ERROR, f"{type(exc).__name__}: {exc}")
-        self.close()
+        self._beater.join()
 
     def shutdown(self) -> None:
-        """Stop: tell the broker, wake a caller blocked in :meth:`recv`."""
+        """Ask :meth:`recv` to return ``None`` (within :attr:`stop_check`); safe from signal handlers."""
         self._stop.set()
 
-    def close(self) -> None:
-        self.shutdown()
-        self._thread.join()
-        self._user.close(linger=0)
+    # -- the socket, always with the lock held --------------------------------
 
-    # -- the I/O thread -----------------------------------------------------------
+    def _connect(self) -> None:
+        self._sock = self.context.socket(zmq.DEALER)
+        self._sock.linger = 0
+        self._sock.connect(self.broker)
+        self._sock.send_multipart(p.worker_message(p.READY, self.service))
+        self._heard = time.monotonic()
+        self._next_beat = self._heard + self.heartbeat
 
-    def _connect(self) -> zmq.Socket:
-        sock = self.context.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.connect(self.broker)
-        sock.send_multipart(p.worker_message(p.READY, self.service))
-        return sock
+    def _beat_if_due(self, now: float) -> None:
+        if now >= self._next_beat:
+            self._next_beat = now + self.heartbeat
+            self._sock.send_multipart(p.worker_message(p.HEARTBEAT))
 
-    def _io(self) -> None:
-        pipe = self._io_end
-        sock = self._connect()
-        queue: deque[tuple[bytes, p.Frames]] = deque()
-        current: bytes | None = None  # client whose request the caller is handling
-        caller_waiting = False
-        patience = self.heartbeat * self.liveness
-        heard = time.monotonic()
-        backoff = self.reconnect_min
-        next_beat = heard + self.heartbeat
-        poller = zmq.Poller()
-        poller.register(pipe, zmq.POLLIN)
-        poller.register(sock, zmq.POLLIN)
-        while not self._stop.is_set():
-            timeout = max(0.0, min(next_beat - time.monotonic(), 0.25))
-            events = dict(poller.poll(timeout * 1000))
-            if pipe in events:
-                frames = pipe.recv_multipart()
-                if current and len(frames) > 1:
-                    sock.send_multipart(p.worker_message(p.REPLY, current, b"", *frames[1:]))
-                current, caller_waiting = None, True
-            if sock in events:
-                frames = sock.recv_multipart()
-                heard, backoff = time.monotonic(), self.reconnect_min
-                self.connected.set()
-                try:
-                    command, rest = p.parse_worker(frames)
-                except p.ProtocolError as exc:
-                    self._drop(str(exc), frames)
-                    command, rest = b"", []
-                if command == p.REQUEST:
-                    queue.append((rest[0], rest[2:]))
-                elif command == p.DISCONNECT:
-                    log.info("%s: broker sent DISCONNECT, reconnecting", self.service)
-                    heard = 0.0
-                elif command not in (p.HEARTBEAT, b""):
-                    self._drop(f"{p.COMMANDS[command]} is not for workers", frames)
-            if caller_waiting and queue:
-                current, body = queue.popleft()
-                caller_waiting = False
-                pipe.send_multipart([b"Q", *body])
-            now = time.monotonic()
-            if now >= next_beat:
-                next_beat = now + self.heartbeat
-                sock.send_multipart(p.worker_message(p.HEARTBEAT))
-            if now - heard > patience:
-                self.connected.clear()
-                log.warning("%s: broker silent, reconnecting in %.1fs", self.service, backoff)
-                poller.unregister(sock)
-                sock.close()
-                if self._stop.wait(backoff):
-                    break
-                backoff = min(backoff * 2, self.reconnect_max)
-                queue.clear()  # the broker requeues what the old socket held
-                if current:
-                    current = _STALE
-                sock = self._connect()
-                poller.register(sock, zmq.POLLIN)
-                self.reconnects += 1
-                heard = time.monotonic()
-                next_beat = heard + self.heartbeat
-        if not sock.closed:
-            sock.send_multipart(p.worker_message(p.DISCONNECT))
-            sock.close()
-        pipe.send_multipart([b"S"])
-        pipe.close(linger=0)
+    def _wait(self) -> p.Frames | None:
+        """Wait a little for a request; heartbeat, and reconnect when the broker is silent."""
+        timeout = max(0.0, min(self._next_beat - time.monotonic(), self.stop_check))
+        if self._sock.poll(timeout * 1000):
+            frames = self._sock.recv_multipart()
+            self._heard, self._backoff = time.monotonic(), self.reconnect_min
+            self.connected.set()
+            try:
+                command, rest = p.parse_worker(frames)
+            except p.ProtocolError as exc:
+                self._drop(str(exc), frames)
+                return None
+            if command == p.REQUEST:
+                self._client = rest[0]
+                return rest[2:]
+            if command == p.DISCONNECT:
+                log.info("%s: broker sent DISCONNECT, reconnecting", self.service)
+                self._heard = 0.0
+            elif command != p.HEARTBEAT:
+                self._drop(f"{p.COMMANDS[command]} is not for workers", frames)
+        now = time.monotonic()
+        self._beat_if_due(now)
+        if now - self._heard > self.heartbeat * self.liveness:
+            self._reconnect()
+        return None
+
+    def _reconnect(self) -> None:
+        self.connected.clear()
+        log.warning("%s: broker silent, reconnecting in %.1fs", self.service, self._backoff)
+        self._sock.close()
+        self._stop.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, self.reconnect_max)
+        self.reconnects += 1
+        self._connect()
+
+    def _beat_while_busy(self) -> None:
+        """Heartbeat thread: beats only when the handler, not :meth:`recv`, has the time."""
+        while not self._stop.wait(self.heartbeat / 2):
+            with self._lock:
+                if not self._sock.closed:
+                    self._beat_if_due(time.monotonic())
