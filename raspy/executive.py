@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 #: Executive kinds: the configuration's ``kind`` -> ``module:Class``, imported on use.
 KINDS: dict[str, str] = {
     "broker": "raspy.broker:BrokerExecutive",
+    "fake": "raspy.servers.fake:Fake",
+    "onewire": "raspy.servers.onewire:OneWire",
 }
 
 
@@ -54,6 +56,9 @@ class Settings:
     name: str
     hostname: str
     broker: str = "tcp://127.0.0.1:5514"
+    kv_snapshot: str = "tcp://127.0.0.1:5515"
+    kv_publisher: str = "tcp://127.0.0.1:5516"
+    kv_collector: str = "tcp://127.0.0.1:5517"
     state_dir: Path = Path(".")
     kind: str = ""
     options: dict[str, Any] = field(default_factory=dict)

@@ -18,6 +18,8 @@ from raspy.devices import DeviceError, Reading
 from raspy.devices.simulated import SimulatedDevice, Switch, simulated
 from raspy.servers.device_service import DeviceService, name_and_value, name_arg, reading_result, refusals
 from raspy.service import bad_request
+from raspy.executive import Counters, Settings
+from raspy.servers.device_server import DeviceServer
 
 
 class FakeDevices(DeviceService):
@@ -71,3 +73,10 @@ class FakeDevices(DeviceService):
         with refusals():
             device.set(value)
         return reading_result(device.read(now), now)
+
+
+class Fake(DeviceServer):
+    """The ``fake`` executive: the simulated devices of option ``devices`` (a list of tables)."""
+
+    def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        super().__init__(settings, FakeDevices(settings.options.get("devices", [])), slot)

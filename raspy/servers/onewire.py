@@ -25,6 +25,8 @@ from raspy import protocol
 from raspy.devices import BaseDevice, Reading, SensorTemperature
 from raspy.servers.device_service import DeviceService, name_arg, reading_result
 from raspy.service import ServiceError, not_found
+from raspy.executive import Counters, Settings
+from raspy.servers.device_server import DeviceServer
 
 log = logging.getLogger(__name__)
 
@@ -228,3 +230,13 @@ class OneWireDevices(DeviceService):
 
     def do_counters(self, args: Any) -> dict[str, dict[str, int]]:
         return {sensor_id: asdict(counters) for sensor_id, counters in sorted(self.bus.counters.items())}
+
+
+class OneWire(DeviceServer):
+    """The ``onewire`` executive. Options: ``devices_dir``, ``retries``, ``pause`` (seconds between retries)."""
+
+    def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        options = settings.options
+        bus = OneWireBus(options.get("devices_dir", DEVICES_DIR), retries=options.get("retries", 3),
+                         pause=options.get("pause", 0.2))
+        super().__init__(settings, OneWireDevices(bus), slot)
