@@ -65,6 +65,9 @@ assert SUP_OFFSET + _SEQ.size + _SUP.size <= EXEC_OFFSET
 assert EXEC_OFFSET + _SEQ.size + _EXEC.size <= SLOT_SIZE
 assert _HEADER.size <= HEADER_SIZE
 
+#: Largest single increment: checked before any store, it keeps the 64-bit counters
+#: from ever overflowing (2**32 steps of 2**32 is more than a Pi will see).
+MAX_STEP = 2 ** 32
 #: How long a reader waits for a writer to finish before giving up.
 READ_TIMEOUT = 0.1
 
@@ -90,6 +93,9 @@ class State(enum.IntEnum):
 
     def __str__(self) -> str:
         return self.name.lower().replace("_", "-")
+
+
+_STATES = {state.value: state for state in State}
 
 
 @dataclass(frozen=True)
@@ -287,15 +293,13 @@ class Slot:
     def read(self, timeout: float = READ_TIMEOUT) -> SlotState:
         """A consistent snapshot; :class:`BoardBusy` if a record stays half-written for ``timeout`` s."""
         name, pid, state, started, started_mono, restarts, code, exit_at, next_start, reason = \
-            self._read_sup(timeout)
+            self._stable(self._sup, _SUP, timeout)
         beat, beat_mono, requests, replies, errors, bytes_in, bytes_out, *extra = \
             self._stable(self._exec, _EXEC, timeout)
-        return SlotState(
-            index=self.index, name=name, pid=pid, state=State(state), started=started,
-            started_mono=started_mono, restarts=restarts,
-            last_exit=LastExit(code, _decode(reason), exit_at) if exit_at else None,
-            next_start=next_start, heartbeat=beat, heartbeat_mono=beat_mono, requests=requests,
-            replies=replies, errors=errors, bytes_in=bytes_in, bytes_out=bytes_out, extra=tuple(extra),
+        return SlotState(  # positional: a snapshot is read often (watchdog, status page)
+            self.index, _decode(name), pid, _STATES[state], started, started_mono, restarts,
+            LastExit(code, _decode(reason), exit_at) if exit_at else None, next_start,
+            beat, beat_mono, requests, replies, errors, bytes_in, bytes_out, tuple(extra),
         )
 
     # -- the executive writes -----------------------------------------------
@@ -321,9 +325,9 @@ class Slot:
 
     def count(self, requests: int = 0, replies: int = 0, errors: int = 0,
               bytes_in: int = 0, bytes_out: int = 0) -> None:
-        """Add to the counters; cheap enough for every request. Counts must be ints >= 0."""
-        if (requests | replies | errors | bytes_in | bytes_out) < 0:
-            raise ValueError("counts must be >= 0")
+        """Add to the counters; cheap enough for every request. Counts are ints in [0, 2**32)."""
+        if not 0 <= (requests | replies | errors | bytes_in | bytes_out) < MAX_STEP:
+            raise ValueError(f"counts must be ints in [0, {MAX_STEP})")
         with self._exec_lock:
             v = self._values or self._load()
             v[2] += requests
@@ -342,8 +346,8 @@ class Slot:
         """Add to one of the spare counters, free for the executive's own use."""
         if not 0 <= index < EXTRA_COUNTERS:
             raise IndexError(f"extra counter {index} out of range 0..{EXTRA_COUNTERS - 1}")
-        if n < 0:
-            raise ValueError("counts must be >= 0")
+        if not 0 <= n < MAX_STEP:
+            raise ValueError(f"counts must be ints in [0, {MAX_STEP})")
         with self._exec_lock:
             values = self._values or self._load()
             values[7 + index] += n

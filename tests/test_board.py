@@ -319,6 +319,8 @@ def test_bad_input_raises_and_changes_nothing(board):
         slot.count(requests=1, errors=-1)
     with pytest.raises(TypeError):
         slot.count(requests=1.5)
+    with pytest.raises(ValueError):
+        slot.count(bytes_in=2 ** 64)
     with pytest.raises(struct.error):
         slot.set_supervised(pid=2 ** 40, restarts=3)
     with pytest.raises(ValueError):
