@@ -180,6 +180,9 @@ def test_late_subscriber_gets_the_snapshot_then_every_update_in_order(kv, subscr
             frames = raw.recv_multipart()
             if frames[0] != HUGZ:
                 sequences.append(int.from_bytes(frames[1], "big"))
+            if len(sequences) == 1000:  # a subscriber joining mid-stream catches up without a resync
+                joiner = kv.subscriber()
+                subscribers.append(joiner)
     for thread in threads:
         thread.join()
     raw.close()
@@ -192,6 +195,9 @@ def test_late_subscriber_gets_the_snapshot_then_every_update_in_order(kv, subscr
     wait_for(lambda: late.dict() == expected, what="subscriber to hold every update")
     assert late.sequence == sequences[-1]
     assert (late.gaps, late.resyncs, late.updates) == (0, 0, 2 * per_publisher)
+    wait_for(lambda: joiner.dict() == expected, what="the mid-stream subscriber to catch up")
+    assert (joiner.gaps, joiner.resyncs) == (0, 0)
+    assert joiner.updates < 2 * per_publisher
 
 
 def test_a_subtree_subscriber_sees_nothing_of_other_subtrees(kv, subscribers):
@@ -202,11 +208,12 @@ def test_a_subtree_subscriber_sees_nothing_of_other_subtrees(kv, subscribers):
     with KvPublisherClient(kv.collector) as pub:
         pub.send("/event/", "door", b"open")
         pub.send("/devices-not/", "x", b"1")
+        pub.send("", "HUGZ.lookalike", b"1")  # passes the SUB filter meant for heartbeats
         pub.send("/device/", "pi.fake.t", protocol.pack(20.5))
     wait_for(lambda: sub.get("/device/pi.fake.t"), what="the /device/ update")
     assert seen == ["/device/pi.fake.t"]
     assert sub.dict() == {"/device/pi.fake.t": protocol.pack(20.5)}
-    assert set(kv.snapshot_of()) == {"/event/door", "/devices-not/x", "/device/pi.fake.t"}
+    assert set(kv.snapshot_of()) == {"/event/door", "/devices-not/x", "HUGZ.lookalike", "/device/pi.fake.t"}
 
 
 def test_a_ttl_key_expires_and_subscribers_see_the_deletion(kv, subscribers):
