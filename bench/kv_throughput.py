@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import socket
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 KEYS = 100
@@ -37,11 +37,12 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def frames_of(i: int, sequence: int) -> list[bytes]:
+def frames_of(i: int, sequence: int, prefix: bytes) -> list[bytes]:
+    """What ``KvPublisherClient.send`` builds, with the publisher's counter as sequence."""
     from raspy import protocol
     from raspy.kv import KVMsg
     key = f"/bench/k{i % KEYS}"
-    return KVMsg(key, sequence, uuid.uuid4().bytes, {}, protocol.pack(i)).frames()
+    return KVMsg(key, sequence, prefix + sequence.to_bytes(8, "big"), {}, protocol.pack(i)).frames()
 
 
 def expected_map(updates: int) -> dict[str, bytes]:
@@ -126,11 +127,11 @@ def publish(mode: str, collector: str, updates: int, readies: list, results) -> 
         while not all(ready.is_set() for ready in readies):
             push.send_multipart([WARM, bytes(8), b"", b"", b""])
             time.sleep(0.01)
+        prefix = os.urandom(8)
         started = time.monotonic()
         for i in range(updates - 1):
-            push.send_multipart(frames_of(i, i + 1))
-        push.send_multipart([DONE.encode(), updates.to_bytes(8, "big"), uuid.uuid4().bytes, b"",
-                             protocol.pack(updates)])
+            push.send_multipart(frames_of(i, i + 1, prefix))
+        push.send_multipart([DONE.encode(), updates.to_bytes(8, "big"), bytes(16), b"", protocol.pack(updates)])
         push.close(linger=-1)
     else:
         for ready in readies:

@@ -27,7 +27,6 @@ import os
 import signal
 import threading
 import time
-import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -144,17 +143,9 @@ class KVMsg:
     @classmethod
     def from_frames(cls, frames: Sequence[bytes]) -> KVMsg:
         """The message of five frames; anything malformed raises :class:`ProtocolError`."""
-        if len(frames) != 5:
-            raise ProtocolError(f"kvmsg has 5 frames, got {len(frames)}")
-        key, sequence, uuid, properties, body = frames
-        if len(sequence) != 8:
-            raise ProtocolError(f"sequence is 8 bytes, got {len(sequence)}")
-        try:
-            text = bytes(key).decode()
-        except UnicodeDecodeError:
-            raise ProtocolError("key is not UTF-8") from None
-        return cls(text, int.from_bytes(sequence, "big"), bytes(uuid),
-                   decode_properties(bytes(properties)), bytes(body))
+        frames = [bytes(frame) for frame in frames]
+        key, properties = check_frames(frames)
+        return cls(key, int.from_bytes(frames[1], "big"), frames[2], properties, frames[4])
 
     def send(self, socket: zmq.Socket, flags: int = 0) -> None:
         socket.send_multipart(self.frames(), flags)
@@ -162,6 +153,26 @@ class KVMsg:
     @classmethod
     def recv(cls, socket: zmq.Socket, flags: int = 0) -> KVMsg:
         return cls.from_frames(socket.recv_multipart(flags))
+
+
+def check_frames(frames: Sequence[bytes]) -> tuple[str, dict[str, str]]:
+    """Key and properties of a well-formed kvmsg; anything else raises :class:`ProtocolError`.
+
+    Checks without building a :class:`KVMsg`: the server runs it per update.
+    """
+    if len(frames) != 5:
+        raise ProtocolError(f"kvmsg has 5 frames, got {len(frames)}")
+    if len(frames[1]) != 8:
+        raise ProtocolError(f"sequence is 8 bytes, got {len(frames[1])}")
+    if len(frames[2]) not in (0, 16):
+        raise ProtocolError(f"uuid is 16 bytes or empty, got {len(frames[2])}")
+    try:
+        key = frames[0].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("key is not UTF-8") from None
+    if not key:
+        raise ProtocolError("empty key")
+    return key, decode_properties(frames[3])
 
 
 def icanhaz(subtree: str) -> list[bytes]:
@@ -182,10 +193,10 @@ def parse_icanhaz(frames: Sequence[bytes]) -> tuple[bytes, bytes]:
 
 def check_kvset(frames: Sequence[bytes]) -> float | None:
     """Validate a collector message; its ttl in seconds, or ``None``."""
-    msg = KVMsg.from_frames(frames)
+    key, properties = check_frames(frames)
     if frames[0] in RESERVED_KEYS:
-        raise ProtocolError(f"key {msg.key!r} is reserved")
-    return msg.ttl
+        raise ProtocolError(f"key {key!r} is reserved")
+    return parse_ttl(properties["ttl"]) if "ttl" in properties else None
 
 
 def join_key(subtree: str, key: str) -> str:
@@ -369,33 +380,41 @@ class KvServer:
         """Number, store and republish up to BATCH updates: the hot path."""
         recv, send, store = collector.recv_multipart, publisher.send_multipart, self._map
         deadlines = self._deadlines
-        for _ in range(BATCH):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            try:
-                ttl = check_kvset(frames)
-            except ProtocolError as exc:
-                self.dropped("collector", exc)
-                continue
-            if self.sequence >= self._ceiling:
-                self._next_epoch()
-            self.sequence += 1
-            frames[1] = self.sequence.to_bytes(8, "big")
-            send(frames)
-            key = frames[0]
-            if frames[4]:
-                store[key] = frames
-            else:
-                store.pop(key, None)
-            if ttl is None:
-                if deadlines:
-                    deadlines.pop(key, None)
-            elif frames[4]:
-                self._set_deadline(key, time.monotonic() + ttl)
-            self.stats["updates"] += 1
-            self._dirty = True
+        sequence, ceiling, accepted = self.sequence, self._ceiling, 0
+        try:
+            for _ in range(BATCH):
+                try:
+                    frames = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    ttl = check_kvset(frames)
+                except ProtocolError as exc:
+                    self.dropped("collector", exc)
+                    continue
+                if sequence >= ceiling:
+                    self.sequence = sequence
+                    self._next_epoch()
+                    sequence, ceiling = self.sequence, self._ceiling
+                sequence += 1
+                frames[1] = sequence.to_bytes(8, "big")
+                send(frames)
+                key = frames[0]
+                if frames[4]:
+                    store[key] = frames
+                else:
+                    store.pop(key, None)
+                if ttl is None:
+                    if deadlines:
+                        deadlines.pop(key, None)
+                elif frames[4]:
+                    self._set_deadline(key, time.monotonic() + ttl)
+                accepted += 1
+        finally:
+            self.sequence = sequence
+            if accepted:
+                self.stats["updates"] += accepted
+                self._dirty = True
 
     def _set_deadline(self, key: bytes, deadline: float) -> None:
         self._deadlines[key] = deadline
@@ -523,6 +542,9 @@ class KvPublisherClient:
         self._socket.setsockopt(zmq.LINGER, int(timeout * 1000))
         self._socket.connect(collector_endpoint)
         self._lock = threading.Lock()
+        # Unique per update without a syscall each: a random prefix and a counter.
+        self._uuid_prefix = os.urandom(8)
+        self._counter = 0
 
     def send(self, subtree: str, key: str, body: bytes | str, ttl: float | None = None) -> None:
         """Set ``join_key(subtree, key)`` to ``body`` (str is sent as UTF-8); empty body deletes."""
@@ -535,8 +557,9 @@ class KvPublisherClient:
             parse_ttl(properties["ttl"])
         if isinstance(body, str):
             body = body.encode()
-        frames = KVMsg(full, 0, uuidlib.uuid4().bytes, properties, body).frames()
         with self._lock:
+            self._counter += 1
+            frames = KVMsg(full, 0, self._uuid_prefix + self._counter.to_bytes(8, "big"), properties, body).frames()
             try:
                 self._socket.send_multipart(frames)
             except zmq.Again:
