@@ -373,8 +373,8 @@ class KvServer:
                 publisher.send_multipart([HUGZ, self.sequence.to_bytes(8, "big"), b"", b"", b""])
                 next_hugz = now + self.hugz_interval
             if self._dirty and now >= next_flush:
-                if self._flush():
-                    next_flush = now + self.flush_interval
+                # A write still busy on a slow SD card: look again shortly, do not spin.
+                next_flush = now + (self.flush_interval if self._flush() else 0.1)
 
     def _collect(self, collector: zmq.Socket, publisher: zmq.Socket) -> None:
         """Number, store and republish up to BATCH updates: the hot path."""
@@ -615,7 +615,7 @@ class KvSubscriberClient:
         self._prefix = subtree.encode()
         self._strict = not subtree
         self._catching_up = True  # until an update newer than the snapshot arrives
-        self._map: dict[bytes, tuple[bytes, bytes]] = {}  # key -> (properties frame, body)
+        self._map: dict[bytes, list[bytes]] = {}  # key -> its five frames, as received
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stopping = threading.Event()
@@ -626,11 +626,11 @@ class KvSubscriberClient:
     def get(self, key: str) -> bytes | None:
         with self._lock:
             entry = self._map.get(key.encode())
-        return None if entry is None else entry[1]
+        return None if entry is None else entry[4]
 
     def items(self) -> list[tuple[str, bytes]]:
         with self._lock:
-            return [(key.decode(), body) for key, (_, body) in self._map.items()]
+            return [(key.decode(), frames[4]) for key, frames in self._map.items()]
 
     def dict(self) -> dict[str, bytes]:
         return dict(self.items())
@@ -715,29 +715,18 @@ class KvSubscriberClient:
             return True
         return False
 
-    def _fetch_snapshot(self) -> tuple[int, dict[bytes, tuple[bytes, bytes]]] | None:
+    def _fetch_snapshot(self) -> tuple[int, dict[bytes, list[bytes]]] | None:
         """``(sequence, map)`` of one ICANHAZ exchange, or ``None`` when it stalls."""
-        dealer = self.context.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(self.snapshot_endpoint)
-        entries: dict[bytes, tuple[bytes, bytes]] = {}
         try:
-            dealer.send_multipart(icanhaz(self.subtree))
-            while self._wait(dealer, self.snapshot_timeout):
-                frames = dealer.recv_multipart()
-                msg = KVMsg.from_frames(frames)
-                if frames[0] == KTHXBAI:
-                    return msg.sequence, entries
-                if frames[4]:
-                    entries[frames[0]] = (frames[3], frames[4])
-            log.info("kv snapshot from %s timed out; asking again", self.snapshot_endpoint)
-        except ProtocolError as exc:
-            log.warning("kv snapshot from %s is malformed (%s); asking again", self.snapshot_endpoint, exc)
-        finally:
-            dealer.close()
-        return None
+            sequence, entries = request_snapshot(self.context, self.snapshot_endpoint, self.subtree,
+                                                 lambda dealer: self._wait(dealer, self.snapshot_timeout))
+        except (TimeoutError, ProtocolError) as exc:
+            if not self._stopping.is_set():
+                log.info("kv snapshot from %s failed (%s); asking again", self.snapshot_endpoint, exc)
+            return None
+        return sequence, {frames[0]: frames for frames in entries if frames[4]}
 
-    def _install(self, sequence: int, entries: dict[bytes, tuple[bytes, bytes]]) -> None:
+    def _install(self, sequence: int, entries: dict[bytes, list[bytes]]) -> None:
         with self._lock:
             old, self._map = self._map, entries
             self.sequence = sequence
@@ -745,7 +734,8 @@ class KvSubscriberClient:
         self._synced.set()
         if self.callback:
             changes = [(key, None, b"") for key in old if key not in entries]
-            changes += [(key, body, props) for key, (props, body) in entries.items() if old.get(key) != (props, body)]
+            changes += [(key, frames[4], frames[3]) for key, frames in entries.items()
+                        if key not in old or old[key][3:] != frames[3:]]
             self._notify(changes)
 
     def _follow(self, sub: zmq.Socket) -> None:
@@ -766,7 +756,7 @@ class KvSubscriberClient:
     def _apply_batch(self, sub: zmq.Socket, changes: list) -> None:
         """Up to BATCH queued updates, under the lock: the subscriber's hot path."""
         recv, store, prefix, strict = sub.recv_multipart, self._map, self._prefix, self._strict
-        last, catching_up, callback = self.sequence, self._catching_up, self.callback
+        last, catching_up, callback, applied = self.sequence, self._catching_up, self.callback, 0
         try:
             for _ in range(BATCH):
                 try:
@@ -792,14 +782,15 @@ class KvSubscriberClient:
                 if hugz or not key.startswith(prefix):
                     continue
                 if frames[4]:
-                    store[key] = (frames[3], frames[4])
+                    store[key] = frames
                 else:
                     store.pop(key, None)
-                self.updates += 1
+                applied += 1
                 if callback:
                     changes.append((key, frames[4] or None, frames[3]))
         finally:
             self.sequence, self._catching_up = last, catching_up
+            self.updates += applied
 
     def _notify(self, changes: list) -> None:
         for key, body, props in changes:
@@ -809,27 +800,42 @@ class KvSubscriberClient:
                 log.exception("kv subscriber callback failed for %r", key)
 
 
+def request_snapshot(context: zmq.Context, endpoint: str, subtree: str,
+                     wait: Callable[[zmq.Socket], bool]) -> tuple[int, list[list[bytes]]]:
+    """``(sequence, KVSYNC frames)`` of one ICANHAZ exchange on a fresh DEALER.
+
+    ``wait(dealer)`` says whether a reply came in time; when it says no, this
+    raises :class:`TimeoutError` (a fresh socket per attempt, so a late reply
+    is never taken for the next one). Malformed replies raise :class:`ProtocolError`.
+    """
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(endpoint)
+    entries = []
+    try:
+        dealer.send_multipart(icanhaz(subtree))
+        while wait(dealer):
+            frames = dealer.recv_multipart()
+            check_frames(frames)
+            if frames[0] == KTHXBAI:
+                return int.from_bytes(frames[1], "big"), entries
+            entries.append(frames)
+        raise TimeoutError(f"kv snapshot server {endpoint} stopped answering")
+    finally:
+        dealer.close()
+
+
 def fetch_snapshot(subtree: str, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, timeout: float = 2.5,
                    context: zmq.Context | None = None) -> tuple[int, dict[str, KVMsg]]:
     """One snapshot of ``subtree`` with no subscription: ``(sequence, {key: KVMsg})``.
 
     For one-off reads (``raspy kv get``); raises :class:`TimeoutError` when the
-    server does not answer within ``timeout`` seconds.
+    server is silent for ``timeout`` seconds.
     """
-    dealer = (context or zmq.Context.instance()).socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.connect(snapshot_endpoint)
-    entries: dict[str, KVMsg] = {}
-    try:
-        dealer.send_multipart(icanhaz(subtree))
-        while dealer.poll(timeout * 1000):
-            msg = KVMsg.recv(dealer)
-            if msg.key == KTHXBAI.decode():
-                return msg.sequence, entries
-            entries[msg.key] = msg
-        raise TimeoutError(f"kv snapshot server {snapshot_endpoint} did not answer within {timeout}s")
-    finally:
-        dealer.close()
+    sequence, entries = request_snapshot(context or zmq.Context.instance(), snapshot_endpoint, subtree,
+                                         lambda dealer: dealer.poll(timeout * 1000))
+    messages = (KVMsg.from_frames(frames) for frames in entries)
+    return sequence, {msg.key: msg for msg in messages}
 
 
 # -- process entry ----------------------------------------------------------

@@ -106,13 +106,14 @@ class Kv:
             "-m", "raspy.kv", "--snapshot", self.snapshot, "--publisher", self.publisher,
             "--collector", self.collector, "--state", str(self.state),
             "--flush-interval", str(flush_interval or self.flush_interval), "--hugz-interval", "0.2",
-            stderr=subprocess.DEVNULL)
-        wait_for(lambda: self._answers(), 10, what="kv server to answer snapshots")
+            stderr=open(self.state.with_name("kv.log"), "ab"))
+        # Start-up writes the new epoch with fsync: slow on a busy disk, hence the headroom.
+        wait_for(lambda: self._answers(), 30, what="kv server to answer snapshots (see kv.log)")
         return self
 
     def _answers(self):
         try:
-            fetch_snapshot("/none/", self.snapshot, timeout=0.3)
+            fetch_snapshot("/none/", self.snapshot, timeout=0.5)
             return True
         except TimeoutError:
             assert self.proc.poll() is None, "kv server died"
@@ -123,7 +124,6 @@ class Kv:
         self.proc.wait(5)
 
     def subscriber(self, subtree="", **kw):
-        kw.setdefault("server_timeout", 1.0)
         return KvSubscriberClient(subtree, self.snapshot, self.publisher, **kw).start()
 
     def snapshot_of(self, subtree=""):
