@@ -102,14 +102,18 @@ class Kv:
         self.proc = None
 
     def start(self, flush_interval=None):
-        self.proc = self.children.python(
-            "-m", "raspy.kv", "--snapshot", self.snapshot, "--publisher", self.publisher,
-            "--collector", self.collector, "--state", str(self.state),
-            "--flush-interval", str(flush_interval or self.flush_interval), "--hugz-interval", "0.2",
-            stderr=open(self.state.with_name("kv.log"), "ab"))
+        with open(self.state.with_name("kv.log"), "ab") as log:
+            self.proc = self._spawn(flush_interval, log)
         # Start-up writes the new epoch with fsync: slow on a busy disk, hence the headroom.
         wait_for(lambda: self._answers(), 30, what="kv server to answer snapshots (see kv.log)")
         return self
+
+    def _spawn(self, flush_interval, log):
+        return self.children.python(
+            "-m", "raspy.kv", "--snapshot", self.snapshot, "--publisher", self.publisher,
+            "--collector", self.collector, "--state", str(self.state),
+            "--flush-interval", str(flush_interval or self.flush_interval), "--hugz-interval", "0.2",
+            stderr=log)
 
     def _answers(self):
         try:
@@ -387,3 +391,4 @@ def test_cli_set_get_and_watch(kv, children):
     assert '/device/t {"celsius": 21.5}' in lines and '/device/mode "eco"' in lines
     watch.send_signal(signal.SIGTERM)
     assert watch.wait(5) == 0
+    watch.stdout.close()
