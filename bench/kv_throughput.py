@@ -202,8 +202,10 @@ def main() -> None:
             print(json.dumps(run))
             runs.append(run)
     median = {mode: statistics.median(r["updates_per_s"] for r in runs if r["mode"] == mode) for mode in ("proxy", "kv")}
+    paired = [kv["updates_per_s"] / proxy["updates_per_s"] for proxy, kv in zip(runs[::2], runs[1::2])]
     summary = {"proxy_updates_per_s": median["proxy"], "kv_updates_per_s": median["kv"],
                "ratio": round(median["kv"] / median["proxy"], 2),
+               "paired_ratios": [round(r, 2) for r in paired], "median_paired_ratio": round(statistics.median(paired), 2),
                "all_gap_free": all(r["gaps"] == 0 and r["complete"] for r in runs)}
     print(json.dumps(summary))
     if args.out:
