@@ -34,6 +34,7 @@ from typing import Callable, Mapping, Sequence
 import msgpack
 import zmq
 
+from raspy.droplog import DropLog
 from raspy.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ EPOCH_SHIFT = 32
 HWM = 100_000
 #: Messages handled per socket before the loop looks at timers and other sockets.
 BATCH = 1000
-#: Seconds between two log lines about dropped messages.
-DROP_LOG_INTERVAL = 10.0
 
 Callback = Callable[[str, "bytes | None", "dict[str, str]"], None]
 
@@ -214,25 +213,6 @@ def epoch_of(sequence: int) -> int:
     return sequence >> EPOCH_SHIFT
 
 
-class _DropLog:
-    """Logs dropped messages at most once per interval, with a count of the rest."""
-
-    def __init__(self, interval: float = DROP_LOG_INTERVAL) -> None:
-        self.interval = interval
-        self.count = 0
-        self._last = -math.inf
-        self._quiet = 0
-
-    def __call__(self, where: str, reason: object) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            self._quiet += 1
-            return
-        log.warning("dropped malformed %s message: %s (%d more dropped since the last report)",
-                    where, reason, self._quiet)
-        self._last, self._quiet = now, 0
-
 
 # -- persistence ------------------------------------------------------------
 
@@ -313,7 +293,7 @@ class KvServer:
         self.ready = threading.Event()
         self.sequence = 0
         self.stats = {"updates": 0, "snapshots": 0, "expired": 0}
-        self.dropped = _DropLog()
+        self.dropped = DropLog(log)
         self._store = StateFile(state_path) if state_path else None
         self._map: dict[bytes, list[bytes]] = {}      # key -> the published frames
         self._deadlines: dict[bytes, float] = {}      # key -> monotonic expiry, for ttl keys
@@ -390,7 +370,7 @@ class KvServer:
                 try:
                     ttl = check_kvset(frames)
                 except ProtocolError as exc:
-                    self.dropped("collector", exc)
+                    self.dropped(f"collector: {exc}")
                     continue
                 if sequence >= ceiling:
                     self.sequence = sequence
@@ -442,7 +422,7 @@ class KvServer:
             try:
                 identity, subtree = parse_icanhaz(frames)
             except ProtocolError as exc:
-                self.dropped("snapshot", exc)
+                self.dropped(f"snapshot: {exc}")
                 continue
             self._send_snapshot(snapshot, identity, subtree)
 
