@@ -28,12 +28,16 @@ def fast_extensions() -> list:
         include_dirs = zmq.get_includes()
     except ImportError:
         pass
-    return cythonize(
-        sources,
-        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
-        include_path=include_dirs,
-        quiet=True,
-    )
+    try:
+        return cythonize(
+            sources,
+            compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+            include_path=include_dirs,
+            quiet=True,
+        )
+    except Exception as exc:  # a .pyx this Cython cannot translate
+        print(f"RasPy: Cython failed ({exc}), installing the pure-Python twin", file=sys.stderr)
+        return []
 
 
 class OptionalBuildExt(build_ext):

@@ -7,6 +7,7 @@ idle workers, every known worker) and moves frames on one ROUTER socket.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections import deque
@@ -18,6 +19,9 @@ from raspy import protocol as p
 from raspy.droplog import DropLog
 
 log = logging.getLogger("raspy.broker")
+
+#: Messages handled per wake-up before the clock is looked at again.
+BATCH = 1000
 
 
 class Request:
@@ -88,18 +92,22 @@ class BrokerCore:
         """Route messages until ``stopping()`` is true (checked at least every ``max_wait`` s)."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
-        recv = self.socket.recv_multipart
         while not stopping():
-            wait = min(max_wait, max(0.0, self._next_beat - time.monotonic()))
-            if poller.poll(wait * 1000):
-                while True:
-                    try:
-                        frames = recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.handle(frames)
+            if self.drain() < BATCH:
+                poller.poll(math.ceil(min(max_wait, max(0.0, self._next_beat - time.monotonic())) * 1000))
             if time.monotonic() >= self._next_beat:
                 self.tick(time.monotonic())
+
+    def drain(self) -> int:
+        """Handle the messages waiting on the socket, at most ``BATCH``; how many were handled."""
+        recv = self.socket.recv_multipart
+        for handled in range(BATCH):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return handled
+            self.handle(frames)
+        return BATCH
 
     def handle(self, frames: list[bytes]) -> None:
         """One message from the ROUTER socket: identity, '', header, ..."""
@@ -241,27 +249,33 @@ class BrokerCore:
 
     # -- 8/MMI ------------------------------------------------------------------
 
-    def live_services(self) -> list[str]:
-        return sorted(n.decode(errors="replace") for n, s in self.services.items() if s.workers)
-
     def mmi(self, service: bytes, body: list[bytes]) -> list[bytes]:
-        """Answer an ``mmi.*`` request (8/MMI plus RasPy's discovery)."""
-        if service == b"mmi.service":
-            svc = self.services.get(body[0]) if body else None
-            return [b"200" if svc is not None and svc.workers else b"404"]
-        if service == b"mmi.services":
-            return p.reply(p.OK, self.live_services())
-        if service == b"mmi.discovery":
-            try:
-                pattern = re.compile(body[0].decode()) if body else None
-            except (re.error, UnicodeDecodeError) as exc:
-                return p.reply(p.BAD_REQUEST, f"bad regular expression: {exc}")
-            if pattern is None:
-                return p.reply(p.BAD_REQUEST, "mmi.discovery needs a regular expression")
-            return p.reply(p.OK, [n for n in self.live_services() if pattern.search(n)])
-        if service == b"mmi.workers":
-            return p.reply(p.OK, {
-                n.decode(errors="replace"): {"workers": s.workers, "idle": len(s.idle), "queued": len(s.requests)}
-                for n, s in self.services.items()
-            })
-        return [b"501"]
+        return mmi_answer(self.services, service, body)
+
+
+def live_services(services: dict) -> list[str]:
+    """Names of the services that have at least one worker, sorted."""
+    return sorted(n.decode(errors="replace") for n, s in services.items() if s.workers)
+
+
+def mmi_answer(services: dict, service: bytes, body: list[bytes]) -> list[bytes]:
+    """Answer an ``mmi.*`` request (8/MMI plus RasPy's discovery); shared by both cores."""
+    if service == b"mmi.service":
+        svc = services.get(body[0]) if body else None
+        return [b"200" if svc is not None and svc.workers else b"404"]
+    if service == b"mmi.services":
+        return p.reply(p.OK, live_services(services))
+    if service == b"mmi.discovery":
+        try:
+            pattern = re.compile(body[0].decode()) if body else None
+        except (re.error, UnicodeDecodeError) as exc:
+            return p.reply(p.BAD_REQUEST, f"bad regular expression: {exc}")
+        if pattern is None:
+            return p.reply(p.BAD_REQUEST, "mmi.discovery needs a regular expression")
+        return p.reply(p.OK, [n for n in live_services(services) if pattern.search(n)])
+    if service == b"mmi.workers":
+        return p.reply(p.OK, {
+            n.decode(errors="replace"): {"workers": s.workers, "idle": len(s.idle), "queued": len(s.requests)}
+            for n, s in services.items()
+        })
+    return [b"501"]
