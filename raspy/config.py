@@ -116,13 +116,14 @@ _RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
 
 
 def find_line(text: str, table: str, key: str | None) -> int | None:
-    """Line (1-based) of ``key`` in ``[table]``, or of the table's header; a plain scan, no parser."""
-    header = re.compile(r"\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split("."))) + r"\s*\]")
+    """Line (1-based) of ``key`` in ``[table]``, else of the table's first header; a plain scan, no parser."""
+    name = r"\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split(".")))
+    exact, prefix = re.compile(name + r"\s*\]"), re.compile(name + r"\s*[\].]")
     inside, header_line = False, None
     for number, line in enumerate(text.splitlines(), 1):
         if line.lstrip().startswith("["):
-            inside = bool(header.match(line)) and not line.lstrip().startswith("[[")
-            if inside and header_line is None:
+            inside = bool(exact.match(line))
+            if header_line is None and prefix.match(line):
                 header_line = number
         elif inside and key and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
             return number
@@ -141,8 +142,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(path, "", f"not valid TOML: {exc}", int(line.group(1)) if line else None) from None
+        found = re.search(r"line (\d+)", str(exc))
+        line = int(found.group(1)) if found else len(text.splitlines()) or None  # "at end of document"
+        raise ConfigError(path, "", f"not valid TOML: {exc}", line) from None
     return parse_config(document, path, text)
 
 

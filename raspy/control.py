@@ -3,7 +3,6 @@ control socket in the state directory (``raspy stop``, ``raspy restart NAME``, `
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -43,12 +42,8 @@ def wait_gone(pid: int, timeout: float) -> bool:
     """Wait until process ``pid`` has exited; False if it still runs after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not alive(pid):
             return True
-        except PermissionError:
-            pass
         time.sleep(0.05)
     return False
 
@@ -95,20 +90,19 @@ def status_report(state_dir: Path) -> tuple[list[str], int]:
     for state in states:
         if state.state in (State.BACKOFF, State.GAVE_UP):
             lines += [f"    {state.name}: {text}" for text in _log_tail(state_dir, state.name)]
-    if not _alive(creator):
+    if not alive(creator):
         lines.append(f"the supervisor (pid {creator}) is gone: this board is stale")
         return lines, 3
     return lines, 0 if all(state.state == State.RUNNING for state in states) else 1
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, IndexError):
         return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _log_tail(state_dir: Path, name: str) -> list[str]:

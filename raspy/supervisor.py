@@ -216,8 +216,8 @@ class Supervisor:
 
     def run(self) -> None:
         """Start every enabled executive, then supervise until stopped; always cleans up."""
-        self._open()
         try:
+            self._open()
             for executive in self.config.enabled():
                 self._start(self._add(executive))
             systemd.notify(READY=1, STATUS=self._summary())
@@ -230,15 +230,16 @@ class Supervisor:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         config.log_dir.mkdir(exist_ok=True, mode=0o700)
-        names = [e.name for e in config.enabled()]
-        self.board = Board.create(board_name(config.state_dir), len(names) + SPARE_SLOTS, names)
-        self._listen()
+        # signals first: a SIGTERM from now on is handled by the loop, which removes the board
         for sock in (self._wakeup_r, self._wakeup_w):
             sock.setblocking(False)
         self._selector.register(self._wakeup_r, selectors.EVENT_READ, self._on_signals)
         signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
         for sig in _SIGNALS:
             signal.signal(sig, lambda *_: None)  # the work is done in the loop, from the wakeup bytes
+        names = [e.name for e in config.enabled()]
+        self.board = Board.create(board_name(config.state_dir), len(names) + SPARE_SLOTS, names)
+        self._listen()
 
     def _listen(self) -> None:
         path = self.control_path
