@@ -37,15 +37,20 @@ SPARE_SLOTS = 8
 #: Lines of an executive's output kept in memory for the reason of its exit.
 TAIL_LINES = 20
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 _SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _prctl(option: int, arg: int | bytes) -> bool:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def set_parent_death_signal(sig: int) -> bool:
     """Ask Linux to send ``sig`` to this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _prctl(_PR_SET_PDEATHSIG, int(sig))
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -163,6 +168,7 @@ class ExecutiveProcess:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             os.setpgid(0, 0)
             set_parent_death_signal(signal.SIGKILL)
+            _prctl(_PR_SET_NAME, f"raspy-{self.name}".encode()[:15])  # what ps -e and top show
             if os.getppid() != parent:  # the supervisor died before prctl
                 os._exit(1)
             close_inherited()

@@ -52,11 +52,12 @@ class House:
         self.config.write_text(f'[raspy]\nhostname = "{HOST}"\nstate_dir = "{self.state_dir}"\n'
                                f'broker = "{self.endpoint}"\n{lines}\n{executives}')
 
-    def start(self, executives: str = ECHOES, running: tuple[str, ...] = ("broker", "one", "two")):
+    def start(self, executives: str = ECHOES, running: tuple[str, ...] = ("broker", "one", "two"),
+              env: dict | None = None):
         if not self.config.exists():
             self.write(executives)
         output = open(self.tmp / "supervisor.out", "ab")
-        self.proc = self.children.raspy("start", "--config", str(self.config), env=ENV,
+        self.proc = self.children.raspy("start", "--config", str(self.config), env=dict(ENV, **(env or {})),
                                         stdout=output, stderr=subprocess.STDOUT)
         output.close()
         wait_for(lambda: (states := self.states(*running)) and all(states[n].state == State.RUNNING for n in running),
@@ -328,3 +329,13 @@ def test_run_one_executive_of_the_configuration(house, children):
     assert house.echo("one", timeout=0.5, retries=20)
     result = house.raspy("run", "nobody")
     assert result.returncode == 2 and "no executive 'nobody'" in result.stderr
+
+
+def test_under_systemd_it_notifies_ready_status_and_watchdog(house, tmp_path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(5)
+        house.start(env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000"})
+        messages = set()
+        wait_for(lambda: messages.update(notify.recv(200).decode().splitlines()) or
+                 {"READY=1", "WATCHDOG=1", "STATUS=3/3 executives running"} <= messages, what="notifications")
