@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from raspy.board import Board, BoardError, State, board_name  # noqa: E402
-from raspy.client import MajorDomoClient, RequestTimeout  # noqa: E402
+from raspy.client import MajorDomoClient  # noqa: E402
 from raspy.config import default_document  # noqa: E402
 
 HOST = "bench"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from raspy import systemd
-from raspy.board import Board, LastExit, Slot, State, board_name
+from raspy.board import Board, BoardBusy, LastExit, Slot, State, board_name
 from raspy.config import Config, ConfigError, ExecutiveConfig, load_config
 from raspy.control import CONTROL_SOCKET
 from raspy.executive import Settings, load_kind
@@ -338,7 +338,10 @@ class Supervisor:
                 continue
             if proc.state == State.STOPPING:
                 continue
-            state = proc.slot.read()
+            try:
+                state = proc.slot.read()
+            except BoardBusy:  # it died mid-write: its SIGCHLD is on the way, the reap recovers the slot
+                continue
             if state.is_stale(now, self.config.hang_timeout):
                 proc.kill_reason = f"hung: no heartbeat for {state.heartbeat_age(now):.1f}s"
                 log.error("%s (pid %d) %s: SIGKILL", proc.name, proc.pid, proc.kill_reason)
