@@ -1,0 +1,39 @@
+"""Executive kinds for the supervisor's tests, named in test configurations as ``supervised_kinds:Class``."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from raspy.executive import EchoServer, Executive
+
+
+class Crash(Executive):
+    """Exits at once with status 3 after saying why, like an executive whose device is missing."""
+
+    def run(self) -> None:
+        print("boom: no sensor on the bus", file=sys.stderr)
+        raise SystemExit(3)
+
+
+class Freezer(EchoServer):
+    """Stops beating (its main loop blocks) once the file named by option ``freeze`` appears.
+
+    The file is removed when seen, so the restarted executive runs normally.
+    """
+
+    def tick(self, now: float) -> None:
+        flag = Path(self.settings.options["freeze"])
+        if flag.exists():
+            flag.unlink()
+            while True:
+                time.sleep(1)
+
+
+class Stubborn(EchoServer):
+    """Ignores SIGTERM: only the supervisor's SIGKILL after the stop timeout ends it."""
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        super().run()

@@ -1,0 +1,341 @@
+"""The supervisor with real processes: ``raspy start`` on a test configuration, then kills,
+hangs, crash loops, reloads and stops, checked the way a user would (services, ``raspy status``)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raspy import protocol as p
+from raspy.board import Board, BoardError, State, board_name
+from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.config import ConfigError, load_config
+from raspy.control import alive
+from raspy.supervisor import CappedLog
+from raspy import systemd
+from support import ROOT, free_endpoint, wait_for
+
+HOST = "t"
+ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+TIMINGS = {"heartbeat": 0.2, "liveness": 3, "backoff_start": 0.05, "backoff_cap": 0.2, "backoff_reset": 0.5,
+           "give_up_after": 3, "gave_up_retry": 60, "stop_timeout": 1.0, "hang_timeout": 5.0}
+ECHOES = """
+[executives.broker]
+
+[executives.one]
+kind = "echo"
+
+[executives.two]
+kind = "echo"
+"""
+
+
+class House:
+    """A supervisor started with ``raspy start --config`` on a temporary state directory."""
+
+    def __init__(self, children, tmp_path: Path) -> None:
+        self.children = children
+        self.tmp = tmp_path
+        self.endpoint = free_endpoint()
+        self.state_dir = tmp_path / "state"
+        self.config = tmp_path / "raspy.toml"
+        self.proc: subprocess.Popen | None = None
+
+    def write(self, executives: str, **timings: float) -> None:
+        lines = "".join(f"{key} = {value}\n" for key, value in dict(TIMINGS, **timings).items())
+        self.config.write_text(f'[raspy]\nhostname = "{HOST}"\nstate_dir = "{self.state_dir}"\n'
+                               f'broker = "{self.endpoint}"\n{lines}\n{executives}')
+
+    def start(self, executives: str = ECHOES, running: tuple[str, ...] = ("broker", "one", "two"),
+              env: dict | None = None):
+        if not self.config.exists():
+            self.write(executives)
+        output = open(self.tmp / "supervisor.out", "ab")
+        self.proc = self.children.raspy("start", "--config", str(self.config), env=dict(ENV, **(env or {})),
+                                        stdout=output, stderr=subprocess.STDOUT)
+        output.close()
+        wait_for(lambda: (states := self.states(*running)) and all(states[n].state == State.RUNNING for n in running),
+                 what=f"{running} running")
+        return self.proc
+
+    def stop(self) -> None:
+        """SIGTERM, as systemd would: the supervisor removes its board (SIGKILL would leave it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def states(self, *names: str) -> dict:
+        try:
+            with Board.attach(board_name(self.state_dir)) as board:
+                states = {s.name: s for s in board.snapshot()}
+        except BoardError:
+            return {}
+        return states if all(n in states for n in names) else {}
+
+    def pid(self, name: str) -> int:
+        return self.states(name)[name].pid
+
+    def raspy(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "raspy", *args, "--config", str(self.config)],
+                              env=dict(os.environ, **ENV), capture_output=True, text=True, timeout=30)
+
+    def call(self, service: str, command: str, args=None, timeout: float = 0.3, retries: int = 10):
+        with MajorDomoClient(self.endpoint, timeout=timeout, retries=retries) as client:
+            return client.call(f"{HOST}.{service}", command, *([] if args is None else [args]))
+
+    def echo(self, name: str, timeout: float = 0.3, retries: int = 10) -> bool:
+        with MajorDomoClient(self.endpoint, timeout=timeout, retries=retries) as client:
+            try:
+                return client.send(f"{HOST}.{name}.echo", [b"hello"]) == [b"hello"]
+            except RequestTimeout:
+                return False
+
+
+@pytest.fixture
+def house(children, tmp_path):
+    house = House(children, tmp_path)
+    yield house
+    house.stop()
+
+
+# -- configuration --------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    ("[raspy]\nhostname = \"pi\"\nheartbeat = [\n", 3, "not valid TOML"),
+    ("[raspy]\nhostname = = \"pi\"\n[executives.x]\n", 2, "not valid TOML"),
+    ("[raspy]\nhostname = \"pi\"\n\nheartbeat = \"fast\"\n", 4, "raspy.heartbeat: 'fast' is not a number > 0"),
+    ("[raspy]\nliveness = 0\n", 2, "raspy.liveness: 0 is not an integer >= 1"),
+    ("[raspy]\nheartbeet = 1.0\n", 2, "raspy.heartbeet: unknown key"),
+    ("[executives.broker]\n\n[executives.x]\nkind = \"nope\"\n", 4, "executives.x.kind: unknown executive kind 'nope'"),
+    ("[executives.x]\nkind = \"os:getcwd\"\n", 2, "is not an Executive class"),
+    ("[executives.x]\nkind = \"no_such_module:Thing\"\n", 2, "cannot load"),
+    ("[executives.x]\nenabled = \"yes\"\n", 2, "executives.x.enabled: 'yes' is not true or false"),
+    ("[executives.Big]\n", 1, "executives.Big: an executive name is"),
+    ("[exekutives.x]\n", 1, "exekutives: unknown table"),
+    ("[raspy]\nbackoff_start = 10\nbackoff_cap = 1\n", 2, "is more than backoff_cap"),
+]
+
+
+@pytest.mark.parametrize("text, line, reason", BAD_CONFIGS)
+def test_a_bad_configuration_names_file_line_and_reason(tmp_path, text, line, reason):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}, line {line}: ")
+    assert reason in str(caught.value)
+
+
+def test_a_bad_configuration_stops_start_up(house):
+    house.config.write_text('[raspy]\nstate_dir = "%s"\n\n[executives.broker]\nbind = 5514\n'
+                            '[executives.one]\nkind = "echoo"\n' % house.state_dir)
+    result = house.raspy("start")
+    assert result.returncode == 2
+    assert f"{house.config}, line 7: executives.one.kind: unknown executive kind 'echoo'" in result.stderr
+    assert not house.state_dir.exists()
+
+
+def test_the_default_configuration(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    config = load_config(None)
+    assert config.state_dir == tmp_path / "raspy"
+    assert config.executives["broker"].options == {"bind": "tcp://127.0.0.1:5514"}
+    assert "echo" not in config.executives  # a test kind, not part of the house
+    assert ("onewire" in config.executives) == Path("/sys/bus/w1/devices").exists()
+
+
+def test_relative_state_dir_is_beside_the_file_and_options_pass_through(tmp_path):
+    path = tmp_path / "raspy.toml"
+    path.write_text('[raspy]\nstate_dir = "var"\n[executives.one]\nkind = "echo"\ndelay = 0.5\n'
+                    '[executives.off]\nkind = "echo"\nenabled = false\n')
+    config = load_config(path)
+    assert config.state_dir == tmp_path / "var"
+    assert config.settings("one").options == {"delay": 0.5}
+    assert [e.name for e in config.enabled()] == ["one"]
+
+
+# -- pieces ----------------------------------------------------------------------------
+
+def test_capped_log_rotates_and_keeps_the_last_lines(tmp_path):
+    log = CappedLog(tmp_path / "x.log", max_bytes=1024)
+    for i in range(100):
+        log.write(f"line {i:03d} ".encode() + b"." * 20 + b"\n")
+    log.close()
+    assert (tmp_path / "x.log").stat().st_size <= 1024
+    assert (tmp_path / "x.log.1").stat().st_size <= 1024
+    assert log.last_line().startswith("line 099")
+    assert "line 099" in (tmp_path / "x.log").read_text()
+
+
+def test_systemd_notify_sends_datagrams(monkeypatch, tmp_path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        assert systemd.notify(READY=1, STATUS="3/3 executives running")
+        assert server.recv(100) == b"READY=1\nSTATUS=3/3 executives running"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not systemd.notify(READY=1)
+
+
+def test_status_without_a_supervisor(house):
+    house.write(ECHOES)
+    result = house.raspy("status")
+    assert result.returncode == 3
+    assert "no supervisor runs" in result.stdout
+    assert house.raspy("stop").returncode == 3
+
+
+# -- the supervisor, end to end ---------------------------------------------------------
+
+def test_every_executive_answers_and_status_shows_them(house):
+    house.start()
+    assert house.echo("one") and house.echo("two")
+    # 200 once each of its workers has heard from the broker
+    status, result = wait_for(lambda: (r := house.call("one.mmi", "status"))[0] == p.OK and r, what="status 200")
+    assert result["workers"] == 3 and result["instance"] == f"{HOST}.one@{house.pid('one')}"
+    assert house.call("one.mmi", "exists", "echo") == (p.OK, True)
+    status, stats = house.call("one.statistics", "get", f"{HOST}.one.snmp.requests")
+    assert status == p.OK and stats["value"] >= 3  # the echo, status and exists requests
+    result = house.raspy("status")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [["broker", "running"], ["one", "running"],
+                                                        ["two", "running"]]
+    assert (house.state_dir / "logs" / "one.log").exists()
+
+
+def test_kill_9_of_an_executive_is_back_at_once(house):
+    house.start()
+    assert house.echo("one")
+    old = house.pid("one")
+    killed = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    assert house.echo("one", timeout=0.1, retries=30)
+    assert time.monotonic() - killed < 1.5
+    assert house.pid("one") != old and not alive(old)
+    wait_for(lambda: house.states("one")["one"].state == State.RUNNING, what="one running again")
+    line = next(line for line in house.raspy("status").stdout.splitlines() if line.startswith("one "))
+    assert line.split()[1] == "running"
+    assert line.split()[4] == "1"  # restarts
+    assert "killed by SIGKILL" in line
+
+
+def test_a_crash_loop_ends_in_gave_up_with_the_reason(house):
+    house.write(ECHOES + '\n[executives.bad]\nkind = "supervised_kinds:Crash"\n')
+    house.start()
+    wait_for(lambda: house.states("bad")["bad"].state == State.GAVE_UP, what="bad given up")
+    state = house.states("bad")["bad"]
+    assert state.restarts == 2 and state.pid == 0
+    assert state.last_exit.reason == "exit 3: boom: no sensor on the bus"
+    result = house.raspy("status")
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("bad "))
+    assert "gave-up" in line and "exit 3: boom: no sensor on the bus" in line and "retry in" in line
+    assert house.echo("one")  # the others are not disturbed
+    # a manual restart tries again at once
+    assert "started bad" in house.raspy("restart", "bad").stdout
+    wait_for(lambda: house.states("bad")["bad"].restarts >= 3, what="bad tried again")
+
+
+def test_a_hung_executive_is_killed_and_restarted(house):
+    flag = house.tmp / "freeze"
+    house.write(ECHOES + f'\n[executives.frozen]\nkind = "supervised_kinds:Freezer"\nfreeze = "{flag}"\n',
+                hang_timeout=1.5)
+    house.start(running=("broker", "one", "two", "frozen"))
+    old = house.pid("frozen")
+    flag.touch()
+    wait_for(lambda: house.states("frozen")["frozen"].restarts == 1, timeout=5, what="frozen restarted")
+    state = house.states("frozen")["frozen"]
+    assert state.pid != old and not alive(old)
+    assert state.last_exit.reason.startswith("killed by SIGKILL: hung: no heartbeat for ")
+    wait_for(lambda: house.echo("frozen"), what="frozen answers again")
+
+
+def test_sigterm_stops_everything_and_leaves_nothing(house):
+    house.write(ECHOES + '\n[executives.stubborn]\nkind = "supervised_kinds:Stubborn"\n')
+    supervisor = house.start(running=("broker", "one", "two", "stubborn"))
+    pids = [s.pid for s in house.states().values()]
+    started = time.monotonic()
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=5) == 0
+    assert time.monotonic() - started < 1.0 + 1.5  # stop_timeout, then SIGKILL for the stubborn one
+    assert not any(alive(pid) for pid in pids)
+    assert not Path(f"/dev/shm/{board_name(house.state_dir)}").exists()
+    assert not (house.state_dir / "control.sock").exists()
+    assert "stubborn (pid" in (house.tmp / "supervisor.out").read_text()  # it needed the SIGKILL
+
+
+def test_sigkill_of_the_supervisor_leaves_no_orphan_and_the_next_start_cleans_up(house):
+    supervisor = house.start()
+    pids = [s.pid for s in house.states().values()]
+    supervisor.kill()
+    supervisor.wait(timeout=5)
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=3, what="executives gone")
+    assert house.raspy("status").returncode == 3  # the stale board is reported
+    house.start()  # the stale board and control socket are replaced
+    assert house.echo("one")
+
+
+def test_sighup_restarts_only_the_changed_executive(house):
+    supervisor = house.start()
+    before = {name: s.pid for name, s in house.states().items()}
+    house.write(ECHOES.replace('[executives.two]\nkind = "echo"', '[executives.two]\nkind = "echo"\ndelay = 0.01')
+                + '\n[executives.three]\nkind = "echo"\n')
+    supervisor.send_signal(signal.SIGHUP)
+    wait_for(lambda: (s := house.states("three", "two")) and s["three"].state == s["two"].state == State.RUNNING
+             and s["two"].pid != before["two"], what="two restarted, three started")
+    after = {name: s.pid for name, s in house.states().items()}
+    assert after["broker"] == before["broker"] and after["one"] == before["one"]
+    assert house.echo("three") and house.echo("two")
+    # a removed executive is stopped and leaves the board
+    house.write(ECHOES)
+    result = house.raspy("reload")
+    assert result.returncode == 0 and "-three" in result.stdout
+    wait_for(lambda: "three" not in house.states(), what="three removed")
+    assert not alive(after["three"])
+
+
+def test_control_commands(house):
+    supervisor = house.start()
+    old = house.pid("one")
+    assert house.raspy("restart", "one").returncode == 0
+    wait_for(lambda: house.states("one")["one"].pid not in (0, old), what="one restarted")
+    result = house.raspy("restart", "nobody")
+    assert result.returncode == 1 and "no executive 'nobody'" in result.stderr
+    good = house.config.read_text()
+    house.config.write_text(good + "\n[executives.x]\nkind = 3\n")
+    result = house.raspy("reload")  # the command checks the file first
+    line = len(good.splitlines()) + 3
+    assert result.returncode == 2 and f"{house.config}, line {line}: executives.x.kind" in result.stderr
+    supervisor.send_signal(signal.SIGHUP)  # the supervisor checks it too, and keeps running as it was
+    wait_for(lambda: "reload refused" in (house.tmp / "supervisor.out").read_text(), what="reload refused")
+    assert set(house.states()) == {"broker", "one", "two"} and house.echo("two")
+    house.config.write_text(good)
+    result = house.raspy("stop")
+    assert result.returncode == 0 and result.stdout.strip() == "stopped"
+    assert supervisor.wait(timeout=2) == 0
+
+
+def test_run_one_executive_of_the_configuration(house, children):
+    house.write(ECHOES)
+    children.raspy("run", "broker", "--config", str(house.config), env=ENV)
+    children.raspy("run", "one", "--config", str(house.config), env=ENV)
+    assert house.echo("one", timeout=0.5, retries=20)
+    result = house.raspy("run", "nobody")
+    assert result.returncode == 2 and "no executive 'nobody'" in result.stderr
+
+
+def test_under_systemd_it_notifies_ready_status_and_watchdog(house, tmp_path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(5)
+        house.start(env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000"})
+        messages = set()
+        wait_for(lambda: messages.update(notify.recv(200).decode().splitlines()) or
+                 {"READY=1", "WATCHDOG=1", "STATUS=3/3 executives running"} <= messages, what="notifications")
