@@ -71,22 +71,11 @@ class BrokerExecutive(Executive):
             options.get("bind", DEFAULT_ENDPOINT), heartbeat=settings.heartbeat, liveness=settings.liveness,
             request_expiry=options.get("request_expiry", 30.0), busy_timeout=options.get("busy_timeout", 300.0),
         )
-        self._thread = threading.Thread(target=self.broker.run, name="broker", daemon=True)
+        self.add_thread(self.broker.run, self.broker.stop, "broker")
         self._reported = (0, 0)
 
-    def run(self) -> None:
-        self._thread.start()
-        super().run()
-
     def tick(self, now: float) -> None:
-        if self.slot is None:
-            return
         core = self.broker.core
         requests, replies = core.requests, core.replies
         self.slot.count(requests=requests - self._reported[0], replies=replies - self._reported[1])
         self._reported = (requests, replies)
-
-    def close(self) -> None:
-        self.broker.stop()
-        self._thread.join(timeout=2)
-        super().close()

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-from raspy import __version__, _fast
+from raspy import __version__, _fast, kvcli
 from raspy import protocol as p
 from raspy.broker import DEFAULT_ENDPOINT, Broker
 from raspy.board import BoardError
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_options(mmi)
     mmi.add_argument("regex", nargs="?", help="only names matching this regular expression")
     mmi.set_defaults(func=cmd_mmi)
+
+    kvcli.add_parser(commands)
     return parser
 
 

@@ -69,6 +69,9 @@ class Config:
     hostname: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     state_dir: Path = field(default_factory=default_state_dir)
     broker: str = "tcp://127.0.0.1:5514"
+    kv_snapshot: str = ""            # key/value endpoints; by default the broker's port + 1, + 2, + 3
+    kv_publisher: str = ""
+    kv_collector: str = ""
     heartbeat: float = 2.5
     liveness: int = 3
     backoff_start: float = 0.5       # delay before the second quick restart; doubles from there
@@ -92,6 +95,7 @@ class Config:
         """What the executive ``name`` is constructed with."""
         executive = self.executives[name]
         return Settings(name=name, hostname=self.hostname, broker=self.broker, state_dir=self.state_dir,
+                        kv_snapshot=self.kv_snapshot, kv_publisher=self.kv_publisher, kv_collector=self.kv_collector,
                         kind=executive.kind, options=dict(executive.options),
                         heartbeat=self.heartbeat, liveness=self.liveness)
 
@@ -102,6 +106,9 @@ _RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "hostname": ((str,), lambda v: bool(re.fullmatch(r"[A-Za-z0-9_-]+", v)), "letters, digits, '_' or '-'"),
     "state_dir": ((str,), bool, "a path"),
     "broker": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
+    "kv_snapshot": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
+    "kv_publisher": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
+    "kv_collector": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
     "heartbeat": ((int, float), *_POSITIVE),
     "liveness": ((int,), lambda v: v >= 1, "an integer >= 1"),
     "backoff_start": ((int, float), *_POSITIVE),
@@ -182,6 +189,12 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Conf
         if path is not None and not values["state_dir"].is_absolute():
             values["state_dir"] = path.parent / values["state_dir"]
     config = Config(path=path, **values)
+    for offset, key in enumerate(("kv_snapshot", "kv_publisher", "kv_collector"), 1):
+        if not getattr(config, key):
+            tcp = re.fullmatch(r"(tcp://[^:]+):(\d+)", config.broker)
+            if tcp is None:
+                raise error("raspy", key, f"needed when the broker ({config.broker}) is not tcp://HOST:PORT")
+            setattr(config, key, f"{tcp.group(1)}:{int(tcp.group(2)) + offset}")
     if config.backoff_start > config.backoff_cap:
         raise error("raspy", "backoff_start", f"{config.backoff_start} is more than backoff_cap {config.backoff_cap}")
     executives = document.get("executives", {})
@@ -207,9 +220,13 @@ def _executive(config: Config, name: str, table: Any, error) -> ExecutiveConfig:
     if not isinstance(enabled, bool):
         raise error(where, "enabled", f"{enabled!r} is not true or false")
     try:
-        load_kind(kind)  # imports it now: a typo stops start-up, and forked children share the pages
+        cls = load_kind(kind)  # imports it now: a typo stops start-up, and forked children share the pages
     except ValueError as exc:
         raise error(where, "kind", str(exc)) from None
+    try:
+        cls.check_options(options)
+    except ValueError as exc:
+        raise error(where, None, str(exc)) from None
     if kind == "broker":
         options.setdefault("bind", config.broker)
     return ExecutiveConfig(name, kind, enabled, options)

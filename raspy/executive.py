@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from raspy import protocol as p
 from raspy.board import Board
@@ -31,6 +31,7 @@ KINDS: dict[str, str] = {
     "broker": "raspy.broker:BrokerExecutive",
     "echo": "raspy.executive:EchoServer",
     "fake": "raspy.servers.fake:Fake",
+    "kv": "raspy.kv:KvExecutive",
     "onewire": "raspy.servers.onewire:OneWire",
 }
 
@@ -91,9 +92,14 @@ class Executive:
         self.service = p.routing_key(settings.hostname, settings.name)
         self.workers: list[MajorDomoWorker] = []
         self._threads: list[threading.Thread] = []
+        self._stoppers: list[Callable[[], None]] = []
         self._stop = threading.Event()
         #: the supervisor's pid when forked by one: the executive stops if it is orphaned
         self.parent_pid: int | None = None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise ``ValueError`` with the reason when ``options`` cannot work; called when the configuration is read."""
 
     def get_instance_id(self) -> str:
         return f"{self.service}@{os.getpid()}"
@@ -103,7 +109,21 @@ class Executive:
         worker = MajorDomoWorker(self.settings.broker, name, self._counted(handler),
                                  heartbeat=self.settings.heartbeat, liveness=self.settings.liveness)
         self.workers.append(worker)
+        self.add_thread(worker.run, worker.shutdown, f"worker-{name}")
         return worker
+
+    def add_thread(self, target: Callable[[], None], stop: Callable[[], None] | None = None, name: str = "") -> None:
+        """Run ``target`` in a thread of its own from :meth:`run` on; ``stop`` ends it at :meth:`close`.
+
+        Without ``stop``, ``target`` should return once :meth:`stopping` waits no more.
+        """
+        self._threads.append(threading.Thread(target=target, name=name or target.__name__, daemon=True))
+        if stop is not None:
+            self._stoppers.append(stop)
+
+    def stopping(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; true once the executive is asked to stop."""
+        return self._stop.wait(timeout)
 
     def add_service(self, suffix: str, handler: Handler) -> MajorDomoWorker:
         """Serve ``<hostname>.<name>.<suffix>``."""
@@ -125,11 +145,9 @@ class Executive:
         """Periodic work of the executive, called every :attr:`beat_interval`."""
 
     def run(self) -> None:
-        """Start the workers and beat until :meth:`shutdown`."""
-        for worker in self.workers:
-            thread = threading.Thread(target=worker.run, name=f"worker-{worker.service.decode()}", daemon=True)
+        """Start the workers and other threads, and beat until :meth:`shutdown`."""
+        for thread in self._threads:
             thread.start()
-            self._threads.append(thread)
         log.info("%s running with %d workers", self.get_instance_id(), len(self.workers))
         try:
             while not self._orphaned():
@@ -153,11 +171,13 @@ class Executive:
         self._stop.set()
 
     def close(self) -> None:
-        """Stop the workers; subclasses release their own resources too."""
-        for worker in self.workers:
-            worker.shutdown()
+        """Stop the workers and threads; subclasses release their own resources too."""
+        self._stop.set()
+        for stop in self._stoppers:
+            stop()
         for thread in self._threads:
-            thread.join(timeout=2)
+            if thread.ident is not None:
+                thread.join(timeout=2)
 
 
 class Status(Service):

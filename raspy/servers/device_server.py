@@ -34,7 +34,7 @@ class DeviceServer(Server):
         self._lock = threading.Lock()  # the handler and the publisher share the devices
         self.add_service("devices", self._locked)
         self.publisher = KvPublisherClient(settings.kv_collector)
-        self._publishing = threading.Thread(target=self._publish_loop, name="publisher", daemon=True)
+        self.add_thread(self._publish_loop, name="publisher")
 
     def _locked(self, frames: Frames) -> Frames:
         with self._lock:
@@ -57,17 +57,12 @@ class DeviceServer(Server):
         return len(due)
 
     def _publish_loop(self) -> None:
-        while not self._stop.wait(self.publish_interval):
+        while not self.stopping(self.publish_interval):
             try:
                 self.publish_due(time.time())
             except Exception:
                 log.exception("publishing readings failed")
 
-    def run(self) -> None:
-        self._publishing.start()
-        super().run()
-
     def close(self) -> None:
         super().close()
-        self._publishing.join(timeout=5)
         self.publisher.close()

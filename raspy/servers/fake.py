@@ -78,5 +78,9 @@ class FakeDevices(DeviceService):
 class Fake(DeviceServer):
     """The ``fake`` executive: the simulated devices of option ``devices`` (a list of tables)."""
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        FakeDevices(options.get("devices", []))  # a bad table raises DeviceError, a ValueError
+
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, FakeDevices(settings.options.get("devices", [])), slot)
