@@ -37,7 +37,7 @@ class Broker:
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.linger = 0
-        self.socket.router_mandatory = False
+        self.socket.router_mandatory = True  # an unroutable send fails: see _fast.pure.send
         self.socket.bind(endpoint)
         self.core = (core or _fast.BrokerCore)(
             self.socket, heartbeat=heartbeat, liveness=liveness,

@@ -146,6 +146,22 @@ def test_killed_busy_worker_request_is_served_by_another(house):
     assert result["reply"] == [b"important"]
 
 
+def test_request_skips_a_killed_idle_worker_at_once(children, core_env):
+    """With heartbeats of 2 s the dead worker would be listed for 6 s; the broker must not wait for that."""
+    house = House(children, core_env)
+    house.broker = house.children.raspy("run", "broker", "--bind", house.endpoint, "--heartbeat", "2", env=core_env)
+    wait_for(lambda: house.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
+    first = house.children.raspy("run", "echo", "--broker", house.endpoint, "--heartbeat", "2", env=core_env)
+    wait_for(lambda: house.workers().get("echo", {}).get("idle") == 1, what="first worker")
+    house.children.raspy("run", "echo", "--broker", house.endpoint, "--heartbeat", "2", env=core_env)
+    wait_for(lambda: house.workers()["echo"]["idle"] == 2, what="second worker")
+    first.send_signal(signal.SIGKILL)  # the longest idle: it would get the next request
+    first.wait(timeout=5)
+    with house.client(timeout=1.5, retries=1) as client:
+        assert client.send("echo", [b"to the live one"]) == [b"to the live one"]
+    assert house.workers()["echo"]["workers"] == 1
+
+
 def test_workers_reconnect_and_clients_retry_after_broker_restart(house):
     house.start_echo()
     wait_for(lambda: house.live("echo"), what="echo worker")

@@ -30,7 +30,7 @@ from collections import deque
 import zmq
 
 from raspy import protocol as p
-from raspy._fast.pure import BATCH, mmi_answer
+from raspy._fast.pure import BATCH, mmi_answer, send
 from raspy.droplog import DropLog
 
 log = logging.getLogger("raspy.broker")
@@ -80,6 +80,7 @@ cdef enum:
     SNDMORE = 2
     POLLIN = 1
 cdef int EAGAIN = errno.EAGAIN
+cdef int EHOSTUNREACH = errno.EHOSTUNREACH
 cdef int EINTR = errno.EINTR
 
 
@@ -385,7 +386,8 @@ cdef class BrokerCore:
 
     def reply(self, bytes client, bytes service, list body) -> None:
         self.replies += 1
-        self.socket.send_multipart([client, b"", p.CLIENT, service, *body])
+        if not send(self.socket, [client, b"", p.CLIENT, service, *body]):
+            log.debug("client %s gone: reply dropped", client.hex())
 
     # -- workers ----------------------------------------------------------------
 
@@ -404,12 +406,14 @@ cdef class BrokerCore:
             self.drop("REPLY for a client the worker does not serve", [identity, *self._frames(4, n)])
             return 0
         svc = worker.service
-        self._send(&m[4], SNDMORE)
-        self._send_bytes(b"", 0, SNDMORE)
-        self._send_bytes(b"MDPC01", 6, SNDMORE)
-        self._send_bytes(PyBytes_AS_STRING(svc.name), PyBytes_GET_SIZE(svc.name), SNDMORE if n > 6 else 0)
-        for i in range(6, n):
-            self._send(&m[i], SNDMORE if i < n - 1 else 0)
+        if self._send(&m[4], SNDMORE) == 0:
+            self._send_bytes(b"", 0, SNDMORE)
+            self._send_bytes(b"MDPC01", 6, SNDMORE)
+            self._send_bytes(PyBytes_AS_STRING(svc.name), PyBytes_GET_SIZE(svc.name), SNDMORE if n > 6 else 0)
+            for i in range(6, n):
+                self._send(&m[i], SNDMORE if i < n - 1 else 0)
+        else:
+            log.debug("client gone: reply dropped")
         self.replies += 1
         worker.request = None
         svc.idle.append(worker)
@@ -460,14 +464,18 @@ cdef class BrokerCore:
 
     def disconnect(self, bytes identity, str reason) -> None:
         log.info("disconnecting worker %s: %s", identity.hex(), reason)
-        self.socket.send_multipart([identity, *p.worker_message(p.DISCONNECT)])
+        send(self.socket, [identity, *p.worker_message(p.DISCONNECT)])
+
+    def forget(self, Worker worker) -> None:
+        """Drop a worker from the tables (not from its service's idle list)."""
+        del self.workers[worker.identity]
+        worker.service.workers -= 1
 
     def remove(self, Worker worker) -> None:
         """Forget a worker; its request goes back to the head of the queue, once."""
         cdef Service svc = worker.service
         cdef Request request = worker.request
-        del self.workers[worker.identity]
-        svc.workers -= 1
+        self.forget(worker)
         if request is None:
             svc.idle.remove(worker)
         elif not request.requeued:
@@ -487,12 +495,15 @@ cdef class BrokerCore:
         cdef double now = 0.0
         while svc.requests and svc.idle:
             worker = svc.idle.popleft()
+            if self._send_bytes(PyBytes_AS_STRING(worker.identity), PyBytes_GET_SIZE(worker.identity), SNDMORE):
+                log.info("worker %s of %s gone", worker.identity.hex(), svc.name)
+                self.forget(worker)  # its connection closed: the request stays first in line
+                continue
             request = svc.requests.popleft()
             worker.request = request
             if now == 0.0:
                 now = monotonic()
             worker.busy_since = now
-            self._send_bytes(PyBytes_AS_STRING(worker.identity), PyBytes_GET_SIZE(worker.identity), SNDMORE)
             self._send_bytes(b"", 0, SNDMORE)
             self._send_bytes(b"MDPW01", 6, SNDMORE)
             self._send_bytes(b"\x02", 1, SNDMORE)
@@ -505,8 +516,12 @@ cdef class BrokerCore:
     # -- sending ----------------------------------------------------------------
 
     cdef int _send(self, msg_t *m, int flags) except -1:
-        """Send (and so empty) ``m``; ROUTER drops what it cannot route, as in the twin."""
-        if msg_send(m, self.zsock, flags) < 0:
+        """Send (and so empty) ``m`` without blocking; 1 when the peer is gone, as ``pure.send`` says."""
+        cdef int err
+        if msg_send(m, self.zsock, flags | DONTWAIT) < 0:
+            err = zmq_errno()
+            if err == EHOSTUNREACH or err == EAGAIN:
+                return 1
             raise zmq_error()
         return 0
 
@@ -516,20 +531,18 @@ cdef class BrokerCore:
         msg_init(&copy)
         msg_copy(&copy, m)
         try:
-            self._send(&copy, flags)
+            return self._send(&copy, flags)
         finally:
             msg_close(&copy)
-        return 0
 
     cdef int _send_bytes(self, const char *data, size_t size, int flags) except -1:
         cdef msg_t frame
         msg_init_size(&frame, size)
         memcpy(msg_data(&frame), data, size)
         try:
-            self._send(&frame, flags)
+            return self._send(&frame, flags)
         finally:
             msg_close(&frame)
-        return 0
 
     # -- time -------------------------------------------------------------------
 
@@ -547,8 +560,9 @@ cdef class BrokerCore:
                 worker.request.requeued = True  # a hung handler's request is not retried
                 self.remove(worker)
                 self.disconnect(worker.identity, "busy too long")
-            else:
-                self.socket.send_multipart([worker.identity, *p.worker_message(p.HEARTBEAT)])
+            elif not send(self.socket, [worker.identity, *p.worker_message(p.HEARTBEAT)]):
+                log.warning("worker %s of %s gone", worker.identity.hex(), worker.service.name)
+                self.remove(worker)
         for name, svc in list(self.services.items()):
             while svc.requests and now - (<Request>svc.requests[0]).queued_at > self.request_expiry:
                 svc.requests.popleft()

@@ -24,6 +24,22 @@ log = logging.getLogger("raspy.broker")
 BATCH = 1000
 
 
+def send(socket: zmq.Socket, frames: list[bytes]) -> bool:
+    """Send without blocking on the ROUTER_MANDATORY socket; False when the peer is gone.
+
+    A worker whose connection closed (``kill -9``) is known at once this way,
+    rather than after its heartbeats expire. A peer whose queue is full is
+    treated the same: the broker never blocks on one slow peer.
+    """
+    try:
+        socket.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.ZMQError as exc:
+        if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+            return False
+        raise
+    return True
+
+
 class Request:
     """A client request waiting for, or held by, a worker."""
 
@@ -145,7 +161,8 @@ class BrokerCore:
 
     def reply(self, client: bytes, service: bytes, body: list[bytes]) -> None:
         self.replies += 1
-        self.socket.send_multipart([client, b"", p.CLIENT, service, *body])
+        if not send(self.socket, [client, b"", p.CLIENT, service, *body]):
+            log.debug("client %s gone: reply dropped", client.hex())
 
     # -- workers ----------------------------------------------------------------
 
@@ -193,13 +210,17 @@ class BrokerCore:
 
     def disconnect(self, identity: bytes, reason: str) -> None:
         log.info("disconnecting worker %s: %s", identity.hex(), reason)
-        self.socket.send_multipart([identity, *p.worker_message(p.DISCONNECT)])
+        send(self.socket, [identity, *p.worker_message(p.DISCONNECT)])
+
+    def forget(self, worker: Worker) -> None:
+        """Drop a worker from the tables (not from its service's idle list)."""
+        del self.workers[worker.identity]
+        worker.service.workers -= 1
 
     def remove(self, worker: Worker) -> None:
         """Forget a worker; its request goes back to the head of the queue, once."""
         svc = worker.service
-        del self.workers[worker.identity]
-        svc.workers -= 1
+        self.forget(worker)
         request = worker.request
         if request is None:
             svc.idle.remove(worker)
@@ -217,12 +238,14 @@ class BrokerCore:
         now = 0.0
         while requests and idle:
             worker = idle.popleft()
-            request = requests.popleft()
+            request = requests[0]
+            if not send(self.socket, [worker.identity, b"", p.WORKER, p.REQUEST, request.client, b"", *request.body]):
+                log.info("worker %s of %s gone", worker.identity.hex(), svc.name)
+                self.forget(worker)  # its connection closed: the request stays first in line
+                continue
+            requests.popleft()
             worker.request = request
             worker.busy_since = now or (now := time.monotonic())
-            self.socket.send_multipart(
-                [worker.identity, b"", p.WORKER, p.REQUEST, request.client, b"", *request.body]
-            )
 
     # -- time -------------------------------------------------------------------
 
@@ -238,8 +261,9 @@ class BrokerCore:
                 worker.request.requeued = True  # a hung handler's request is not retried
                 self.remove(worker)
                 self.disconnect(worker.identity, "busy too long")
-            else:
-                self.socket.send_multipart([worker.identity, *p.worker_message(p.HEARTBEAT)])
+            elif not send(self.socket, [worker.identity, *p.worker_message(p.HEARTBEAT)]):
+                log.warning("worker %s of %s gone", worker.identity.hex(), worker.service.name)
+                self.remove(worker)
         for name, svc in list(self.services.items()):
             while svc.requests and now - svc.requests[0].queued_at > self.request_expiry:
                 svc.requests.popleft()
