@@ -149,7 +149,7 @@ def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -
 
     ``refresh`` is how often (seconds) the page's script refetches its content.
     """
-    app = bottle.Bottle(autojson=False)
+    app = bottle.Bottle()
     page = bottle.SimpleTemplate(name="page.tpl", lookup=[str(TEMPLATES)])
     fragment = bottle.SimpleTemplate(name="fragment.tpl", lookup=[str(TEMPLATES)])
     actions = bool(token)

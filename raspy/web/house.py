@@ -115,7 +115,7 @@ class House:
 
     def __init__(self, hostname: str, board: str, broker: str, *,
                  kv_snapshot: str = SNAPSHOT_ENDPOINT, kv_publisher: str = PUBLISHER_ENDPOINT,
-                 state_dir: Path = Path("."), stale_after: float = 7.5, mmi_interval: float = 5.0,
+                 state_dir: Path = Path("."), stale_after: float = 15.0, mmi_interval: float = 5.0,
                  history: int = 60, restarter: Callable[[str], str] | None = None) -> None:
         self.hostname = hostname
         self.board_name = board

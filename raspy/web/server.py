@@ -52,7 +52,8 @@ class Web(Executive):
     (shared-memory name, derived from the state directory by default),
     ``kv_snapshot`` and ``kv_publisher`` (endpoints), ``refresh`` (seconds between
     page updates), ``mmi_interval`` (seconds between broker queries),
-    ``stale_after`` (seconds without a beat before an executive counts as hung).
+    ``stale_after`` (seconds without a beat before an executive counts as hung;
+    15, as the supervisor's default hang timeout).
     """
 
     def __init__(self, settings: Settings, slot: Counters | None = None,
@@ -63,7 +64,7 @@ class Web(Executive):
         self.house = House(
             settings.hostname, options.get("board") or board_name(settings.state_dir), settings.broker,
             state_dir=settings.state_dir, restarter=restarter,
-            stale_after=float(options.get("stale_after", settings.heartbeat * settings.liveness)),
+            stale_after=float(options.get("stale_after", 15.0)),
             mmi_interval=float(options.get("mmi_interval", 5.0)), **kv,
         )
         self.app = make_app(self.house, token=options.get("token") or None,
