@@ -13,7 +13,7 @@
 <h2>Executives</h2>
 <div class="scroll">
 <table>
-<thead><tr><th>name</th><th>state</th><th>pid</th><th>up</th><th title="restarts">rst</th><th title="heartbeat age">beat</th><th title="requests / errors">req / err</th></tr></thead>
+<thead><tr><th>name</th><th>state</th><th>pid</th><th>up</th><th title="restarts">rst</th><th title="heartbeat age">beat</th><th title="requests / errors">req/err</th></tr></thead>
 <tbody>
 % for ex in s["executives"]:
 <tr class="ex {{"" if ex["ready"] else "down"}}" data-name="{{ex["name"]}}">
@@ -27,7 +27,7 @@
   <td>{{duration(ex["uptime"])}}</td>
   <td>{{ex["restarts"]}}</td>
   <td>{{duration(ex["heartbeat_age"])}}</td>
-  <td>{{ex["requests"]}} / <span class="{{"bad" if ex["errors"] else ""}}">{{ex["errors"]}}</span></td>
+  <td>{{ex["requests"]}}/<span class="{{"bad" if ex["errors"] else ""}}">{{ex["errors"]}}</span></td>
 </tr>
 % end
 </tbody>
@@ -64,7 +64,9 @@
 % end
 </p>
 % end
-% if s["services"]:
+% if not s["services"] and broker["up"]:
+<p class="muted">No services registered with the broker.</p>
+% elif s["services"]:
 <table>
 <thead><tr><th>service</th><th>workers</th><th>idle</th><th>queued</th></tr></thead>
 <tbody>
