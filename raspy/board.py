@@ -228,8 +228,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # exists, owned by someone else
+        pass
     return True
 
 
@@ -263,7 +263,8 @@ class Slot:
 
     @property
     def name(self) -> str:
-        return self._read_sup()[0]
+        """The executive's name ('' for a free slot)."""
+        return _decode(self._stable(self._sup, _SUP, READ_TIMEOUT)[0])
 
     # -- reading ------------------------------------------------------------
 
@@ -285,10 +286,6 @@ class Slot:
                 raise BoardBusy(f"slot {self.index}: record at offset {offset} stayed half-written "
                                 f"for {timeout}s (its writer died mid-write?)")
             time.sleep(0.0002)
-
-    def _read_sup(self, timeout: float = READ_TIMEOUT) -> tuple:
-        name, *rest = self._stable(self._sup, _SUP, timeout)
-        return (_decode(name), *rest)
 
     def read(self, timeout: float = READ_TIMEOUT) -> SlotState:
         """A consistent snapshot; :class:`BoardBusy` if a record stays half-written for ``timeout`` s."""
@@ -433,6 +430,8 @@ class Board:
     """
 
     def __init__(self, buf: memoryview, shm: shared_memory.SharedMemory | None = None) -> None:
+        if len(buf) < HEADER_SIZE:
+            raise BoardError("not a RasPy board (too short)")
         magic, version, capacity, slot_size, self.creator_pid, self.created = _HEADER.unpack_from(buf, 0)
         if magic != MAGIC:
             raise BoardError("not a RasPy board (bad magic)")

@@ -12,7 +12,11 @@ from typing import Any, Callable
 from raspy import __version__, _fast
 from raspy import protocol as p
 from raspy.broker import DEFAULT_ENDPOINT, Broker
+from raspy.board import BoardError
 from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.config import Config, ConfigError, load_config
+from raspy.control import NotRunning, send_command, status_report, wait_gone
+from raspy.executive import load_kind
 
 log = logging.getLogger("raspy")
 
@@ -47,6 +51,95 @@ def run_echo(args: argparse.Namespace) -> int:
     on_stop_signals(worker.shutdown)
     worker.run()
     return 0
+
+
+def run_executive(name: str, rest: list[str]) -> int:
+    """``raspy run NAME --config FILE``: one executive of the configuration, alone, in the foreground."""
+    parser = argparse.ArgumentParser(prog=f"raspy run {name}")
+    config_option(parser)
+    options = parser.parse_args(rest)
+    config = load_or_exit(options.config)
+    if name not in config.executives:
+        print(f"error: no executive {name!r} in {config.path or 'the default configuration'}; "
+              f"known: {', '.join(config.executives)}", file=sys.stderr)
+        return 2
+    executive = load_kind(config.executives[name].kind)(config.settings(name))
+    on_stop_signals(executive.shutdown)
+    executive.run()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``raspy run broker|echo [options]`` as before; any other NAME, or ``--config``, runs an executive."""
+    legacy = {"broker": broker_parser, "echo": echo_parser}
+    if args.name in legacy and not any(a == "--config" or a.startswith("--config=") for a in args.rest):
+        options = legacy[args.name]().parse_args(args.rest)
+        return options.func(options)
+    return run_executive(args.name, args.rest)
+
+
+# -- raspy start / status / stop / restart / reload --------------------------------
+
+def load_or_exit(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from raspy.supervisor import Supervisor
+
+    config = load_or_exit(args.config)
+    try:
+        Supervisor(config).run()
+    except BoardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lines, code = status_report(load_or_exit(args.config).state_dir)
+    print("\n".join(lines))
+    return code
+
+
+def control(args: argparse.Namespace, command: str) -> tuple[dict | None, Config]:
+    config = load_or_exit(args.config)
+    try:
+        return send_command(config.state_dir, command), config
+    except (NotRunning, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, config
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    reply, config = control(args, "stop")
+    if reply is None:
+        return 3
+    if not wait_gone(reply["pid"], config.stop_timeout + 5):
+        print(f"error: the supervisor (pid {reply['pid']}) still runs", file=sys.stderr)
+        return 1
+    print("stopped")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    return print_reply(control(args, f"restart {args.name}")[0])
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    return print_reply(control(args, "reload")[0])
+
+
+def print_reply(reply: dict | None) -> int:
+    if reply is None:
+        return 3
+    print(reply["message"] if reply["ok"] else f"error: {reply['message']}",
+          file=sys.stdout if reply["ok"] else sys.stderr)
+    return 0 if reply["ok"] else 1
 
 
 # -- raspy call / mmi -----------------------------------------------------------
@@ -101,16 +194,13 @@ def heartbeat_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liveness", type=int, default=3, help="silent intervals before a peer is dead")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raspy", description="Run a house from a Raspberry Pi.")
-    parser.add_argument("--version", action="version",
-                        version=f"raspy {__version__} (broker core: {_fast.IMPLEMENTATION})")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=os.environ.get("RASPY_CONFIG"), metavar="FILE",
+                        help="TOML configuration (default $RASPY_CONFIG, else the embedded default house)")
 
-    run = commands.add_parser("run", help="run one piece in the foreground")
-    pieces = run.add_subparsers(dest="piece", required=True, metavar="NAME")
-    broker = pieces.add_parser("broker", help="the Majordomo broker alone")
+
+def broker_parser() -> argparse.ArgumentParser:
+    broker = argparse.ArgumentParser(prog="raspy run broker", description="the Majordomo broker alone")
     broker.add_argument("--bind", default=DEFAULT_ENDPOINT, help="endpoint to bind (default %(default)s)")
     heartbeat_options(broker)
     broker.add_argument("--request-expiry", type=float, default=30.0,
@@ -118,12 +208,55 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--busy-timeout", type=float, default=300.0,
                         help="seconds a worker may hold one request before it is dropped")
     broker.set_defaults(func=run_broker)
-    echo = pieces.add_parser("echo", help="an echo worker (tests and benchmarks)")
+    return broker
+
+
+def echo_parser() -> argparse.ArgumentParser:
+    echo = argparse.ArgumentParser(prog="raspy run echo", description="an echo worker (tests and benchmarks)")
     client_options(echo)
     heartbeat_options(echo)
     echo.add_argument("--service", default="echo", help="service name (default %(default)s)")
     echo.add_argument("--delay", type=float, default=0.0, help="seconds each request takes")
     echo.set_defaults(func=run_echo)
+    return echo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raspy", description="Run a house from a Raspberry Pi.")
+    parser.add_argument("--version", action="version",
+                        version=f"raspy {__version__} (broker core: {_fast.IMPLEMENTATION})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = commands.add_parser("start", help="run the supervisor and the house in the foreground")
+    config_option(start)
+    start.set_defaults(func=cmd_start)
+
+    status = commands.add_parser("status", help="one line per executive, from the board (no broker needed)")
+    config_option(status)
+    status.set_defaults(func=cmd_status)
+
+    stop = commands.add_parser("stop", help="stop the running supervisor and its executives")
+    config_option(stop)
+    stop.set_defaults(func=cmd_stop)
+
+    restart = commands.add_parser("restart", help="restart one executive of the running supervisor")
+    restart.add_argument("name", help="executive name")
+    config_option(restart)
+    restart.set_defaults(func=cmd_restart)
+
+    reload = commands.add_parser("reload", help="re-read the configuration (restarts only what changed)")
+    config_option(reload)
+    reload.set_defaults(func=cmd_reload)
+
+    run = commands.add_parser(
+        "run", help="run one executive in the foreground (debugging)",
+        description="raspy run NAME [--config FILE] runs the executive NAME of the configuration alone; "
+                    "'raspy run broker [--bind ...]' and 'raspy run echo [...]' run those pieces alone "
+                    "(see 'raspy run broker -h').")
+    run.add_argument("name", metavar="NAME", help="an executive of the configuration, or broker or echo")
+    run.add_argument("rest", nargs=argparse.REMAINDER, help="--config FILE, or the piece's own options")
+    run.set_defaults(func=cmd_run)
 
     call = commands.add_parser("call", help="send one request to a service and print the reply")
     client_options(call)

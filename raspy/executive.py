@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from raspy import protocol as p
+from raspy.board import Board
+from raspy.echo import Echo
 from raspy.protocol import Frames
-from raspy.service import Service, ServiceError
+from raspy.service import Service, ServiceError, bad_request
+from raspy.statistics import Statistics, StatisticsService
 from raspy.worker import Handler, MajorDomoWorker
 
 log = logging.getLogger(__name__)
@@ -26,24 +29,30 @@ log = logging.getLogger(__name__)
 #: Executive kinds: the configuration's ``kind`` -> ``module:Class``, imported on use.
 KINDS: dict[str, str] = {
     "broker": "raspy.broker:BrokerExecutive",
+    "echo": "raspy.executive:EchoServer",
     "web": "raspy.web.server:Web",
 }
 
 
 def load_kind(kind: str) -> type["Executive"]:
-    """The Executive class of a kind named in the configuration."""
-    try:
-        target = KINDS[kind]
-    except KeyError:
-        raise ValueError(f"unknown executive kind {kind!r}; known: {sorted(KINDS)}") from None
+    """The Executive class of a kind: a name in :data:`KINDS`, or ``module:Class`` itself."""
+    target = kind if ":" in kind else KINDS.get(kind)
+    if target is None:
+        raise ValueError(f"unknown executive kind {kind!r}; known: {sorted(KINDS)}, or 'module:Class'")
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load {target!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Executive)):
+        raise ValueError(f"{target!r} is not an Executive class")
+    return cls
 
 
 class Counters(Protocol):
     """What an executive writes on its board slot (see raspy.board)."""
 
-    def beat(self, now: float) -> None: ...
+    def beat(self) -> None: ...
 
     def count(self, requests: int = 0, replies: int = 0, errors: int = 0, bytes_in: int = 0, bytes_out: int = 0) -> None: ...
 
@@ -73,11 +82,14 @@ class Executive:
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         self.settings = settings
-        self.slot = slot
+        # run alone (no supervisor), an executive counts on a private slot: one code path
+        self.slot = slot if slot is not None else Board.private(1, [settings.name]).slot(0)
         self.service = p.routing_key(settings.hostname, settings.name)
         self.workers: list[MajorDomoWorker] = []
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        #: the supervisor's pid when forked by one: the executive stops if it is orphaned
+        self.parent_pid: int | None = None
 
     def get_instance_id(self) -> str:
         return f"{self.service}@{os.getpid()}"
@@ -95,8 +107,6 @@ class Executive:
 
     def _counted(self, handler: Handler) -> Handler:
         slot = self.slot
-        if slot is None:
-            return handler
 
         def counted(frames: Frames) -> Frames:
             reply = handler(frames)
@@ -118,15 +128,21 @@ class Executive:
             self._threads.append(thread)
         log.info("%s running with %d workers", self.get_instance_id(), len(self.workers))
         try:
-            while True:
+            while not self._orphaned():
                 now = time.time()
-                if self.slot is not None:
-                    self.slot.beat(now)
+                self.slot.beat()
                 self.tick(now)
                 if self._stop.wait(self.beat_interval):
                     break
         finally:
             self.close()
+
+    def _orphaned(self) -> bool:
+        """True once the supervisor is gone (the fallback of PR_SET_PDEATHSIG)."""
+        if self.parent_pid is None or os.getppid() == self.parent_pid:
+            return False
+        log.error("%s: supervisor %d is gone, stopping", self.get_instance_id(), self.parent_pid)
+        return True
 
     def shutdown(self) -> None:
         """Ask :meth:`run` to return (safe from a signal handler)."""
@@ -141,7 +157,8 @@ class Executive:
 
 
 class Status(Service):
-    """``<host>.<service>.mmi``: ``status`` is 200 when every worker is connected, else 500."""
+    """``<host>.<service>.mmi``: ``status`` (200 when every worker is connected, else 500) and
+    ``exists NAME`` (whether this executive serves ``NAME``, a full name or a suffix)."""
 
     def __init__(self, executive: Executive) -> None:
         self.executive = executive
@@ -152,10 +169,30 @@ class Status(Service):
             raise ServiceError(p.ERROR, f"not connected to the broker: {', '.join(missing)}")
         return {"instance": self.executive.get_instance_id(), "workers": len(self.executive.workers)}
 
+    def do_exists(self, args: Any) -> bool:
+        if not isinstance(args, str) or not args:
+            raise bad_request("exists needs a service name (a string)")
+        served = {w.service.decode() for w in self.executive.workers}
+        return args in served or f"{self.executive.service}.{args}" in served
+
 
 class Server(Executive):
-    """An executive that also answers ``<host>.<service>.mmi`` (status)."""
+    """An executive that also answers ``<host>.<service>.mmi`` and ``<host>.<service>.statistics``.
+
+    The statistics' default counters are views of the board slot the handler
+    wrapper counts on, so nothing is counted twice.
+    """
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
+        self.statistics = Statistics(self.service, self.slot)
         self.add_service("mmi", Status(self))
+        self.add_service("statistics", StatisticsService(self.statistics))
+
+
+class EchoServer(Server):
+    """``<host>.<name>.echo`` answers with the request (tests, benchmarks); option ``delay`` (s)."""
+
+    def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        super().__init__(settings, slot)
+        self.add_service("echo", Echo(float(settings.options.get("delay", 0.0))))

@@ -15,7 +15,6 @@ import pytest
 
 from raspy.board import (EXEC_OFFSET, HEADER_SIZE, NAME_SIZE, REASON_SIZE, SLOT_SIZE, Board, BoardBusy,
                          BoardError, LastExit, State, board_name)
-from support import wait_for
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs Linux /dev/shm")
@@ -158,13 +157,18 @@ def test_a_reader_waits_for_a_slow_writer_and_gets_its_values(board):
 
 
 def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name, children):
-    """Executive and supervisor write one slot flat out; a third process checks every snapshot."""
+    """Executive and supervisor write one slot flat out; a third process checks every snapshot.
+
+    The reader stops once it has seen both writers make progress many times (so
+    the test adapts to a loaded machine); the executive stops when the
+    supervisor sets ``stopping``, as it would in real life.
+    """
     writer = run_python(children, """
         import sys, time
-        from raspy.board import Board
+        from raspy.board import Board, State
         slot = Board.attach(sys.argv[1]).slot("broker")
-        end = time.monotonic() + 1.5
-        while time.monotonic() < end:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and slot.read().state != State.STOPPING:
             for _ in range(100):
                 slot.count(requests=1, replies=1, errors=1, bytes_in=1, bytes_out=1)
             slot.beat()
@@ -174,29 +178,29 @@ def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name,
         from raspy.board import Board
         slot = Board.attach(sys.argv[1]).slot("broker")
         reads = bad = 0
-        seen = set()
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
+        requests, pids = set(), set()
+        end = time.monotonic() + 30
+        while time.monotonic() < end and (reads < 20000 or len(requests) < 100 or len(pids) < 100):
             s = slot.read()
             reads += 1
             if not (s.requests == s.replies == s.errors == s.bytes_in == s.bytes_out):
                 bad += 1
             if not (s.pid == s.restarts == int(s.next_start)):
                 bad += 1
-            seen.add((s.requests, s.pid))
-        print(json.dumps({"reads": reads, "bad": bad, "distinct": len(seen)}))
+            requests.add(s.requests)
+            pids.add(s.pid)
+        print(json.dumps({"reads": reads, "bad": bad, "requests": len(requests), "pids": len(pids)}))
     """, name)
     slot = board.slot("broker")
-    wait_for(lambda: slot.read().requests > 0, timeout=10, what="the executive writing")
     k = 0
     while reader.poll() is None:
         k += 1
         slot.set_supervised(pid=k, restarts=k, next_start=float(k))
+    slot.set_supervised(state=State.STOPPING)
     result = json.loads(finish(reader))
     finish(writer)
-    assert result["reads"] > 1000
-    assert result["distinct"] > 100, "the reader must have read while both writers were writing"
-    assert result["bad"] == 0
+    assert result["requests"] >= 100 and result["pids"] >= 100, f"too little overlap: {result}"
+    assert result["bad"] == 0, result
 
 
 def test_create_replaces_a_block_left_by_a_killed_supervisor(name, children):
