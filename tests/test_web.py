@@ -26,6 +26,9 @@ from raspy.web.house import House, MmiCache
 from raspy.web.readings import DeviceReadings, EventLog
 from raspy.web.server import Web, serve
 from support import free_endpoint, free_port, wait_for
+from web_house import TOKEN as HOUSE_TOKEN
+from web_house import kv_answers
+from web_house import running_house  # noqa: F401 (fixture)
 
 TOKEN = "correct horse"
 
@@ -459,6 +462,7 @@ def test_web_executive_serves_the_house_and_stops(board, children, tmp_path):
     children.python("-m", "raspy.kv", "--snapshot", kv["snapshot"], "--publisher", kv["publisher"],
                     "--collector", kv["collector"])
     start(board, "broker", os.getpid())
+    wait_for(lambda: kv_answers(kv["snapshot"]), what="the kv server")
     port = free_port()
     settings = Settings("web", "pi", broker=broker, state_dir=tmp_path, options={
         "port": port, "board": board.name, "kv_snapshot": kv["snapshot"], "kv_publisher": kv["publisher"],
@@ -487,3 +491,35 @@ def test_web_executive_serves_the_house_and_stops(board, children, tmp_path):
     assert not thread.is_alive()
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "/healthz", timeout=1)
+
+
+def test_restart_through_the_page_under_a_real_supervisor(running_house):
+    house = running_house
+    before = house.states()["one"]
+    assert house.post("api/executives/one/restart", "wrong")[0] == 403
+    assert house.post("api/executives/nobody/restart", HOUSE_TOKEN)[0] == 404
+    status, reply = house.post("api/executives/one/restart", HOUSE_TOKEN)
+    assert status == 200 and reply["restarted"] == "one" and "restarting one" in reply["detail"]
+    wait_for(lambda: (s := house.states()["one"]).state == State.RUNNING and s.pid != before.pid,
+             what="'one' running again with a new pid")
+    ex = {e["name"]: e for e in house.api("api/status")["executives"]}
+    assert ex["one"]["restarts"] == before.restarts + 1 and ex["one"]["last_exit"] is not None
+    assert ex["web"]["requests"] > 0  # the web executive counts its HTTP requests on its slot
+    assert house.get("readyz")[0] == 200
+
+
+def test_restart_without_a_supervisor_is_503(tmp_path, board):
+    port = free_port()
+    web = Web(Settings("web", "pi", broker=free_endpoint(), state_dir=tmp_path,
+                       options={"port": port, "board": board.name, "token": TOKEN}))
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/executives/broker/restart", method="POST",
+                                         data=b"", headers={"Authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(request, timeout=5)
+        assert failed.value.code == 503 and "no supervisor" in json.load(failed.value)["error"]
+    finally:
+        web.shutdown()
+        thread.join(5)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from raspy import protocol as p
 from raspy.board import Board, BoardError, SlotState, State
 from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.control import NotRunning, send_command
 from raspy.kv import PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT, KvSubscriberClient
 from raspy.web.app import Unavailable
 from raspy.web.host import host_health
@@ -44,6 +45,19 @@ def executive_view(state: SlotState, now_mono: float, stale_after: float) -> dic
         "bytes_out": state.bytes_out,
         "ready": state.state == State.RUNNING and not state.is_stale(now_mono, stale_after),
     }
+
+
+def supervisor_restarter(state_dir: Path, timeout: float = 5.0) -> Callable[[str], str]:
+    """Restart through the supervisor's control socket, as ``raspy restart NAME`` does."""
+    def restart(name: str) -> str:
+        try:
+            reply = send_command(state_dir, f"restart {name}", timeout=timeout)
+        except (NotRunning, OSError) as exc:
+            raise Unavailable(str(exc)) from None
+        if not reply.get("ok"):
+            raise Unavailable(reply.get("message") or "the supervisor refused")
+        return str(reply.get("message", ""))
+    return restart
 
 
 class MmiCache:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -15,7 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from raspy.board import board_name
 from raspy.executive import Counters, Executive, Settings
 from raspy.web.app import make_app
-from raspy.web.house import House
+from raspy.web.house import House, supervisor_restarter
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,16 @@ def serve(app: Callable, host: str = DEFAULT_BIND, port: int = DEFAULT_PORT) -> 
     return make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
 
 
+def counted(app: Callable, slot: Counters) -> Callable:
+    """``app`` counting each HTTP request on the board slot (5xx answers as errors)."""
+    def wsgi(environ: dict, start_response: Callable) -> Any:
+        def start(status: str, headers: list, exc_info: Any = None) -> Callable:
+            slot.count(requests=1, replies=1, errors=int(status[:1] == "5"))
+            return start_response(status, headers, exc_info)
+        return app(environ, start)
+    return wsgi
+
+
 class Web(Executive):
     """The ``web`` executive: the status page on ``bind``:``port`` (127.0.0.1:8080).
 
@@ -56,20 +67,20 @@ class Web(Executive):
     15, as the supervisor's default hang timeout).
     """
 
-    def __init__(self, settings: Settings, slot: Counters | None = None,
-                 restarter: Callable[[str], str] | None = None) -> None:
+    def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
         options = settings.options
         kv = {key: options[key] for key in ("kv_snapshot", "kv_publisher") if key in options}
         self.house = House(
             settings.hostname, options.get("board") or board_name(settings.state_dir), settings.broker,
-            state_dir=settings.state_dir, restarter=restarter,
+            state_dir=settings.state_dir, restarter=supervisor_restarter(Path(settings.state_dir)),
             stale_after=float(options.get("stale_after", 15.0)),
             mmi_interval=float(options.get("mmi_interval", 5.0)), **kv,
         )
         self.app = make_app(self.house, token=options.get("token") or None,
                             refresh=float(options.get("refresh", 5.0)))
-        self.server = serve(self.app, options.get("bind", DEFAULT_BIND), int(options.get("port", DEFAULT_PORT)))
+        self.server = serve(counted(self.app, self.slot), options.get("bind", DEFAULT_BIND),
+                            int(options.get("port", DEFAULT_PORT)))
         self._server_thread = threading.Thread(target=self.server.serve_forever, args=(0.2,),
                                                name="web-server", daemon=True)
 
