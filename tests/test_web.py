@@ -11,7 +11,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 import pytest
@@ -27,62 +26,10 @@ from raspy.web.readings import DeviceReadings, EventLog
 from raspy.web.server import Web, serve
 from support import free_endpoint, free_port, wait_for
 from web_house import TOKEN as HOUSE_TOKEN
-from web_house import kv_answers
+from web_house import FakeHouse, executive, kv_answers
 from web_house import running_house  # noqa: F401 (fixture)
 
 TOKEN = "correct horse"
-
-
-def executive(name: str, state: str = "running", **kw) -> dict:
-    data = {"name": name, "state": state, "pid": 100, "started": 1.0, "uptime": 90.0, "restarts": 0,
-            "last_exit": None, "next_start": None, "heartbeat_age": 0.2, "requests": 7, "replies": 7,
-            "errors": 0, "bytes_in": 10, "bytes_out": 20, "ready": state == "running"}
-    data.update(kw)
-    return data
-
-
-class FakeHouse:
-    """Sources with fixed data; records restarts."""
-
-    hostname = "pi"
-
-    def __init__(self) -> None:
-        self.execs = [
-            executive("broker", requests=1234, errors=3),
-            executive("fake", restarts=2, last_exit={"code": -9, "reason": "killed by SIGKILL", "at": time.time() - 60}),
-        ]
-        self.board_error: str | None = None
-        self.restarted: list[str] = []
-        self.devices_list = [
-            {"name": "pi.fake.aquarium", "value": 24.53, "unit": "°C", "timestamp": time.time() - 2, "age": 2.0,
-             "interval": 10.0, "stale": False, "history": [24.1, 24.3, 24.53]},
-            {"name": 'pi.fake.odd"name', "value": 3, "unit": "", "timestamp": time.time() - 90, "age": 90.0,
-             "interval": 10.0, "stale": True, "history": [3.0]},
-        ]
-
-    def executives(self) -> list[dict]:
-        if self.board_error:
-            raise Unavailable(self.board_error)
-        return self.execs
-
-    def services(self) -> dict:
-        return {"broker": {"up": True, "age": 1.5, "error": None},
-                "services": [{"name": "pi.fake.devices", "workers": 1, "idle": 1, "queued": 0}]}
-
-    def devices(self) -> list[dict]:
-        return self.devices_list
-
-    def events(self) -> list[dict]:
-        return [{"name": "pi.core.door", "value": "opened", "time": time.time()}]
-
-    def host(self) -> dict:
-        return {"cpu_temperature": 48.3, "load": [0.5, 0.4, 0.3]}
-
-    def restart(self, name: str) -> str:
-        if name not in [ex["name"] for ex in self.execs]:
-            raise KeyError(name)
-        self.restarted.append(name)
-        return "restarting"
 
 
 class Response:
