@@ -33,6 +33,7 @@ KINDS: dict[str, str] = {
     "fake": "raspy.servers.fake:Fake",
     "kv": "raspy.kv:KvExecutive",
     "onewire": "raspy.servers.onewire:OneWire",
+    "web": "raspy.web.server:Web",
 }
 
 
@@ -93,6 +94,7 @@ class Executive:
         self.workers: list[MajorDomoWorker] = []
         self._threads: list[threading.Thread] = []
         self._stoppers: list[Callable[[], None]] = []
+        self._started = False
         self._stop = threading.Event()
         #: the supervisor's pid when forked by one: the executive stops if it is orphaned
         self.parent_pid: int | None = None
@@ -146,6 +148,7 @@ class Executive:
 
     def run(self) -> None:
         """Start the workers and other threads, and beat until :meth:`shutdown`."""
+        self._started = True
         for thread in self._threads:
             thread.start()
         log.info("%s running with %d workers", self.get_instance_id(), len(self.workers))
@@ -173,7 +176,7 @@ class Executive:
     def close(self) -> None:
         """Stop the workers and threads; subclasses release their own resources too."""
         self._stop.set()
-        for stop in self._stoppers:
+        for stop in self._stoppers if self._started else ():
             stop()
         for thread in self._threads:
             if thread.ident is not None:

@@ -1,0 +1,247 @@
+"""The status page and its JSON API: a Bottle app over injected data sources.
+
+The app only formats; where the data comes from is a :class:`Sources` object
+(the board, the broker's MMI and the key/value map in production, fakes in
+tests). Every route is read-only except the restart action, which exists only
+when a token is configured and checks it on every call.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import bottle
+
+from raspy.web import metrics
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+
+class Unavailable(Exception):
+    """A source cannot answer now (no board, no supervisor to restart with)."""
+
+
+class Sources(Protocol):
+    """Where the page's data comes from; each method answers at once (no broker round-trip).
+
+    Shapes are those of the JSON API (see docs/web.md).
+    """
+
+    hostname: str
+
+    def executives(self) -> list[dict[str, Any]]:
+        """Every executive on the board; :class:`Unavailable` when there is no board."""
+
+    def services(self) -> dict[str, Any]:
+        """``{"broker": {up, age, error}, "services": [{name, workers, idle, queued}]}``."""
+
+    def devices(self) -> list[dict[str, Any]]: ...
+
+    def events(self) -> list[dict[str, Any]]: ...
+
+    def host(self) -> dict[str, Any]: ...
+
+    def restart(self, name: str) -> str:
+        """Ask the supervisor to restart ``name``; ``KeyError`` if unknown, :class:`Unavailable` if it cannot."""
+
+
+def snapshot(sources: Sources) -> dict[str, Any]:
+    """Everything the page shows, as one JSON-ready dict (``/api/status``)."""
+    try:
+        executives, board = sources.executives(), {"ok": True, "error": None}
+    except Unavailable as exc:
+        executives, board = [], {"ok": False, "error": str(exc)}
+    services = sources.services()
+    not_ready = [ex["name"] for ex in executives if not ex["ready"]]
+    return {
+        "hostname": sources.hostname,
+        "time": time.time(),
+        "ready": board["ok"] and not not_ready,
+        "not_ready": not_ready,
+        "board": board,
+        "executives": executives,
+        "broker": services["broker"],
+        "services": services["services"],
+        "devices": sources.devices(),
+        "events": sources.events(),
+        "host": sources.host(),
+    }
+
+
+# -- formatting helpers for the templates ----------------------------------------
+
+def duration(seconds: float | None) -> str:
+    """``42 s``, ``5 min``, ``3 h 12 min``, ``2 d 4 h``; an en dash when unknown."""
+    if seconds is None:
+        return "–"
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def reading(value: Any) -> str:
+    """A device value as a person reads it: floats to at most two decimals."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    if value is None:
+        return "–"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def sparkline(values: Sequence[float], width: int = 96, height: int = 24) -> str:
+    """An inline SVG polyline of ``values`` (empty below two points)."""
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    step = width / (len(values) - 1)
+    points = " ".join(f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}"
+                      for i, v in enumerate(values))
+    return (f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'role="img" aria-label="recent values {low:g} to {high:g}"><title>{low:g} – {high:g}</title>'
+            f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/></svg>')
+
+
+HELPERS = {"duration": duration, "size": size, "reading": reading, "sparkline": sparkline, "time": time}
+
+
+# -- the app ---------------------------------------------------------------------
+
+def _json(data: Any, status: int = 200) -> str:
+    bottle.response.status = status
+    bottle.response.content_type = "application/json"
+    bottle.response.set_header("Cache-Control", "no-store")
+    return json.dumps(data, allow_nan=False, default=str)
+
+
+def _token_of(request: bottle.BaseRequest) -> str:
+    header = request.get_header("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[len("Bearer "):].strip()
+    return request.forms.getunicode("token") or ""
+
+
+def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -> bottle.Bottle:
+    """The WSGI app. ``token``: the secret a POST must carry; ``None`` or empty turns actions off.
+
+    ``refresh`` is how often (seconds) the page's script refetches its content.
+    """
+    app = bottle.Bottle()
+    page = bottle.SimpleTemplate(name="page.tpl", lookup=[str(TEMPLATES)])
+    fragment = bottle.SimpleTemplate(name="fragment.tpl", lookup=[str(TEMPLATES)])
+    actions = bool(token)
+
+    def render(template: bottle.SimpleTemplate) -> str:
+        bottle.response.set_header("Cache-Control", "no-store")
+        return template.render(s=snapshot(sources), actions=actions, refresh=refresh, **HELPERS)
+
+    @app.get("/")
+    def index() -> str:
+        return render(page)
+
+    @app.get("/fragment")
+    def part() -> str:
+        return render(fragment)
+
+    @app.get("/static/<path:path>")
+    def static(path: str) -> bottle.HTTPResponse:
+        return bottle.static_file(path, root=str(STATIC))
+
+    @app.get("/api/status")
+    def api_status() -> str:
+        return _json(snapshot(sources))
+
+    @app.get("/api/services")
+    def api_services() -> str:
+        return _json(sources.services())
+
+    @app.get("/api/devices")
+    def api_devices() -> str:
+        return _json({"devices": sources.devices()})
+
+    @app.get("/metrics")
+    def metrics_text() -> str:
+        bottle.response.content_type = metrics.CONTENT_TYPE
+        return metrics.render(snapshot(sources))
+
+    @app.get("/healthz")
+    def healthz() -> str:
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return "ok\n"
+
+    @app.get("/readyz")
+    def readyz() -> str:
+        try:
+            executives = sources.executives()
+        except Unavailable as exc:
+            return _json({"ready": False, "error": str(exc), "not_running": []}, 503)
+        down = [{"name": ex["name"], "state": ex["state"]} for ex in executives if not ex["ready"]]
+        return _json({"ready": not down, "not_running": down}, 503 if down else 200)
+
+    if actions:
+        _add_actions(app, sources, token)
+
+    @app.error(404)
+    def not_found(error: bottle.HTTPError) -> str:
+        return _json({"error": "not found", "path": bottle.request.path}, 404)
+
+    @app.error(405)
+    def not_allowed(error: bottle.HTTPError) -> str:
+        return _json({"error": f"{bottle.request.method} is not allowed here"}, 405)
+
+    return app
+
+
+def _add_actions(app: bottle.Bottle, sources: Sources, token: str) -> None:
+    """The POST routes, each checking ``token`` in constant time."""
+    expected = token.encode()
+
+    def restart(name: str, then: Callable[[str], str]) -> str:
+        given = _token_of(bottle.request).encode()
+        if not hmac.compare_digest(given, expected):
+            log.warning("refused a restart of %r from %s: bad token", name, bottle.request.remote_addr)
+            return _json({"error": "a valid token is required"}, 403)
+        try:
+            detail = sources.restart(name)
+        except KeyError:
+            return _json({"error": f"no executive {name!r}"}, 404)
+        except Unavailable as exc:
+            return _json({"error": str(exc)}, 503)
+        log.info("restart of %r asked from %s", name, bottle.request.remote_addr)
+        return then(detail)
+
+    @app.post("/api/executives/<name>/restart")
+    def api_restart(name: str) -> str:
+        return restart(name, lambda detail: _json({"restarted": name, "detail": detail}))
+
+    @app.post("/restart")
+    def form_restart() -> str:
+        name = bottle.request.forms.getunicode("name") or ""
+
+        def back(detail: str) -> str:
+            bottle.redirect("./", 303)
+            return ""
+        return restart(name, back)

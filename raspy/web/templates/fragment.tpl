@@ -1,0 +1,114 @@
+% ok = s["ready"]
+<p class="summary {{"good" if ok else "bad"}}">
+% if not s["board"]["ok"]:
+  No board: {{s["board"]["error"]}}
+% elif ok:
+  All {{len(s["executives"])}} executives run.
+% else:
+  Not running: {{", ".join(s["not_ready"])}}
+% end
+</p>
+
+<section id="executives">
+<h2>Executives</h2>
+<div class="scroll">
+<table>
+<thead><tr><th>name</th><th>state</th><th>pid</th><th>up</th><th title="restarts">rst</th><th title="heartbeat age">beat</th><th title="requests / errors">req/err</th></tr></thead>
+<tbody>
+% for ex in s["executives"]:
+<tr class="ex {{"" if ex["ready"] else "down"}}" data-name="{{ex["name"]}}">
+  <td><b>{{ex["name"]}}</b>
+  % if ex["last_exit"]:
+    <br><small class="muted" title="last exit">{{ex["last_exit"]["reason"]}}, {{duration(s["time"] - ex["last_exit"]["at"])}} ago</small>
+  % end
+  </td>
+  <td><span class="state {{ex["state"]}}">{{ex["state"]}}</span></td>
+  <td>{{ex["pid"] or "–"}}</td>
+  <td>{{duration(ex["uptime"])}}</td>
+  <td>{{ex["restarts"]}}</td>
+  <td>{{duration(ex["heartbeat_age"])}}</td>
+  <td>{{ex["requests"]}}/<span class="{{"bad" if ex["errors"] else ""}}">{{ex["errors"]}}</span></td>
+</tr>
+% end
+</tbody>
+</table>
+</div>
+</section>
+
+<section id="devices">
+<h2>Devices</h2>
+% if not s["devices"]:
+<p class="muted">No device values yet.</p>
+% else:
+<table>
+<tbody>
+% for dev in s["devices"]:
+<tr class="device {{"stale" if dev["stale"] else ""}}" data-name="{{dev["name"]}}">
+  <td>{{dev["name"]}}<br><small class="muted">{{duration(dev["age"])}} ago{{" · stale" if dev["stale"] else ""}}</small></td>
+  <td class="value">{{reading(dev["value"])}}&nbsp;{{dev["unit"]}}</td>
+  <td>{{!sparkline(dev["history"])}}</td>
+</tr>
+% end
+</tbody>
+</table>
+% end
+</section>
+
+<section id="services">
+<h2>Services</h2>
+% broker = s["broker"]
+% if not broker["up"]:
+<p class="bad">Broker not answering{{": " + broker["error"] if broker["error"] else ""}}.
+% if broker["age"] is not None:
+ Last answer {{duration(broker["age"])}} ago.
+% end
+</p>
+% end
+% if not s["services"] and broker["up"]:
+<p class="muted">No services registered with the broker.</p>
+% elif s["services"]:
+<table>
+<thead><tr><th>service</th><th>workers</th><th>idle</th><th>queued</th></tr></thead>
+<tbody>
+% for svc in s["services"]:
+<tr class="{{"" if svc["workers"] else "down"}}"><td>{{svc["name"]}}</td><td>{{svc["workers"]}}</td><td>{{svc["idle"]}}</td><td>{{svc["queued"]}}</td></tr>
+% end
+</tbody>
+</table>
+% end
+</section>
+
+% host = s["host"]
+% if host:
+<section id="host">
+<h2>Host</h2>
+<dl>
+% if "cpu_temperature" in host:
+  <dt>CPU</dt><dd class="{{"bad" if host["cpu_temperature"] >= 80 else ""}}">{{"%.1f" % host["cpu_temperature"]}} °C</dd>
+% end
+% if "throttled" in host:
+%   flags = [name.replace("_", " ") for name, on in host["throttled"].items() if on is True]
+  <dt>Power</dt><dd class="{{"bad" if flags else ""}}">{{", ".join(flags) if flags else "no under-voltage or throttling"}}</dd>
+% elif "under_voltage" in host:
+  <dt>Power</dt><dd class="{{"bad" if host["under_voltage"] else ""}}">{{"under-voltage" if host["under_voltage"] else "voltage fine"}}</dd>
+% end
+% if "disk" in host:
+  <dt>Disk</dt><dd>{{size(host["disk"]["free_bytes"])}} free of {{size(host["disk"]["total_bytes"])}}</dd>
+% end
+% if "load" in host:
+  <dt>Load</dt><dd>{{" ".join("%.2f" % x for x in host["load"])}}</dd>
+% end
+</dl>
+</section>
+% end
+
+% if s["events"]:
+<section id="events">
+<h2>Events</h2>
+<ul>
+% for ev in s["events"]:
+  <li><small class="muted">{{time.strftime("%H:%M:%S", time.localtime(ev["time"]))}}</small> {{ev["name"]}}: {{reading(ev["value"])}}</li>
+% end
+</ul>
+</section>
+% end
