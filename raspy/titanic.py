@@ -284,7 +284,6 @@ class Dispatcher:
         self.journal = journal
         self.broker = broker
         self.settings = settings or DispatchSettings()
-        self.dispatched = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -381,7 +380,6 @@ class Dispatcher:
                         self._back_off(service)
                         return
                     self.journal.store_reply(key, reply)
-                    self.dispatched += 1
                 with self._lock:
                     self._retry.pop(service, None)
         except Exception:
@@ -684,8 +682,8 @@ class TitanicClient:
         while not self._stop.is_set():
             try:
                 got = self.poll_once()
-            except RequestTimeout as exc:
-                log.warning("titanic not answering: %s", exc)
+            except (RequestTimeout, TitanicError, p.ProtocolError) as exc:
+                log.warning("titanic not answering as it should: %s", exc)
                 got = 0
             delay = self.poll_min if got else min(delay * 2, self.poll_max)
             self._stop.wait(delay)

@@ -210,11 +210,13 @@ def test_kill_9_while_dispatching_loses_nothing(house, client, capsys):
              what="every request executed after the restart")
     wait_for(lambda: replies(client, list(expected)) == expected, timeout=10, interval=0.2, what="every reply")
     assert first_seen == list(range(total))  # arrival order kept across the restart
-    duplicates = sum(counts[b"q%d" % i] - 1 for i in range(total)) + sum(counts[b] - 1 for b in acked)
+    duplicates = sum(counts[b"q%d" % i] - 1 for i in range(total))
+    resent = sum(counts[b] - 1 for b in acked)  # also the submitter's own retries while Titanic was down
     with capsys.disabled():
-        print(f"\nkill -9 after {executed_before_kill}/{total} queued requests executed, "
-              f"{len(acked)} more acknowledged around the kill: 0 lost, {duplicates} executed twice")
-    assert duplicates <= 3  # at least once: only what was in flight at the kill may run again
+        print(f"\nkill -9 after {executed_before_kill}/{total} queued requests executed: 0 lost, "
+              f"{duplicates} executed twice; {len(acked)} acknowledged around the kill: 0 lost, "
+              f"{resent} extra executions")
+    assert duplicates <= 2  # at least once: only what was in flight at the kill may run again
     assert client.store_get("core", "cron", "backup") == {"at": "03:00", "enabled": True}
 
 
