@@ -5,6 +5,7 @@ in a fresh directory, and measures in the same run:
 
 - raw append + fsync of a small record to a file in that directory (the
   reference: what one durable write per request costs on this disk);
+- Titanic's storage alone, in-process (one durable insert at a time);
 - an MDP echo round trip (what the broker hop alone costs, no disk);
 - acknowledged ``titanic.request`` calls (each one committed and fsynced
   before its ``200``) from 1 client, then from N concurrent clients, each
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from raspy.client import MajorDomoClient, RequestTimeout  # noqa: E402
+from raspy.titanic import Journal  # noqa: E402
 
 PAYLOAD = b"x" * 100
 
@@ -58,6 +60,19 @@ def raw_fsync_rate(directory: Path, seconds: float) -> float:
     finally:
         os.close(fd)
         path.unlink()
+
+
+def journal_rate(directory: Path, seconds: float) -> float:
+    """Durable inserts per second of Titanic's storage alone, in this process (no MDP)."""
+    journal = Journal(directory / "journal-only.sqlite")
+    try:
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            journal.add_request(b"bench.absent", [PAYLOAD])
+            count += 1
+        return count / (time.perf_counter() - start)
+    finally:
+        journal.close()
 
 
 def loop(endpoint: str, service: bytes, body: list[bytes], seconds: float, ok: bytes | None) -> int:
@@ -129,11 +144,12 @@ def main() -> int:
         rounds = []
         for _ in range(args.rounds):
             fsync = raw_fsync_rate(directory, args.seconds)
+            storage = journal_rate(directory, args.seconds)
             echo = loop(endpoint, b"bench.echo", [PAYLOAD], args.seconds, None) / args.seconds
             one = titanic_rate(endpoint, 1, args.seconds)
             many = titanic_rate(endpoint, args.clients, args.seconds)
             fsync = (fsync + raw_fsync_rate(directory, args.seconds)) / 2
-            rounds.append((fsync, echo, one, many))
+            rounds.append((fsync, storage, echo, one, many))
     finally:
         for proc in procs:
             proc.terminate()
@@ -141,7 +157,8 @@ def main() -> int:
             proc.wait(timeout=10)
         shutil.rmtree(directory, ignore_errors=True)
 
-    names = ["raw append+fsync, same directory (reference)", "MDP echo round trip, 1 client (no disk)",
+    names = ["raw append+fsync, same directory (reference)", "Titanic's journal alone, 1 thread (no MDP)",
+             "MDP echo round trip, 1 client (no disk)",
              "titanic.request, 1 client (target >= 0.70x)",
              f"titanic.request, {args.clients} clients (target >= 2.00x)"]
     print(f"load average before/after: {load[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
