@@ -121,8 +121,8 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._queue: list[_Write] = []
-        self._queue_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._committing = False
         self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self.commits = 0
@@ -134,15 +134,27 @@ class Journal:
     # -- the two primitives ---------------------------------------------------
 
     def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``op`` in a transaction; return its result once committed."""
+        """Run ``op`` in a transaction; return its result once committed.
+
+        The first caller to find no commit under way leads: it commits every
+        queued write in one transaction. The others sleep until theirs is done,
+        or until they can lead the next one.
+        """
         entry = _Write(op)
-        with self._queue_lock:
+        with self._cond:
             self._queue.append(entry)
-        with self._commit_lock:
+            while not entry.done and self._committing:
+                self._cond.wait()
             if not entry.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if not entry.done:
+            try:
                 self._commit(batch)
+            finally:
+                with self._cond:
+                    self._committing = False
+                    self._cond.notify_all()
         if entry.error is not None:
             raise entry.error
         return entry.result
@@ -187,7 +199,8 @@ class Journal:
             self._readers.put(db)
 
     def close(self) -> None:
-        with self._commit_lock:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._committing)
             for db in self._all_readers:
                 db.close()
             self._db.close()
