@@ -145,10 +145,11 @@ class Journal:
             self._queue.append(entry)
             while not entry.done and self._committing:
                 self._cond.wait()
-            if not entry.done:
+            lead = not entry.done
+            if lead:
                 self._committing = True
                 batch, self._queue = self._queue, []
-        if not entry.done:
+        if lead:
             try:
                 self._commit(batch)
             finally:
@@ -173,14 +174,18 @@ class Journal:
                     entry.error = exc
                 db.execute("RELEASE op")
             db.execute("COMMIT")
-            self.commits += 1
-            self.writes += len(batch)
-        except sqlite3.Error as exc:
+        except Exception as exc:
             log.error("commit of %d writes failed: %s", len(batch), exc)
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             for entry in batch:
                 entry.error = entry.error or exc
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rollback failed")
+        else:
+            self.commits += 1
+            self.writes += len(batch)
         finally:
             for entry in batch:
                 entry.done = True
