@@ -528,8 +528,11 @@ class Titanic(Server):
     # -- 9/TSP --------------------------------------------------------------------
 
     def on_request(self, frames: Frames) -> Frames:
-        """``titanic.request``: service, body... -> 200, uuid (after the commit)."""
-        if not frames or not frames[0]:
+        """``titanic.request``: service, body... -> 200, uuid (after the commit).
+
+        ``mmi.*`` is refused: the broker answers it itself, so it is never "there" to dispatch to.
+        """
+        if not frames or not frames[0] or frames[0].startswith(p.MMI_PREFIX):
             return [UNKNOWN]
         try:
             key = self.journal.add_request(frames[0], frames[1:])

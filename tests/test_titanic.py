@@ -105,6 +105,7 @@ def test_tsp_statuses_and_idempotence(house, client):
         assert house.ask(b"titanic.close", *bad) == [b"400"]
     assert house.ask(b"titanic.request") == [b"400"]       # no service name
     assert house.ask(b"titanic.request", b"") == [b"400"]
+    assert house.ask(b"titanic.request", b"mmi.service", b"echo") == [b"400"]  # never dispatchable
     unknown = b"0123456789abcdef" * 2
     assert house.ask(b"titanic.reply", unknown) == [b"400"]
     assert house.ask(b"titanic.close", unknown) == [b"200"]
