@@ -19,12 +19,12 @@ import argparse
 import logging
 import queue
 import re
+import secrets
 import signal
 import socket
 import sqlite3
 import threading
 import time
-import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -55,7 +55,7 @@ _UUID = re.compile(rb"[0-9a-fA-F]{32}\Z")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS request (
     seq     INTEGER PRIMARY KEY,   -- arrival order
-    uuid    TEXT NOT NULL UNIQUE,  -- 32 lower-case hex characters
+    nonce   INTEGER NOT NULL,      -- random; the uuid is nonce and seq in hex
     service BLOB NOT NULL,
     body    BLOB,                  -- msgpack array of the request frames; NULL once closed
     state   INTEGER NOT NULL,      -- 0 pending, 1 replied, 2 closed
@@ -91,6 +91,23 @@ def parse_uuid(frames: Frames) -> str | None:
     return frames[0].decode("ascii").lower()
 
 
+def make_uuid(nonce: int, seq: int) -> str:
+    """32 hex characters: 16 of a random nonce, 16 of the row's arrival number.
+
+    The row number is the key, so no separate uuid index is written with
+    every request; the nonce makes uuids unguessable and keeps an old uuid
+    unknown if a row number is ever reused after a clean-up.
+    """
+    return f"{nonce:016x}{seq:016x}"
+
+
+def split_uuid(key: str) -> tuple[int, int]:
+    """``(nonce, seq)`` of a uuid; halves no uuid of ours can have become -1 (matches no row)."""
+    nonce, seq = int(key[:16], 16), int(key[16:], 16)
+    limit = 1 << 63  # SQLite integers are signed 64-bit
+    return (nonce if nonce < limit else -1), (seq if seq < limit else -1)
+
+
 # -- storage --------------------------------------------------------------------
 
 class _Write:
@@ -117,6 +134,7 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._connect()
+        self._db.execute("PRAGMA page_size=1024")  # a new file only: smaller pages, fewer bytes per commit
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
@@ -214,16 +232,18 @@ class Journal:
 
     def add_request(self, service: bytes, body: Frames) -> str:
         """Store a new pending request; its uuid."""
-        key = uuidlib.uuid4().hex
+        nonce = secrets.randbits(63)
         now = time.time()
-        self.write(lambda db: db.execute(
-            "INSERT INTO request (uuid, service, body, state, created, changed) VALUES (?, ?, ?, 0, ?, ?)",
-            (key, service, pack_frames(body), now, now)))
-        return key
+        seq = self.write(lambda db: db.execute(
+            "INSERT INTO request (nonce, service, body, state, created, changed) VALUES (?, ?, ?, 0, ?, ?)",
+            (nonce, service, pack_frames(body), now, now)).lastrowid)
+        return make_uuid(nonce, seq)
 
     def reply_of(self, key: str) -> tuple[int, Frames] | None:
         """``(state, reply frames)`` of a request; ``None`` when unknown."""
-        row = self.read(lambda db: db.execute("SELECT state, reply FROM request WHERE uuid = ?", (key,)).fetchone())
+        nonce, seq = split_uuid(key)
+        row = self.read(lambda db: db.execute(
+            "SELECT state, reply FROM request WHERE seq = ? AND nonce = ?", (seq, nonce)).fetchone())
         if row is None:
             return None
         state, reply = row
@@ -231,15 +251,17 @@ class Journal:
 
     def close_request(self, key: str) -> None:
         """Forget a request's body and reply (a pending one is not sent any more)."""
+        nonce, seq = split_uuid(key)
         self.write(lambda db: db.execute(
-            "UPDATE request SET state = 2, body = NULL, reply = NULL, changed = ? WHERE uuid = ? AND state != 2",
-            (time.time(), key)))
+            "UPDATE request SET state = 2, body = NULL, reply = NULL, changed = ? "
+            "WHERE seq = ? AND nonce = ? AND state != 2", (time.time(), seq, nonce)))
 
     def store_reply(self, key: str, reply: Frames) -> None:
         """Mark a pending request replied; a request closed meanwhile stays closed."""
+        nonce, seq = split_uuid(key)
         self.write(lambda db: db.execute(
-            "UPDATE request SET state = 1, reply = ?, body = NULL, changed = ? WHERE uuid = ? AND state = 0",
-            (pack_frames(reply), time.time(), key)))
+            "UPDATE request SET state = 1, reply = ?, body = NULL, changed = ? WHERE seq = ? AND nonce = ? AND state = 0",
+            (pack_frames(reply), time.time(), seq, nonce)))
 
     def pending_services(self) -> list[bytes]:
         """Services with pending requests (a skip scan of the pending index)."""
@@ -256,9 +278,9 @@ class Journal:
     def pending(self, service: bytes, limit: int = 64) -> list[tuple[str, Frames]]:
         """The oldest pending requests of ``service``, in arrival order."""
         rows = self.read(lambda db: db.execute(
-            "SELECT uuid, body FROM request WHERE state = 0 AND service = ? ORDER BY seq LIMIT ?",
+            "SELECT nonce, seq, body FROM request WHERE state = 0 AND service = ? ORDER BY seq LIMIT ?",
             (service, limit)).fetchall())
-        return [(key, unpack_frames(body)) for key, body in rows]
+        return [(make_uuid(nonce, seq), unpack_frames(body)) for nonce, seq, body in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self.read(lambda db: db.execute("SELECT state, count(*) FROM request GROUP BY state").fetchall())

@@ -109,6 +109,8 @@ def test_tsp_statuses_and_idempotence(house, client):
     unknown = b"0123456789abcdef" * 2
     assert house.ask(b"titanic.reply", unknown) == [b"400"]
     assert house.ask(b"titanic.close", unknown) == [b"200"]
+    assert house.ask(b"titanic.reply", b"f" * 32) == [b"400"]  # beyond any stored number
+    assert house.ask(b"titanic.close", b"F" * 32) == [b"200"]
 
     house.start_echo("later")
     assert client.wait(uuid, timeout=10) == [b"hello", b"world"]
