@@ -15,7 +15,12 @@ The disk and the CPU are shared with other work, so the measurements run in
 several rounds, each ratio against the reference taken in the same round,
 and the table shows medians.
 
-Run: ``PYTHONPATH=. python bench/titanic.py [--seconds 1.5] [--rounds 3] [--clients 8] [--dir DIR]``
+``--contend N`` starts N background writers (1 MiB write + fsync, in a loop,
+in the same directory) for the whole run: the raw fsync rate then drops to a
+few hundred a second, as on a Raspberry Pi's SD card, so both regimes (fsync
+dominates / messaging dominates) can be measured on one machine.
+
+Run: ``PYTHONPATH=. python bench/titanic.py [--seconds 1.5] [--rounds 3] [--clients 8] [--contend N] [--dir DIR]``
 """
 from __future__ import annotations
 
@@ -60,6 +65,17 @@ def raw_fsync_rate(directory: Path, seconds: float) -> float:
     finally:
         os.close(fd)
         path.unlink()
+
+
+def contend(path: str) -> None:
+    """Write 1 MiB and fsync, in a loop, until killed (a slow-disk neighbour)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    block = bytes(1 << 20)
+    while True:
+        for _ in range(64):
+            os.write(fd, block)
+            os.fsync(fd)
+        os.lseek(fd, 0, os.SEEK_SET)
 
 
 def journal_rate(directory: Path, seconds: float) -> float:
@@ -123,6 +139,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of each measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of measurements (medians are shown)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the second run")
+    parser.add_argument("--contend", type=int, default=0, help="background fsync writers slowing the disk")
     parser.add_argument("--dir", type=Path, default=ROOT, help="where the database and the reference file go")
     args = parser.parse_args()
 
@@ -137,6 +154,9 @@ def main() -> int:
         procs.append(subprocess.Popen([sys.executable, "-m", "raspy.titanic", "--broker", endpoint,
                                        "--db", str(directory / "titanic.sqlite"), "--hostname", "bench",
                                        "--request-workers", str(max(8, args.clients))], **quiet))
+        for i in range(args.contend):
+            procs.append(subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
+                                           f"import titanic; titanic.contend({str(directory / f'contend{i}')!r})"], **quiet))
         wait_live(endpoint, b"bench.echo")
         wait_live(endpoint, b"titanic.request")
 
@@ -161,7 +181,8 @@ def main() -> int:
              "MDP echo round trip, 1 client (no disk)",
              "titanic.request, 1 client (target >= 0.70x)",
              f"titanic.request, {args.clients} clients (target >= 2.00x)"]
-    print(f"load average before/after: {load[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"load average before/after: {load[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+          f"{args.contend} background fsync writers")
     print(f"{'measurement':<48} {'per second':>10} {'x fsync':>8}  rounds (x fsync)")
     for column, name in enumerate(names):
         rates = [r[column] for r in rounds]
