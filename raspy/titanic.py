@@ -374,7 +374,11 @@ class Dispatcher:
 
     def _round(self, probe: MajorDomoClient) -> None:
         now = time.monotonic()
-        for service in self.journal.pending_services():
+        services = self.journal.pending_services()
+        with self._lock:  # forget the back-off of services whose requests were all closed
+            for gone in self._retry.keys() - set(services):
+                del self._retry[gone]
+        for service in services:
             with self._lock:
                 if service in self._lanes or self._retry.get(service, (0.0, 0.0))[0] > now:
                     continue
@@ -401,7 +405,9 @@ class Dispatcher:
             delay = self._retry.get(service, (0.0, self.settings.retry_min / 2))[1] * 2
             delay = min(max(delay, self.settings.retry_min), self.settings.retry_max)
             self._retry[service] = (time.monotonic() + delay, delay)
-        log.info("service %s not answering; retrying in %.1fs", service.decode(errors="replace"), delay)
+        # INFO once per outage, not every retry of a service that is away for weeks
+        log.log(logging.INFO if delay == self.settings.retry_min else logging.DEBUG,
+                "service %s not answering; retrying in %.1fs", service.decode(errors="replace"), delay)
 
     def _lane(self, service: bytes) -> None:
         """Send ``service``'s pending requests in order until none is left or one fails."""
