@@ -161,6 +161,29 @@ def test_requests_are_sent_in_arrival_order_and_a_slow_service_does_not_block_ot
     assert client.wait(slow_ids[-1], timeout=10) == [b"s2"]
 
 
+def test_a_dispatch_that_times_out_is_retried(house, client):
+    release = threading.Event()
+    hung = []
+
+    def hanging(frames):
+        hung.append(frames)
+        release.wait(10)
+        return [b"late"]
+
+    try:
+        house.worker("flaky", hanging)
+        uuid = client.request("flaky", b"job")
+        wait_for(lambda: hung, what="first attempt taken")
+        house.worker("flaky", lambda frames: [b"good"])
+        # Titanic's dispatch timeout is 2 s here: the request is sent again, to the free worker
+        assert client.wait(uuid, timeout=10) == [b"good"]
+        assert hung == [[b"job"]]
+    finally:
+        release.set()
+    wait_for(lambda: p.parse_reply(house.ask(b"mmi.workers"))[1]["flaky"]["idle"] == 2, what="late reply sent")
+    assert client.reply(uuid) == (200, [b"good"])  # the late reply changed nothing
+
+
 def test_kill_9_while_dispatching_loses_nothing(house, client, capsys):
     """300 queued requests, kill -9 mid-dispatch while a client keeps submitting, restart."""
     counts = collections.Counter()
