@@ -8,9 +8,9 @@ Everything it accepts lives in one SQLite file in WAL mode with
 at least once: a request whose reply was not yet stored when Titanic died is
 sent again after a restart.
 
-Writes use group commit: the thread that takes the commit lock commits every
-write queued so far in one transaction (one fsync), and each waiting thread
-returns once its own write is committed. With several ``titanic.request``
+Writes use group commit: a writer that finds no commit under way commits
+every write queued so far in one transaction (one fsync), and each waiting
+thread returns once its own write is committed. With several ``titanic.request``
 workers, concurrent clients share fsyncs. See docs/titanic.md.
 """
 from __future__ import annotations
