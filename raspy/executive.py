@@ -34,6 +34,7 @@ KINDS: dict[str, str] = {
     "kv": "raspy.kv:KvExecutive",
     "onewire": "raspy.servers.onewire:OneWire",
     "web": "raspy.web.server:Web",
+    "titanic": "raspy.titanic:Titanic",
 }
 
 
