@@ -1,0 +1,389 @@
+"""The key/value publisher: wire format, server, clients, restart, bad traffic, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import zmq
+from hypothesis import given, settings, strategies as st
+
+from raspy import protocol
+from raspy.kv import (EPOCH_SHIFT, HUGZ, KTHXBAI, KvPublisherClient, KvServer, KvSubscriberClient, KVMsg,
+                      StateFile, check_kvset, fetch_snapshot, join_key, parse_icanhaz)
+from raspy.protocol import ProtocolError
+from support import ROOT, free_endpoint, wait_for
+
+SEQ = (1).to_bytes(8, "big")
+UUID = bytes(range(16))
+
+
+# -- wire -------------------------------------------------------------------
+
+def test_kvmsg_travels_over_a_socket_unchanged():
+    ctx = zmq.Context.instance()
+    endpoint = free_endpoint()
+    with ctx.socket(zmq.PULL) as pull, ctx.socket(zmq.PUSH) as push:
+        pull.bind(endpoint)
+        push.connect(endpoint)
+        sent = KVMsg("/device/pi.fake.t", 2**40 + 7, UUID, {"ttl": "1.5", "unit": "°C"}, protocol.pack(21.5))
+        sent.send(push)
+        assert pull.poll(2000)
+        got = KVMsg.recv(pull)
+    assert got == sent
+    assert got.ttl == 1.5
+    assert sent.frames()[1] == (2**40 + 7).to_bytes(8, "big")
+    assert sent.frames()[3] == "ttl=1.5\nunit=°C\n".encode()
+
+
+@pytest.mark.parametrize("frames, reason", [
+    ([b"k", SEQ, b"", b""], "5 frames"),
+    ([b"k", SEQ, b"", b"", b"v", b"extra"], "5 frames"),
+    ([b"k", b"\x01", b"", b"", b"v"], "sequence is 8 bytes"),
+    ([b"k", SEQ, b"short", b"", b"v"], "uuid"),
+    ([b"", SEQ, b"", b"", b"v"], "empty key"),
+    ([b"\xff\xfe", SEQ, b"", b"", b"v"], "not UTF-8"),
+    ([b"k", SEQ, b"", b"novalue\n", b"v"], "bad property"),
+    ([b"k", SEQ, b"", b"=v\n", b"v"], "bad property"),
+    ([b"k", SEQ, b"", b"a=1", b"v"], "newline"),
+    ([b"k", SEQ, b"", b"a=1\na=2\n", b"v"], "twice"),
+    ([b"k", SEQ, b"", b"\xff=1\n", b"v"], "UTF-8"),
+    ([b"k", SEQ, b"", b"ttl=soon\n", b"v"], "ttl"),
+    ([b"k", SEQ, b"", b"ttl=-1\n", b"v"], "ttl"),
+    ([b"k", SEQ, b"", b"ttl=nan\n", b"v"], "ttl"),
+])
+def test_malformed_kvmsg_is_rejected_with_a_reason(frames, reason):
+    with pytest.raises(ProtocolError, match=reason):
+        KVMsg.from_frames(frames)
+
+
+def test_collector_refuses_reserved_keys_and_snapshot_requests_are_checked():
+    for key in (HUGZ, KTHXBAI, b"ICANHAZ?"):
+        with pytest.raises(ProtocolError, match="reserved"):
+            check_kvset([key, SEQ, b"", b"", b"v"])
+    assert check_kvset([b"/k", SEQ, UUID, b"ttl=2\n", b"v"]) == 2.0
+    assert parse_icanhaz([b"id", b"ICANHAZ?", b"/device/"]) == (b"id", b"/device/")
+    for bad in ([b"id", b"ICANHAZ?"], [b"id", b"ICANHAZ", b"/"], [b"id", b"ICANHAZ?", b"\xff"]):
+        with pytest.raises(ProtocolError):
+            parse_icanhaz(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=20), min_size=0, max_size=7))
+def test_any_frames_give_a_message_or_a_protocol_error(frames):
+    try:
+        msg = KVMsg.from_frames(frames)
+    except ProtocolError:
+        return
+    assert KVMsg.from_frames(msg.frames()) == msg
+
+
+def test_join_key_puts_one_slash_between_subtree_and_key():
+    assert join_key("/device/", "pi.fake.t") == "/device/pi.fake.t"
+    assert join_key("/device", "/pi.fake.t") == "/device/pi.fake.t"
+    assert join_key("", "/event/x") == "/event/x"
+
+
+# -- a server process ---------------------------------------------------------
+
+class Kv:
+    """A ``python -m raspy.kv`` child process on free ports."""
+
+    def __init__(self, children, state, flush_interval=0.2):
+        self.children, self.state, self.flush_interval = children, state, flush_interval
+        self.snapshot, self.publisher, self.collector = free_endpoint(), free_endpoint(), free_endpoint()
+        self.proc = None
+
+    def start(self, flush_interval=None):
+        self.proc = self.children.python(
+            "-m", "raspy.kv", "--snapshot", self.snapshot, "--publisher", self.publisher,
+            "--collector", self.collector, "--state", str(self.state),
+            "--flush-interval", str(flush_interval or self.flush_interval), "--hugz-interval", "0.2",
+            stderr=subprocess.DEVNULL)
+        wait_for(lambda: self._answers(), 10, what="kv server to answer snapshots")
+        return self
+
+    def _answers(self):
+        try:
+            fetch_snapshot("/none/", self.snapshot, timeout=0.3)
+            return True
+        except TimeoutError:
+            assert self.proc.poll() is None, "kv server died"
+            return False
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def subscriber(self, subtree="", **kw):
+        kw.setdefault("server_timeout", 1.0)
+        return KvSubscriberClient(subtree, self.snapshot, self.publisher, **kw).start()
+
+    def snapshot_of(self, subtree=""):
+        _, entries = fetch_snapshot(subtree, self.snapshot)
+        return {key: msg.body for key, msg in entries.items()}
+
+
+@pytest.fixture
+def kv(children, tmp_path):
+    server = Kv(children, tmp_path / "kv.state").start()
+    yield server
+    assert server.proc.poll() is None, "kv server died during the test"
+
+
+@pytest.fixture
+def subscribers():
+    started = []
+    yield started
+    for sub in started:
+        sub.stop()
+
+
+def test_late_subscriber_gets_the_snapshot_then_every_update_in_order(kv, subscribers):
+    with KvPublisherClient(kv.collector) as pub:
+        for i in range(50):
+            pub.send("/device/", f"early.{i}", protocol.pack(i))
+    wait_for(lambda: len(kv.snapshot_of("/device/")) == 50, what="early keys stored")
+
+    late = kv.subscriber()
+    subscribers.append(late)
+    assert late.wait_synced(5)
+    assert late.dict() == {f"/device/early.{i}": protocol.pack(i) for i in range(50)}
+
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.SUB)
+    raw.subscribe(b"")
+    raw.connect(kv.publisher)
+    wait_for(lambda: raw.poll(100) and raw.recv_multipart()[0] == HUGZ, what="raw subscription live")
+
+    per_publisher = 5000
+
+    def publish(name):
+        with KvPublisherClient(kv.collector) as pub:
+            for i in range(per_publisher):
+                pub.send("/device/", f"{name}.{i % 100}", protocol.pack(i))
+
+    threads = [threading.Thread(target=publish, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    sequences = []
+    deadline = time.monotonic() + 30
+    while len(sequences) < 2 * per_publisher and time.monotonic() < deadline:
+        if raw.poll(100):
+            frames = raw.recv_multipart()
+            if frames[0] != HUGZ:
+                sequences.append(int.from_bytes(frames[1], "big"))
+            if len(sequences) == 1000:  # a subscriber joining mid-stream catches up without a resync
+                joiner = kv.subscriber()
+                subscribers.append(joiner)
+    for thread in threads:
+        thread.join()
+    raw.close()
+
+    assert len(sequences) == 2 * per_publisher
+    assert sequences == list(range(sequences[0], sequences[0] + 2 * per_publisher)), "gap or disorder"
+    assert sequences[0] > late.sequence - 2 * per_publisher
+    expected = {f"/device/early.{i}": protocol.pack(i) for i in range(50)}
+    expected.update({f"/device/{n}.{k}": protocol.pack(per_publisher - 100 + k) for n in "ab" for k in range(100)})
+    wait_for(lambda: late.dict() == expected, what="subscriber to hold every update")
+    assert late.sequence == sequences[-1]
+    assert (late.gaps, late.resyncs, late.updates) == (0, 0, 2 * per_publisher)
+    wait_for(lambda: joiner.dict() == expected, what="the mid-stream subscriber to catch up")
+    assert (joiner.gaps, joiner.resyncs) == (0, 0)
+    assert joiner.updates < 2 * per_publisher
+
+
+def test_a_subtree_subscriber_sees_nothing_of_other_subtrees(kv, subscribers):
+    seen = []
+    sub = kv.subscriber("/device/", callback=lambda key, value, props: seen.append(key))
+    subscribers.append(sub)
+    assert sub.wait_synced(5)
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("/event/", "door", b"open")
+        pub.send("/devices-not/", "x", b"1")
+        pub.send("", "HUGZ.lookalike", b"1")  # passes the SUB filter meant for heartbeats
+        pub.send("/device/", "pi.fake.t", protocol.pack(20.5))
+    wait_for(lambda: sub.get("/device/pi.fake.t"), what="the /device/ update")
+    assert seen == ["/device/pi.fake.t"]
+    assert sub.dict() == {"/device/pi.fake.t": protocol.pack(20.5)}
+    assert set(kv.snapshot_of()) == {"/event/door", "/devices-not/x", "HUGZ.lookalike", "/device/pi.fake.t"}
+
+
+def test_a_ttl_key_expires_and_subscribers_see_the_deletion(kv, subscribers):
+    changes = []
+    sub = kv.subscriber("/event/", callback=lambda key, value, props: changes.append((key, value, props)))
+    subscribers.append(sub)
+    assert sub.wait_synced(5)
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("/event/", "doorbell", b"ring", ttl=0.3)
+        pub.send("/event/", "stays", b"here")
+    wait_for(lambda: sub.get("/event/doorbell") == b"ring", what="the ttl key")
+    wait_for(lambda: sub.get("/event/doorbell") is None, timeout=5, what="the ttl key to expire")
+    assert ("/event/doorbell", b"ring", {"ttl": "0.3"}) in changes
+    assert changes[-1] == ("/event/doorbell", None, {})
+    assert kv.snapshot_of("/event/") == {"/event/stays": b"here"}
+
+
+def test_empty_body_deletes_a_key(kv, subscribers):
+    sub = kv.subscriber("/device/")
+    subscribers.append(sub)
+    assert sub.wait_synced(5)
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("/device/", "gone", b"1")
+        wait_for(lambda: sub.get("/device/gone"), what="the key")
+        pub.send("/device/", "gone", b"")
+    wait_for(lambda: sub.get("/device/gone") is None, what="the deletion")
+    assert kv.snapshot_of() == {}
+
+
+def test_kill_9_and_restart_subscribers_resync_to_the_servers_state(kv, subscribers):
+    pub = KvPublisherClient(kv.collector)
+    flushed = {f"/device/d{i}": protocol.pack(i) for i in range(20)}
+    for key, body in flushed.items():
+        pub.send("", key, body)
+    state = StateFile(kv.state)
+    wait_for(lambda: len((state.load() or {"entries": []})["entries"]) == 20, what="the state file")
+    sub = kv.subscriber()
+    subscribers.append(sub)
+    wait_for(lambda: sub.dict() == flushed, what="subscriber to hold the flushed keys")
+    before = sub.sequence
+
+    kv.kill()
+    kv.start(flush_interval=3600)  # values after this start reach the disk only on a clean stop
+    assert kv.snapshot_of() == flushed, "flushed values come back from disk"
+    wait_for(lambda: sub.resyncs >= 1 and sub.sequence > before, what="resync after the restart")
+    assert sub.sequence >> EPOCH_SHIFT > before >> EPOCH_SHIFT, "sequences never go backwards"
+
+    pub.send("", "/device/unflushed", b"lost")
+    wait_for(lambda: sub.get("/device/unflushed"), what="the unflushed value")
+    resyncs = sub.resyncs
+    kv.kill()
+    kv.start()
+    wait_for(lambda: sub.resyncs > resyncs and sub.get("/device/unflushed") is None,
+             what="subscriber to drop what the server lost")
+    assert sub.dict() == flushed
+
+    pub.send("", "/device/d0", b"new")
+    pub.send("", "/device/after", b"restart")
+    pub.close()
+    expected = dict(flushed, **{"/device/d0": b"new", "/device/after": b"restart"})
+    wait_for(lambda: sub.dict() == expected, what="updates after the restart")
+    assert kv.snapshot_of() == expected
+    assert sub.gaps == 0
+
+
+def test_malformed_traffic_is_dropped_and_service_goes_on(kv, subscribers):
+    ctx = zmq.Context.instance()
+    rng = random.Random(5)
+
+    def junk(valid):
+        while True:
+            frames = [rng.randbytes(rng.choice((0, 1, 8, 16, 30))) for _ in range(rng.randint(1, 7))]
+            try:
+                valid(frames)
+            except ProtocolError:
+                return frames
+
+    by_hand = [[b"/k", SEQ, b"", b"", b"v", b"x"], [b"/k", b"1", b"", b"", b"v"], [b"\xff", SEQ, b"", b"", b"v"],
+               [b"/k", SEQ, b"", b"ttl=0\n", b"v"], [b"/k", SEQ, b"", b"a\n", b"v"], [HUGZ, SEQ, b"", b"", b"v"],
+               [KTHXBAI, SEQ, b"", b"", b"v"], [b"ICANHAZ?", b"/"], [b""]]
+    with ctx.socket(zmq.PUSH) as push, ctx.socket(zmq.DEALER) as dealer:
+        push.connect(kv.collector)
+        dealer.connect(kv.snapshot)
+        for frames in by_hand + [junk(check_kvset) for _ in range(300)]:
+            push.send_multipart(frames)
+        for frames in by_hand[:-2] + [[b"ICANHAZ"], [b"ICANHAZ?", b"\xff\xfe"], [b"ICANHAZ?", b"/", b"extra"]] + \
+                [junk(lambda f: parse_icanhaz([b"id", *f])) for _ in range(300)]:
+            dealer.send_multipart(frames)
+        assert not dealer.poll(300), "the server answered a malformed snapshot request"
+    with socket.create_connection(("127.0.0.1", int(kv.snapshot.rsplit(":", 1)[1]))) as raw:
+        raw.sendall(b"\xff" * 64 + b"GET / HTTP/1.0\r\n\r\n")
+
+    sub = kv.subscriber("/device/")
+    subscribers.append(sub)
+    assert sub.wait_synced(5)
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("/device/", "ok", b"1")
+    wait_for(lambda: sub.get("/device/ok") == b"1", what="normal service")
+    assert kv.snapshot_of() == {"/device/ok": b"1"}, "malformed updates changed nothing"
+    assert kv.proc.poll() is None
+
+
+# -- stop paths and timeouts ------------------------------------------------
+
+def test_server_stop_ends_run_promptly_and_saves_the_state(tmp_path):
+    endpoints = free_endpoint(), free_endpoint(), free_endpoint()
+    server = KvServer(*endpoints, state_path=tmp_path / "kv.state", flush_interval=3600)
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    assert server.ready.wait(5)
+    with KvPublisherClient(endpoints[2]) as pub:
+        pub.send("/device/", "x", b"1")
+    wait_for(lambda: server.stats["updates"] == 1, what="the update")
+    started = time.monotonic()
+    server.stop()
+    thread.join(2)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 0.5
+    assert [entry[0] for entry in StateFile(tmp_path / "kv.state").load()["entries"]] == [b"/device/x"]
+
+
+def test_subscriber_without_server_never_syncs_and_still_stops():
+    sub = KvSubscriberClient("/device/", free_endpoint(), free_endpoint(), snapshot_timeout=0.2,
+                             server_timeout=0.2).start()
+    assert not sub.wait_synced(0.5)
+    sub.stop()
+    assert not sub._thread.is_alive()
+
+
+def test_publisher_times_out_when_no_collector_listens():
+    with KvPublisherClient(free_endpoint(), timeout=0.2) as pub:
+        with pytest.raises(TimeoutError):
+            pub.send("/device/", "x", b"1")
+        with pytest.raises(ValueError, match="reserved"):
+            pub.send("", "HUGZ", b"1")
+        with pytest.raises(ProtocolError, match="ttl"):
+            pub.send("/device/", "x", b"1", ttl=0)
+
+
+def test_a_corrupt_state_file_is_set_aside(tmp_path):
+    path = tmp_path / "kv.state"
+    path.write_bytes(b"\x93not msgpack at all")
+    assert StateFile(path).load() is None
+    assert not path.exists() and (tmp_path / "kv.state.corrupt").exists()
+
+
+# -- command line -----------------------------------------------------------
+
+def test_cli_set_get_and_watch(kv, children):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "raspy.kvcli", *args], capture_output=True, text=True,
+                              timeout=20, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+    watch = children.python("-m", "raspy.kvcli", "watch", "/device/", "--snapshot", kv.snapshot,
+                            "--publisher", kv.publisher, stdout=subprocess.PIPE, text=True)
+    assert cli("set", "/device/t", '{"celsius": 21.5}', "--collector", kv.collector).returncode == 0
+    assert cli("set", "/device/mode", "eco", "--collector", kv.collector, "--ttl", "60").returncode == 0
+    wait_for(lambda: set(kv.snapshot_of()) == {"/device/t", "/device/mode"}, what="both keys")
+    got = cli("get", "/device/t", "--snapshot", kv.snapshot)
+    assert (got.returncode, json.loads(got.stdout)) == (0, {"celsius": 21.5})
+    assert json.loads(cli("get", "/device/mode", "--snapshot", kv.snapshot).stdout) == "eco"
+    missing = cli("get", "/device/none", "--snapshot", kv.snapshot)
+    assert missing.returncode == 1 and "no key" in missing.stderr
+
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("/device/", "t", b"")
+    wait_for(lambda: "/device/t" not in kv.snapshot_of(), what="the deletion")
+    lines = []
+    wait_for(lambda: lines.append(watch.stdout.readline().strip()) or "/device/t deleted" in lines,
+             what="watch to print the deletion")
+    assert '/device/t {"celsius": 21.5}' in lines and '/device/mode "eco"' in lines
+    watch.send_signal(signal.SIGTERM)
+    assert watch.wait(5) == 0
