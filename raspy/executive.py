@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 #: Executive kinds: the configuration's ``kind`` -> ``module:Class``, imported on use.
 KINDS: dict[str, str] = {
     "broker": "raspy.broker:BrokerExecutive",
+    "titanic": "raspy.titanic:Titanic",
 }
 
 
