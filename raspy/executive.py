@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 KINDS: dict[str, str] = {
     "broker": "raspy.broker:BrokerExecutive",
     "titanic": "raspy.titanic:Titanic",
+    "core": "raspy.servers.core:Core",
 }
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from raspy import protocol as p
 from raspy.service import Service, ServiceError, bad_request, not_found
-from raspy.store import Store, stored
+from raspy.store import Store, StoreError, stored
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,8 @@ class ScenarioManager:
         self.stop_grace = stop_grace
         self.scenarios: dict[str, Scenario] = {}
         self.abandoned: list[str] = []
+        #: False until the store was read: writing the list of names before would drop stored ones
+        self.loaded = store is None
         self._lock = threading.RLock()
 
     # -- files ---------------------------------------------------------------------------
@@ -333,6 +335,7 @@ class ScenarioManager:
         with self._lock:
             scenario = self.get(name)
             if self.store is not None:
+                self._check_loaded()
                 self.store.set(MAIN_SECTION, KEYS, sorted(set(self.scenarios) - {name}))
                 for key in ("conf", "entries"):
                     self.store.delete(section(name), key)
@@ -357,11 +360,17 @@ class ScenarioManager:
         self.store.set(section(scenario.name), "conf", scenario.conf)
         self.store.set(section(scenario.name), "entries", scenario.entries)
         if with_keys is not None:
+            self._check_loaded()
             self.store.set(MAIN_SECTION, KEYS, sorted(with_keys))
+
+    def _check_loaded(self) -> None:
+        if not self.loaded:
+            raise StoreError("scenarios not loaded from the store yet (is Titanic running?); try again")
 
     def store_all(self) -> int:
         """Write every scenario's conf and entries, and the list of names."""
         with self._lock:
+            self._check_loaded()
             for scenario in self.scenarios.values():
                 self._save(scenario)
             if self.store is not None:
@@ -385,6 +394,7 @@ class ScenarioManager:
                         self.add({"name": name, **(conf or {}), "entries": entries or {}}, persist=False)
                 except (ValueError, FileNotFoundError) as exc:
                     log.error("stored scenario %s ignored: %s", name, exc)
+            self.loaded = True
         return len(names)
 
     # -- runs ---------------------------------------------------------------------------------

@@ -238,3 +238,98 @@ def test_service_commands(manager):
     assert call(service, "get", "nope")[0] == p.NOT_FOUND
     assert call(service, "delete", "j") == (p.OK, None)
     assert call(service, "delete", "j")[0] == p.NOT_FOUND
+
+
+# -- end to end: broker, kv, Titanic and Core processes -------------------------------------
+
+@pytest.fixture
+def house(children, tmp_path):
+    from corehouse import CoreHouse
+
+    h = CoreHouse(children, tmp_path)
+    h.start_broker()
+    h.start_kv()
+    h.start_titanic()
+    yield h
+    h.stop()
+
+
+class Events:
+    """What a subscriber of ``/event/cron/`` sees, per job."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict]] = []
+
+    def __call__(self, key: str, body: bytes | None, props: dict) -> None:
+        if body is not None:
+            self.seen.append((key, p.unpack(body)))
+
+    def count(self, job_id: str) -> int:
+        return sum(1 for key, _ in self.seen if key == event_key(job_id))
+
+
+def test_every_second_events_reach_a_subscriber(house):
+    from corehouse import HOST
+
+    house.start_core()
+    events = Events()
+    sub = house.subscribe("/event/cron/", events)
+    cron = f"{HOST}.core.cron"
+    try:
+        assert house.call(cron, "add", {"id": "sec", "cron": "* * * * * *", "action": "event"})[0] == p.OK
+        wait_for(lambda: events.count("sec") >= 2, timeout=4, what="two events a second apart")
+        times = [v["time"] for k, v in events.seen if k == event_key("sec")]
+        assert 0.5 < times[1] - times[0] < 1.5
+        status, reason = house.call(cron, "add", {"id": "bad", "cron": "* * * * 9", "action": "event"})
+        assert status == p.BAD_REQUEST and "higher than the maximum" in reason
+        assert [job["id"] for job in house.call(cron, "list")[1]] == ["sec"]
+    finally:
+        sub.stop()
+
+
+def test_pause_and_delete_stop_the_events(house):
+    from corehouse import HOST
+
+    house.start_core()
+    events = Events()
+    sub = house.subscribe("/event/cron/", events)
+    cron = f"{HOST}.core.cron"
+    quiet = 0.75  # three periods: long enough to see that nothing comes (absence cannot be polled)
+    try:
+        assert house.call(cron, "add", {"id": "fast", "interval": 0.25, "action": "event"})[0] == p.OK
+        wait_for(lambda: events.count("fast") >= 2, timeout=4, what="events")
+        assert house.call(cron, "pause", "fast")[0] == p.OK
+        paused = events.count("fast")
+        time.sleep(quiet)
+        assert events.count("fast") <= paused + 1  # one may have been under way
+        assert house.call(cron, "resume", "fast")[0] == p.OK
+        wait_for(lambda: events.count("fast") >= paused + 3, timeout=4, what="events after resume")
+        assert house.call(cron, "delete", "fast") == (p.OK, None)
+        deleted = events.count("fast")
+        time.sleep(quiet)
+        assert events.count("fast") <= deleted + 1
+        assert house.call(cron, "get", "fast")[0] == p.NOT_FOUND
+    finally:
+        sub.stop()
+
+
+def test_a_runtime_job_is_back_after_kill_9(house):
+    from corehouse import HOST
+
+    core = house.start_core()
+    events = Events()
+    sub = house.subscribe("/event/cron/", events)
+    cron = f"{HOST}.core.cron"
+    try:
+        job = {"id": "keep", "interval": 0.3, "action": "event", "data": "kept"}
+        assert house.call(cron, "add", job)[0] == p.OK
+        wait_for(lambda: events.count("keep") >= 1, timeout=4, what="an event before the kill")
+        core.kill()
+        core.wait(5)
+        before = events.count("keep")
+        house.start_core()
+        wait_for(lambda: house.call(cron, "get", "keep")[0] == p.OK, timeout=5, what="the job loaded from Titanic")
+        wait_for(lambda: events.count("keep") > before + 1, timeout=4, what="events after the restart")
+        assert [v["data"] for k, v in events.seen if k == event_key("keep")][-1] == "kept"
+    finally:
+        sub.stop()

@@ -11,6 +11,7 @@ from memstore import MemoryStore
 from raspy import protocol as p
 from raspy.scenario import Api, ScenarioManager, ScenarioService, ScenariosService, check_entries, state_key
 from raspy.scenarios.thermostat import decide
+from raspy.store import StoreError
 from support import wait_for
 
 FILES = {
@@ -63,6 +64,7 @@ def kv():
 @pytest.fixture
 def manager(kv, folder):
     m = ScenarioManager(kv.api(), MemoryStore(), folder, stop_grace=0.2)
+    m.load_store()
     yield m
     kv.values["/test/release"] = True
     m.stop(1.0)
@@ -157,7 +159,7 @@ def test_stop_abandons_what_ignores_its_stop_event(manager):
 def test_remote_code_is_refused_by_default(kv, folder, tmp_path):
     marker = tmp_path / "ran"
     code = f"open({str(marker)!r}, 'w').close()\ndef run(ctx):\n    pass\n"
-    service = ScenariosService(ScenarioManager(kv.api(), MemoryStore(), folder))
+    service = ScenariosService(ScenarioManager(kv.api(), None, folder))
     status, reason = call(service, "add", {"name": "evil", "code": code})
     assert status == p.FORBIDDEN and "allow_remote_code" in reason
     call(service, "add", {"name": "hello"})
@@ -169,7 +171,7 @@ def test_remote_code_is_refused_by_default(kv, folder, tmp_path):
 
 
 def test_remote_code_when_the_configuration_allows_it(kv, folder):
-    manager = ScenarioManager(kv.api(), MemoryStore(), folder, allow_remote_code=True)
+    manager = ScenarioManager(kv.api(), None, folder, allow_remote_code=True)
     service = ScenariosService(manager)
     assert call(service, "add", {"name": "new", "code": "def run(ctx):\n    return 42\n"})[0] == p.OK
     assert call(service, "add", {"name": "bad", "code": "def run(:\n"})[0] == p.BAD_REQUEST
@@ -200,6 +202,9 @@ def test_enabled_state_survives_a_restart(kv, folder):
     config = [{"name": "hello", "entries": {"/t": {"op": ">", "value": 1}}}]
     first = ScenarioManager(kv.api(), store, folder)
     first.load_config(config)
+    with pytest.raises(StoreError, match="not loaded"):  # the list of names would lose stored ones
+        first.add({"name": "boom"})
+    first.load_store()
     first.set_active("hello", False)
     first.add({"name": "boom", "timeout": 3})
     assert store.get("scenario.main", "keys") == ["boom", "hello"]

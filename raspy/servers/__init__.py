@@ -1,0 +1,1 @@
+"""Executives that offer services: core, fake devices, 1-Wire sensors."""
