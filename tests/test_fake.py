@@ -1,0 +1,135 @@
+"""FakeDevices through request and reply frames, with a clock the test drives."""
+import pytest
+
+from raspy import protocol
+from raspy.devices import DeviceError
+from raspy.servers.fake import FakeDevices
+
+AQUARIUM = {"name": "aquarium", "kind": "cyclic", "cycle": 86400, "min": 24, "max": 27, "unit": "C", "poll": 10}
+PUMP = {"name": "pump", "kind": "switch"}
+
+
+class Clock:
+    def __init__(self, now: float = 86400.0 * 19000) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def fake(clock):
+    return FakeDevices([AQUARIUM, PUMP], clock=clock)
+
+
+def call(service, command, *args):
+    return protocol.parse_reply(service(protocol.request(command, *args)))
+
+
+def test_list_keys(fake):
+    assert call(fake, "list_keys") == (200, ["aquarium", "pump"])
+
+
+def test_get_follows_the_clock(fake, clock):
+    assert call(fake, "get", "aquarium") == (200, {"value": 24, "unit": "C", "timestamp": clock.now, "age": 0})
+    clock.now += 43200
+    status, result = call(fake, "get", "aquarium")
+    assert (status, result["value"]) == (200, 27)
+
+
+def test_add_then_get_then_remove(fake):
+    linear = {"name": "tank", "kind": "linear", "start": 10, "slope": 1, "unit": "cm"}
+    assert call(fake, "add", linear) == (200, "tank")
+    assert call(fake, "get", "tank")[1]["value"] == 10
+    assert call(fake, "config", ["tank"])[1]["slope"] == 1
+    assert call(fake, "remove", "tank") == (200, None)
+    assert call(fake, "get", "tank")[0] == 404
+    assert call(fake, "list_keys") == (200, ["aquarium", "pump"])
+
+
+@pytest.mark.parametrize("args, reason", [
+    ({"name": "x", "kind": "sine"}, "needs 'kind'"),
+    ({"kind": "switch"}, "needs a 'name'"),
+    ({**AQUARIUM, "cycle": -5}, "cycle must be a positive"),
+    (AQUARIUM, "'aquarium' exists"),
+    ("aquarium", "is a table"),
+])
+def test_bad_add_is_400_with_the_reason_and_changes_nothing(fake, args, reason):
+    before = call(fake, "config", ["aquarium"])
+    status, result = call(fake, "add", args)
+    assert status == 400 and reason in result
+    assert call(fake, "list_keys") == (200, ["aquarium", "pump"])
+    assert call(fake, "config", ["aquarium"]) == before
+
+
+def test_set_a_switch(fake):
+    status, result = call(fake, "set", ["pump", "on"])
+    assert (status, result["value"]) == (200, True)
+    assert call(fake, "get", "pump")[1]["value"] is True
+    status, reason = call(fake, "set", ["pump", "half"])
+    assert status == 400 and "true/false" in reason
+    assert call(fake, "get", "pump")[1]["value"] is True
+    status, reason = call(fake, "set", ["aquarium", 25])
+    assert status == 400 and "only switches" in reason
+
+
+def test_config_poll_log_reset_through_frames(fake):
+    assert call(fake, "config", ["aquarium", {"name": "aquarium", "max": 28, "tank": "reef"}])[0] == 200
+    config = call(fake, "config", ["aquarium"])[1]
+    assert config["max"] == 28 and config["tank"] == "reef" and config["min"] == 24
+    status, reason = call(fake, "config", ["aquarium", {"max": 29}])
+    assert status == 400 and "name" in reason
+    assert call(fake, "poll", ["aquarium"]) == (200, 10)
+    assert call(fake, "poll", ["aquarium", 60]) == (200, 60)
+    status, reason = call(fake, "poll", ["aquarium", -1])
+    assert status == 400 and "positive" in reason
+    status, lines = call(fake, "log", "aquarium")
+    assert status == 200 and lines[-1].endswith("poll set to 60")
+    status, config = call(fake, "reset", "aquarium")
+    assert status == 200 and config["max"] == 1 and "tank" not in config and config["name"] == "aquarium"
+
+
+@pytest.mark.parametrize("command, args, status", [
+    ("get", "nothing", 404),
+    ("remove", "nothing", 404),
+    ("config", ["nothing"], 404),
+    ("poll", ["nothing", 5], 404),
+    ("log", "nothing", 404),
+    ("get", 42, 400),
+    ("get", None, 400),
+    ("config", "aquarium", 400),
+    ("config", ["aquarium", {"name": "aquarium"}, "extra"], 400),
+    ("set", "pump", 400),
+    ("fly", "pump", 501),
+])
+def test_statuses(fake, command, args, status):
+    assert call(fake, command, args)[0] == status
+
+
+def test_a_malformed_request_is_400_and_the_service_still_answers(fake):
+    status, _ = protocol.parse_reply(fake([b"get", b"\xc1"]))
+    assert status == 400
+    assert call(fake, "list_keys")[0] == 200
+
+
+def test_due_honours_each_poll_interval(clock):
+    fake = FakeDevices([AQUARIUM, {**PUMP, "poll": 30}, {"name": "quiet", "kind": "linear", "poll": 0}], clock=clock)
+    t = clock.now
+    assert [name for name, _ in fake.due(t)] == ["aquarium", "pump"]
+    assert fake.due(t + 5) == []
+    due = fake.due(t + 10)
+    assert [name for name, _ in due] == ["aquarium"]
+    assert due[0][1].timestamp == t + 10 and due[0][1].unit == "C"
+    assert [name for name, _ in fake.due(t + 30)] == ["aquarium", "pump"]
+    call(fake, "poll", ["aquarium", 0])
+    assert fake.due(t + 1000) == [("pump", fake.devices["pump"].reading)]
+
+
+def test_bad_start_up_config_is_refused():
+    with pytest.raises(DeviceError, match="'pump' exists"):
+        FakeDevices([PUMP, PUMP])
