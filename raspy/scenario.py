@@ -498,14 +498,14 @@ class ScenarioManager:
         running = [s for s in self.scenarios.values() if s.running]
         for scenario in running:
             scenario.stop_event.set()
-        left = []
+        left = [s.name for s in running if s.abandoned]
         for scenario in running:
-            assert scenario.thread is not None
-            scenario.thread.join(max(0.0, deadline - time.monotonic()))
-            if scenario.thread.is_alive():
-                self._abandon(scenario)
-                left.append(scenario.name)
-        return left
+            if not scenario.abandoned and scenario.thread is not None:
+                scenario.thread.join(max(0.0, deadline - time.monotonic()))
+                if scenario.thread.is_alive():
+                    self._abandon(scenario)
+                    left.append(scenario.name)
+        return sorted(left)
 
     def _publish(self, scenario: Scenario) -> None:
         """Publish ``/scenario/<name>``; a key/value failure is logged, never raised."""

@@ -251,3 +251,90 @@ def test_thermostat_decisions():
     assert [decide(t, None, 19, 21) for t in (18, 20, 22)] == [True, None, False]
     assert decide(20, True, 19, 21) is True and decide(20, False, 19, 21) is False
     assert check_entries({}) == {}
+
+
+# -- end to end: broker, kv and Core processes, devices served from the test ----------------------
+
+@pytest.fixture
+def house(children, tmp_path):
+    from corehouse import CoreHouse
+
+    h = CoreHouse(children, tmp_path)
+    h.start_broker()
+    h.start_kv()
+    yield h
+    h.stop()
+
+
+def test_thermostat_follows_a_temperature_cycle(house):
+    """A cyclic sensor from 17 to 23 degrees, marks 18 and 22: on below 18, off above 22, else unchanged."""
+    from corehouse import HOST
+    from raspy.servers.fake import FakeDevices
+
+    devices = FakeDevices([{"name": "heater", "kind": "switch"},
+                           {"name": "temperature", "kind": "cyclic", "min": 17, "max": 23, "cycle": 100}])
+    switched: list[bool] = []
+
+    def switch(frames):
+        command, args = p.parse_request(frames)
+        if command == "set":
+            switched.append(args[1])
+        return devices(frames)
+
+    house.worker(f"{HOST}.fake.devices", switch)
+    key = f"/device/{HOST}.fake.temperature"
+    house.start_core(store_wait=0, scenarios=[{"name": "thermostat", "startup": True, "params": {
+        "sensor": key, "service": f"{HOST}.fake.devices", "switch": "heater", "low": 18, "high": 22,
+        "interval": 0.05}}])
+    heater = lambda: devices.device("heater").value(0)  # noqa: E731
+    with house.kv_publisher() as publisher:
+        for t in range(0, 101, 10):  # one cycle, in steps of a tenth
+            reading = devices.device("temperature").read(t)
+            publisher.send("", key, p.pack(reading.as_dict()))
+            if reading.value < 18:
+                wait_for(heater, timeout=3, what=f"heater on at {reading.value:.2f}")
+            elif reading.value > 22:
+                wait_for(lambda: not heater(), timeout=3, what=f"heater off at {reading.value:.2f}")
+            time.sleep(0.3)  # the reading lasts a while, as a real one does: six thermostat checks
+            assert heater() is (t < 40 or t > 80), t  # between the marks the heater keeps its state
+    assert switched == [True, False, True]  # no chatter between the marks
+    assert house.call(f"{HOST}.core.scenario", "info", "thermostat")[1]["state"]["running"] is True
+
+
+def test_failing_and_looping_scenarios_do_not_stop_core(house):
+    from corehouse import HOST
+
+    for name in ("boom", "loop", "stubborn"):
+        (house.scenarios_dir / f"{name}.py").write_text(FILES[f"{name}.py"].replace("ctx.get('/test/release')", "False"))
+    core = house.start_core(store_wait=0, stop_timeout=1.0, scenarios=[
+        {"name": "boom"}, {"name": "loop", "startup": True}, {"name": "stubborn", "startup": True},
+        {"name": "hang", "file": "stubborn.py", "timeout": 0.3}])
+    scenario = f"{HOST}.core.scenario"
+    info = lambda name: house.call(scenario, "info", name)[1]["state"]  # noqa: E731
+    wait_for(lambda: info("loop")["running"] and info("stubborn")["running"], what="startup scenarios running")
+    assert house.call(scenario, "fire", "boom") == (p.OK, True)
+    wait_for(lambda: info("boom")["failures"] == 1, what="the failure counted")
+    assert info("boom")["last_result"]["error"] == "RuntimeError: boom"
+    assert house.call(scenario, "fire", "hang") == (p.OK, True)
+    wait_for(lambda: info("hang")["abandoned"], timeout=5, what="the hung scenario abandoned")
+    assert info("hang")["timeouts"] == 1
+    assert house.call(f"{HOST}.core.cron", "list") == (p.OK, [])  # Core still serves
+    started = time.monotonic()
+    core.terminate()
+    assert core.wait(5) == 0
+    assert time.monotonic() - started < 4.0
+    log = house.core_log()
+    assert "abandoned at shutdown" in log and "stubborn" in log.split("abandoned at shutdown")[1].splitlines()[0]
+
+
+def test_code_over_the_network_is_refused_by_default(house, tmp_path):
+    from corehouse import HOST
+
+    house.start_core(store_wait=0)
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').close()\ndef run(ctx):\n    open({str(marker)!r}, 'w').close()\n"
+    status, reason = house.call(f"{HOST}.core.scenarios", "add", {"name": "evil", "code": code, "startup": True})
+    assert status == p.FORBIDDEN and "allow_remote_code" in reason
+    assert house.call(f"{HOST}.core.scenarios", "list_keys") == (p.OK, [])
+    assert house.call(f"{HOST}.core.scenario", "fire", "evil")[0] == p.NOT_FOUND
+    assert list(house.scenarios_dir.iterdir()) == [] and not marker.exists()

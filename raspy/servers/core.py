@@ -20,6 +20,7 @@ import json
 import logging
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,7 +69,6 @@ class Core(Server):
         self.add_service("scenario", ScenarioService(self.scenarios))
         self.loaded = False
         self._started_at = 0.0
-        self._next_load = 0.0
         self._next_flush = 0.0
         self._startup_done = False
         self._watching = False
@@ -111,6 +111,7 @@ class Core(Server):
         self._started_at = time.time()
         self.subscriber.start()
         self.cron.start()
+        threading.Thread(target=self._load_store, name="core-store-load", daemon=True).start()
         super().run()
 
     def tick(self, now: float) -> None:
@@ -118,8 +119,6 @@ class Core(Server):
         self.scenarios.check_timeouts()
         if not self._watching and (self.subscriber.wait_synced(0) or now >= self._started_at + self.store_wait):
             self._watch()
-        if not self.loaded and now >= self._next_load:
-            self._load_store(now)
         if not self._startup_done and (self.loaded or now >= self._started_at + self.store_wait):
             self._startup_done = True
             log.info("startup scenarios: %s", self.scenarios.start_startup())
@@ -133,16 +132,20 @@ class Core(Server):
         self.scenarios.prime([(key, self.get(key)) for key, _ in self.subscriber.items()])
         self.subscriber.callback = self._on_kv
 
-    def _load_store(self, now: float) -> None:
-        try:
-            jobs = self.cron.load_store()
-            names = self.scenarios.load_store()
-        except StoreError as exc:
-            self._next_load = now + LOAD_RETRY
-            log.warning("store not loaded, retrying in %.0fs: %s", LOAD_RETRY, exc)
+    def _load_store(self) -> None:
+        """Load what Titanic keeps, retrying while it does not answer (a thread: the beat goes on)."""
+        while True:
+            try:
+                jobs = self.cron.load_store()
+                names = self.scenarios.load_store()
+            except StoreError as exc:
+                log.warning("store not loaded, retrying in %.0fs: %s", LOAD_RETRY, exc)
+                if self._stop.wait(LOAD_RETRY):
+                    return
+                continue
+            self.loaded = True
+            log.info("loaded from the store: %d cron jobs, %d scenarios", jobs, names)
             return
-        self.loaded = True
-        log.info("loaded from the store: %d cron jobs, %d scenarios", jobs, names)
 
     def close(self) -> None:
         self.cron.shutdown()
