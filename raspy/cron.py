@@ -274,6 +274,11 @@ class CronManager:
                 log.error("stored cron job %s ignored: %s", job_id, exc)
         return count
 
+    def all(self) -> list[Cron]:
+        """Every job, by id (a copy: the service thread must not see the dict change)."""
+        with self._lock:
+            return [cron for _, cron in sorted(self.jobs.items())]
+
     def get(self, job_id: Any) -> Cron:
         cron = self.jobs.get(job_id) if isinstance(job_id, str) else None
         if cron is None:
@@ -431,7 +436,7 @@ class CronService(Service):
             raise bad_request(str(exc)) from None
 
     def do_list(self, args: Any) -> list[dict[str, Any]]:
-        return [cron.info() for _, cron in sorted(self.manager.jobs.items())]
+        return [cron.info() for cron in self.manager.all()]
 
     def do_get(self, args: Any) -> dict[str, Any]:
         return self._job(args).info()

@@ -270,6 +270,11 @@ class ScenarioManager:
 
     # -- definitions -------------------------------------------------------------------------
 
+    def all(self) -> list[Scenario]:
+        """Every scenario, by name (a copy: the service threads must not see the dict change)."""
+        with self._lock:
+            return [scenario for _, scenario in sorted(self.scenarios.items())]
+
     def get(self, name: Any) -> Scenario:
         scenario = self.scenarios.get(name) if isinstance(name, str) else None
         if scenario is None:
@@ -318,7 +323,7 @@ class ScenarioManager:
         scenario.conf, scenario.entries, scenario.source = conf, entries, "runtime"
         if was_active and not conf["active"]:
             scenario.stop_event.set()
-        elif conf["active"] and not was_active and conf["startup"]:
+        elif conf["active"] and not was_active and conf["startup"] and scenario.fire(self.api.get):
             self.start(scenario, None)
         self._publish(scenario)
         return scenario
@@ -546,10 +551,10 @@ class ScenariosService(Service):
         self.manager = manager
 
     def do_list_keys(self, args: Any) -> list[str]:
-        return sorted(self.manager.scenarios)
+        return [s.name for s in self.manager.all()]
 
     def do_list(self, args: Any) -> list[dict[str, Any]]:
-        return [s.definition() for _, s in sorted(self.manager.scenarios.items())]
+        return [s.definition() for s in self.manager.all()]
 
     def do_add(self, args: Any) -> dict[str, Any]:
         """args: ``{name, entries?, code?, active?, startup?, timeout?, file?, params?}``."""

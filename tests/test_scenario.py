@@ -338,3 +338,14 @@ def test_code_over_the_network_is_refused_by_default(house, tmp_path):
     assert house.call(f"{HOST}.core.scenarios", "list_keys") == (p.OK, [])
     assert house.call(f"{HOST}.core.scenario", "fire", "evil")[0] == p.NOT_FOUND
     assert list(house.scenarios_dir.iterdir()) == [] and not marker.exists()
+
+
+def test_enabling_a_startup_scenario_starts_it_once(manager):
+    manager.add({"name": "stubborn", "startup": True})
+    manager.start_startup()
+    manager.set_active("stubborn", False)  # asks it to stop; it does not
+    manager.set_active("stubborn", True)
+    assert manager.get("stubborn").runs == 1
+    manager.add({"name": "loop", "startup": True, "active": False})
+    manager.set_active("loop", True)
+    wait_for(lambda: manager.get("loop").running, what="enabled startup scenario running")
