@@ -35,6 +35,7 @@ KINDS: dict[str, str] = {
     "onewire": "raspy.servers.onewire:OneWire",
     "web": "raspy.web.server:Web",
     "titanic": "raspy.titanic:Titanic",
+    "core": "raspy.servers.core:Core",
 }
 
 

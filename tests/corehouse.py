@@ -1,0 +1,94 @@
+"""Real processes around Core for end-to-end tests: broker, key/value server, Titanic, Core."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from raspy import kv
+from raspy import protocol as p
+from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.worker import MajorDomoWorker
+from support import free_endpoint, wait_for
+
+HOST = "h"
+HEARTBEAT = "0.2"
+
+
+class CoreHouse:
+    """Endpoints and processes of one test; :meth:`stop` releases the in-test workers."""
+
+    def __init__(self, children, tmp_path: Path) -> None:
+        self.children = children
+        self.state_dir = tmp_path / "core"
+        self.scenarios_dir = self.state_dir / "scenarios"
+        self.scenarios_dir.mkdir(parents=True)
+        self.tmp_path = tmp_path
+        self.broker = free_endpoint()
+        self.snapshot, self.publisher, self.collector = free_endpoint(), free_endpoint(), free_endpoint()
+        self.core = None
+        self._workers: list[MajorDomoWorker] = []
+
+    def call(self, service: str, command: str, args: Any = None, timeout: float = 1.0) -> tuple[int, Any]:
+        with MajorDomoClient(self.broker, timeout=timeout, retries=1) as client:
+            return client.call(service, command) if args is None else client.call(service, command, args)
+
+    def live(self, service: str) -> bool:
+        with MajorDomoClient(self.broker, timeout=0.5, retries=1) as client:
+            try:
+                return client.send("mmi.service", [service.encode()]) == [b"200"]
+            except RequestTimeout:
+                return False
+
+    def start_broker(self) -> None:
+        self.children.raspy("run", "broker", "--bind", self.broker, "--heartbeat", HEARTBEAT)
+        wait_for(self._answers, what="broker up")
+
+    def _answers(self) -> bool:
+        with MajorDomoClient(self.broker, timeout=0.5, retries=1) as client:
+            try:
+                return client.send("mmi.service", [b"nothing"]) == [b"404"]
+            except RequestTimeout:
+                return False
+
+    def start_kv(self) -> None:
+        self.children.python("-m", "raspy.kv", "--snapshot", self.snapshot, "--publisher", self.publisher,
+                             "--collector", self.collector)
+
+    def start_titanic(self) -> None:
+        self.children.python("-m", "raspy.titanic", "--broker", self.broker, "--db", str(self.tmp_path / "titanic.db"),
+                             "--hostname", HOST, "--heartbeat", HEARTBEAT)
+        wait_for(lambda: self.live("titanic.store"), what="titanic.store up")
+
+    def start_core(self, **options: Any):
+        self.core = self.children.python(
+            "-m", "raspy.servers.core", "--broker", self.broker, "--hostname", HOST, "--state-dir", str(self.state_dir),
+            "--snapshot", self.snapshot, "--publisher", self.publisher, "--collector", self.collector,
+            "--heartbeat", HEARTBEAT, "--config-json", json.dumps(options), stderr=open(self.tmp_path / "core.log", "a"))
+        wait_for(lambda: all(self.live(f"{HOST}.core.{s}") for s in ("cron", "scenario", "scenarios")),
+                 what="core services up")
+        return self.core
+
+    def core_log(self) -> str:
+        return (self.tmp_path / "core.log").read_text()
+
+    def subscribe(self, subtree: str, callback: Callable | None = None) -> kv.KvSubscriberClient:
+        sub = kv.KvSubscriberClient(subtree, self.snapshot, self.publisher, callback).start()
+        assert sub.wait_synced(5), "kv subscriber did not sync"
+        return sub
+
+    def kv_publisher(self) -> kv.KvPublisherClient:
+        return kv.KvPublisherClient(self.collector)
+
+    def worker(self, service: str, handler: Callable[[p.Frames], p.Frames]) -> MajorDomoWorker:
+        """An in-test MDP worker serving ``service`` in a thread."""
+        worker = MajorDomoWorker(self.broker, service, handler, heartbeat=float(HEARTBEAT))
+        threading.Thread(target=worker.run, daemon=True).start()
+        self._workers.append(worker)
+        wait_for(lambda: self.live(service), what=f"{service} up")
+        return worker
+
+    def stop(self) -> None:
+        for worker in self._workers:
+            worker.shutdown()
