@@ -10,7 +10,7 @@ startup scenarios wait for it at most ``store_wait`` seconds.
 Options (``Settings.options``): ``jobs``, ``scenarios`` (lists of tables),
 ``scenarios_dir`` (default ``<state_dir>/scenarios``), ``allow_remote_code``
 (default false), ``missed`` (``run_once`` or ``skip``), ``scenario_timeout``,
-``stop_timeout``, ``store_wait``, ``kv_snapshot``/``kv_publisher``/``kv_collector``.
+``stop_timeout``, ``store_wait``.
 See docs/core.md.
 """
 from __future__ import annotations
@@ -50,9 +50,8 @@ class Core(Server):
         self.request_timeout = float(options.get("request_timeout", 2.5))
         self.stop_timeout = float(options.get("stop_timeout", 5.0))
         self.store_wait = float(options.get("store_wait", 10.0))
-        self.publisher = kv.KvPublisherClient(options.get("kv_collector", kv.COLLECTOR_ENDPOINT))
-        self.subscriber = kv.KvSubscriberClient("", options.get("kv_snapshot", kv.SNAPSHOT_ENDPOINT),
-                                                options.get("kv_publisher", kv.PUBLISHER_ENDPOINT))
+        self.publisher = kv.KvPublisherClient(settings.kv_collector)
+        self.subscriber = kv.KvSubscriberClient("", settings.kv_snapshot, settings.kv_publisher)
         store = TitanicStore(lambda: MajorDomoClient(settings.broker, timeout=1.0, retries=2), self.service)
         state_dir = Path(settings.state_dir)
         self.cron = CronManager(Actions(self.publish, self.request, self.fire_scenario), store,
@@ -179,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = json.loads(args.config_json)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"--config-json: {exc}") from None
-    options.update(kv_snapshot=args.snapshot, kv_publisher=args.publisher, kv_collector=args.collector)
     settings = Settings(name="core", hostname=args.hostname, broker=args.broker, state_dir=Path(args.state_dir),
+                        kv_snapshot=args.snapshot, kv_publisher=args.publisher, kv_collector=args.collector,
                         options=options, heartbeat=args.heartbeat, liveness=args.liveness)
     try:
         core = Core(settings)
