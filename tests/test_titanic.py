@@ -218,18 +218,20 @@ def test_kill_9_while_dispatching_loses_nothing(house, client, capsys):
 
     house.worker("count", counting)
     wait_for(lambda: sum(counts[b"q%d" % i] > 0 for i in range(total)) >= 60, timeout=15, what="dispatch under way")
-    submitting = threading.Thread(target=submit)
+    submitting = threading.Thread(target=submit, daemon=True)
     submitting.start()
-    wait_for(lambda: len(acked) >= 5, what="second client submitting")
-    house.titanic.send_signal(signal.SIGKILL)
-    house.titanic.wait(timeout=5)
-    executed_before_kill = len(first_seen)
-    assert executed_before_kill < total, "the kill came too late to test anything"
-    acked_before_restart = len(acked)
-    house.start_titanic()
-    wait_for(lambda: len(acked) >= acked_before_restart + 5, what="submissions after the restart")
-    stop.set()
-    submitting.join(timeout=15)
+    try:
+        wait_for(lambda: len(acked) >= 5, what="second client submitting")
+        house.titanic.send_signal(signal.SIGKILL)
+        house.titanic.wait(timeout=5)
+        executed_before_kill = len(first_seen)
+        assert executed_before_kill < total, "the kill came too late to test anything"
+        acked_before_restart = len(acked)
+        house.start_titanic()
+        wait_for(lambda: len(acked) >= acked_before_restart + 5, what="submissions after the restart")
+    finally:
+        stop.set()
+        submitting.join(timeout=15)
     expected = {uuid: (200, [b"done", b"q%d" % i]) for i, uuid in enumerate(uuids)}
     expected.update({uuid: (200, [b"done", body]) for body, uuid in acked.items()})
     wait_for(lambda: all(counts[b] for b in acked) and len(first_seen) == total, timeout=30, interval=0.1,
