@@ -23,7 +23,11 @@ DEFAULT_HOUSE: dict[str, dict[str, Any]] = {
     "kv": {},
     "titanic": {},
     "core": {},
-    "fake": {},
+    "fake": {"devices": [  # something to watch on a house without hardware
+        {"name": "aquarium", "kind": "cyclic", "cycle": 86400, "min": 24.0, "max": 27.0, "unit": "C", "poll": 10},
+        {"name": "outside", "kind": "cyclic", "cycle": 86400, "min": 4.0, "max": 16.0, "unit": "C", "poll": 30},
+        {"name": "heater", "kind": "switch", "poll": 30},
+    ]},
     "web": {},
     "onewire": {},
 }

@@ -236,8 +236,8 @@ def test_device_readings_keep_a_bounded_history_and_mark_stale_values():
     readings = DeviceReadings(history=3)
     now = time.time()
     for i in range(5):
-        readings.update("/device/pi.fake.t", p.pack({"value": 20.0 + i, "unit": "°C", "timestamp": now, "interval": 10}))
-    readings.update("/device/pi.fake.old", p.pack({"value": 1, "timestamp": now - 16, "interval": 10}))
+        readings.update("/device/pi.fake.t", p.pack({"value": 20.0 + i, "unit": "°C", "timestamp": now, "poll": 10}))
+    readings.update("/device/pi.fake.old", p.pack({"value": 1, "timestamp": now - 16, "poll": 10}))
     readings.update("/device/pi.fake.plain", p.pack(True))
     readings.update("/device/pi.fake.junk", b"\xc1")  # not msgpack: dropped
     devices = {d["name"]: d for d in readings.devices(now=now + 1)}
@@ -423,7 +423,7 @@ def test_web_executive_serves_the_house_and_stops(board, children, tmp_path):
         assert get(url + "/healthz") == (200, b"ok\n")
         with KvPublisherClient(kv["collector"]) as pub:
             pub.send("/device/", "pi.fake.tank", p.pack({"value": 25.5, "unit": "°C", "timestamp": time.time(),
-                                                        "interval": 5}))
+                                                        "poll": 5}))
             pub.send("/event/", "pi.core.feed", p.pack("fed"))
 
             def devices():

@@ -33,7 +33,7 @@ def test_a_person_sees_executives_a_device_value_and_a_sparkline(running_house, 
     url = house.url
 
     def send(device: str, value: float, age: float = 0.0) -> None:
-        reading = {"value": value, "unit": "°C", "timestamp": time.time() - age, "interval": 10}
+        reading = {"value": value, "unit": "°C", "timestamp": time.time() - age, "poll": 10}
         house.publisher.send("/device/", device, p.pack(reading))
 
     def histories() -> list[int]:

@@ -75,7 +75,7 @@ class DeviceReadings:
             reading = {"value": reading}
         reading = _jsonable(reading)
         timestamp = reading.get("timestamp")
-        interval = reading.get("interval")
+        interval = reading.get("poll")
         entry = {
             "value": reading.get("value"),
             "unit": str(reading.get("unit") or ""),
