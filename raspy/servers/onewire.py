@@ -26,6 +26,7 @@ from raspy.devices import BaseDevice, Reading, SensorTemperature
 from raspy.servers.device_service import DeviceService, name_arg, reading_result
 from raspy.service import ServiceError, not_found
 from raspy.executive import Counters, Settings
+from raspy.statistics import SNMPCounter, oid
 from raspy.servers.device_server import DeviceServer
 
 log = logging.getLogger(__name__)
@@ -158,10 +159,11 @@ class OneWireDevices(DeviceService):
     A sensor that is unplugged keeps its configuration for when it comes back.
     """
 
-    def __init__(self, bus: OneWireBus, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, bus: OneWireBus, clock: Callable[[], float] = time.time, poll: int = 0) -> None:
         super().__init__()
         self.bus = bus
         self.clock = clock
+        self.poll = poll  # the poll interval a sensor gets when first seen
         self._polled: dict[str, float] = {}
 
     def scan(self) -> list[str]:
@@ -169,7 +171,7 @@ class OneWireDevices(DeviceService):
         ids = self.bus.sensors()
         for sensor_id in ids:
             if sensor_id not in self.devices:
-                self.devices[sensor_id] = SensorTemperature({"name": sensor_id})
+                self.devices[sensor_id] = SensorTemperature({"name": sensor_id, "poll": self.poll})
         return ids
 
     def present(self) -> list[str]:
@@ -233,10 +235,35 @@ class OneWireDevices(DeviceService):
 
 
 class OneWire(DeviceServer):
-    """The ``onewire`` executive. Options: ``devices_dir``, ``retries``, ``pause`` (seconds between retries)."""
+    """The ``onewire`` executive.
+
+    Options: ``devices_dir``, ``poll`` (seconds between readings of a new sensor, default 60;
+    0 reads only on request), ``retries``, ``pause`` (seconds between retries). Reads, retries
+    and errors of all sensors are counted in its statistics (``sensor_reads``, ...) and in the board's extra counters
+    0, 1 and 2; ``counters`` on ``<host>.onewire.devices`` gives them per sensor.
+    """
+
+    TOTALS = {
+        "reads": "readings of w1_slave files",
+        "retries": "readings retried: bad CRC, 85 C at power-on, truncated, all-zero or unreadable",
+        "errors": "readings given up after the retries",
+    }
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         options = settings.options
         bus = OneWireBus(options.get("devices_dir", DEVICES_DIR), retries=options.get("retries", 3),
                          pause=options.get("pause", 0.2))
-        super().__init__(settings, OneWireDevices(bus), slot)
+        super().__init__(settings, OneWireDevices(bus, poll=options.get("poll", 60)), slot)
+        self.totals = {name: self.statistics.add(SNMPCounter(oid(self.service, f"sensor_{name}"), doc))
+                       for name, doc in self.TOTALS.items()}
+        self._totalled = dict.fromkeys(self.TOTALS, 0)
+
+    def tick(self, now: float) -> None:
+        with self._lock:
+            per_sensor = list(self.devices.bus.counters.values())
+        for index, (name, total) in enumerate(self.totals.items()):
+            seen = sum(getattr(counters, name) for counters in per_sensor)
+            if seen > self._totalled[name]:
+                total.inc(seen - self._totalled[name])
+                self.slot.count_extra(index, seen - self._totalled[name])
+                self._totalled[name] = seen
