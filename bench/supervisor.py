@@ -5,7 +5,7 @@
 Each figure comes with a reference measured in the same run: the same
 executive started as a fresh interpreter (``raspy run NAME``), which is what a
 supervisor that execs instead of forking from a warm parent would pay.
-Prints a Markdown table (bench/README_supervisor.md holds a copy).
+Prints a Markdown table (bench/README.md holds a copy).
 """
 from __future__ import annotations
 
