@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: develop install uninstall tests devtests start bench bench-smoke browser clean
+.PHONY: develop install uninstall tests devtests start bench browser clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,11 @@ start: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest bench --benchmark-only -q
-	$(PY) -m bench.throughput --out bench/results
+	$(PY) -m bench.throughput --out bench/results --repeat 3
+	$(PY) bench/kv_throughput.py --updates 20000 --subscribers 10 --rounds 3 | tee bench/results/kv.txt
+	$(PY) bench/titanic.py --rounds 3 | tee bench/results/titanic.txt
+	$(PY) bench/supervisor.py --kills 20 | tee bench/results/supervisor.txt
+	$(PY) bench/web.py | tee bench/results/web.txt
 
 # Headless Chromium for the status page's browser test; installed when we
 # are root with apt-get (as CI is), skipped quietly elsewhere.
