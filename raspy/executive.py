@@ -138,7 +138,7 @@ class Executive:
 
         def counted(frames: Frames) -> Frames:
             reply = handler(frames)
-            failed = bool(reply) and reply[0][:1] in (b"4", b"5")
+            failed = bool(reply) and reply[0][:1] == b"5"  # the server failed; a 4xx is the caller's mistake
             slot.count(requests=1, replies=1, errors=int(failed),
                        bytes_in=sum(map(len, frames)), bytes_out=sum(map(len, reply)))
             return reply
