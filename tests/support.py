@@ -64,12 +64,18 @@ def toml_key(key: str) -> str:
 
 
 def write_config(path: Path, raspy: dict[str, Any], executives: dict[str, dict[str, Any]]) -> Path:
-    """Write a RasPy configuration: the ``[raspy]`` table, then one ``[executives.NAME]`` table each."""
+    """Write a RasPy configuration: the ``[raspy]`` table, then one ``[executives.NAME]`` table each.
+
+    The file is replaced whole (written aside, then renamed), so a child still starting
+    from the previous version never reads half of the new one.
+    """
     lines = ["[raspy]", *(f"{toml_key(k)} = {toml_value(v)}" for k, v in raspy.items())]
     for name, options in executives.items():
         lines += ["", f"[executives.{toml_key(name)}]", *(f"{toml_key(k)} = {toml_value(v)}" for k, v in options.items())]
     path = Path(path)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    aside.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(aside, path)
     return path
 
 
