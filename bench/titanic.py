@@ -1,7 +1,8 @@
 """Durable Titanic requests per second against the raw fsync rate of the same disk.
 
-Starts a broker and Titanic in their own processes, with Titanic's SQLite file
-in a fresh directory, and measures in the same run:
+Starts a broker and Titanic (``raspy run titanic --config FILE``) in their own
+processes, with Titanic's SQLite file in a fresh directory, and measures in the
+same run:
 
 - raw append + fsync of a small record to a file in that directory (the
   reference: what one durable write per request costs on this disk);
@@ -37,10 +38,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from raspy.client import MajorDomoClient, RequestTimeout  # noqa: E402
 from raspy.titanic import Journal  # noqa: E402
+from support import write_config  # noqa: E402
 
 PAYLOAD = b"x" * 100
 
@@ -151,9 +153,12 @@ def main() -> int:
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "raspy", "run", "echo", "--broker", endpoint,
                                        "--service", "bench.echo"], **quiet))
-        procs.append(subprocess.Popen([sys.executable, "-m", "raspy.titanic", "--broker", endpoint,
-                                       "--db", str(directory / "titanic.sqlite"), "--hostname", "bench",
-                                       "--request-workers", str(max(8, args.clients))], **quiet))
+        config = write_config(directory / "raspy.toml",
+                              {"hostname": "bench", "state_dir": str(directory), "broker": endpoint},
+                              {"titanic": {"db": str(directory / "titanic.sqlite"),
+                                           "request_workers": max(8, args.clients)}})
+        procs.append(subprocess.Popen([sys.executable, "-m", "raspy", "run", "titanic", "--config", str(config)],
+                                      **quiet))
         for i in range(args.contend):
             procs.append(subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
                                            f"import titanic; titanic.contend({str(directory / f'contend{i}')!r})"], **quiet))

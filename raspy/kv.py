@@ -19,12 +19,10 @@ Values are bytes. RasPy publishes msgpack-encoded values (``protocol.pack``).
 """
 from __future__ import annotations
 
-import argparse
 import heapq
 import logging
 import math
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -840,32 +838,3 @@ def fetch_snapshot(subtree: str, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, tim
                                          lambda dealer: dealer.poll(timeout * 1000))
     messages = (KVMsg.from_frames(frames) for frames in entries)
     return sequence, {msg.key: msg for msg in messages}
-
-
-# -- process entry ----------------------------------------------------------
-
-def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--snapshot", default=SNAPSHOT_ENDPOINT, help="snapshot (ROUTER) endpoint")
-    parser.add_argument("--publisher", default=PUBLISHER_ENDPOINT, help="publisher (PUB) endpoint")
-    parser.add_argument("--collector", default=COLLECTOR_ENDPOINT, help="collector (PULL) endpoint")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m raspy.kv``: run the server until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m raspy.kv", description="RasPy key/value publisher")
-    add_endpoint_options(parser)
-    parser.add_argument("--state", help="state file (msgpack); without it nothing survives a restart")
-    parser.add_argument("--flush-interval", type=float, default=5.0, help="seconds between state writes")
-    parser.add_argument("--hugz-interval", type=float, default=1.0, help="seconds between HUGZ")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = KvServer(args.snapshot, args.publisher, args.collector, state_path=args.state,
-                      flush_interval=args.flush_interval, hugz_interval=args.hugz_interval)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: server.stop())
-    server.run()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,13 +15,10 @@ workers, concurrent clients share fsyncs. See docs/titanic.md.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import queue
 import re
 import secrets
-import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -780,42 +777,3 @@ class TitanicClient:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
-
-
-# -- running Titanic alone ----------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m raspy.titanic", description="Run Titanic (9/TSP) alone.")
-    parser.add_argument("--broker", default="tcp://127.0.0.1:5514", help="broker endpoint (default %(default)s)")
-    parser.add_argument("--db", required=True, help="SQLite file")
-    parser.add_argument("--hostname", default=socket.gethostname().split(".")[0] or "localhost")
-    parser.add_argument("--heartbeat", type=float, default=2.5, help="heartbeat interval in seconds")
-    parser.add_argument("--liveness", type=int, default=3, help="silent intervals before the broker is dead")
-    parser.add_argument("--retention", type=float, default=7 * 24 * 3600, help="seconds replies are kept")
-    parser.add_argument("--request-workers", type=int, default=8, help="concurrent titanic.request handlers")
-    parser.add_argument("--dispatch-timeout", type=float, default=10.0, help="seconds per dispatch attempt")
-    parser.add_argument("--retry-max", type=float, default=30.0, help="longest back-off in seconds")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    db = Path(args.db)
-    settings = Settings(
-        name="titanic", hostname=args.hostname, broker=args.broker, state_dir=db.parent, kind="titanic",
-        heartbeat=args.heartbeat, liveness=args.liveness,
-        options={"db": str(db), "retention": args.retention, "request_workers": args.request_workers,
-                 "dispatch_timeout": args.dispatch_timeout, "retry_max": args.retry_max},
-    )
-    titanic = Titanic(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: titanic.shutdown())
-    titanic.run()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,6 @@
 """Real processes around Core for end-to-end tests: broker, key/value server, Titanic, Core."""
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -10,10 +9,10 @@ from raspy import kv
 from raspy import protocol as p
 from raspy.client import MajorDomoClient, RequestTimeout
 from raspy.worker import MajorDomoWorker
-from support import free_endpoint, wait_for
+from support import free_endpoint, wait_for, write_config
 
 HOST = "h"
-HEARTBEAT = "0.2"
+HEARTBEAT = 0.2
 
 
 class CoreHouse:
@@ -42,7 +41,7 @@ class CoreHouse:
                 return False
 
     def start_broker(self) -> None:
-        self.children.raspy("run", "broker", "--bind", self.broker, "--heartbeat", HEARTBEAT)
+        self.children.raspy("run", "broker", "--bind", self.broker, "--heartbeat", str(HEARTBEAT))
         wait_for(self._answers, what="broker up")
 
     def _answers(self) -> bool:
@@ -52,20 +51,26 @@ class CoreHouse:
             except RequestTimeout:
                 return False
 
+    def config(self, **core_options: Any) -> Path:
+        """The house's configuration, with Core's options of this start."""
+        return write_config(
+            self.tmp_path / "raspy.toml",
+            {"hostname": HOST, "state_dir": str(self.state_dir), "broker": self.broker, "kv_snapshot": self.snapshot,
+             "kv_publisher": self.publisher, "kv_collector": self.collector, "heartbeat": HEARTBEAT},
+            {"kv": {"state": str(self.tmp_path / "kv.state")},
+             "titanic": {"db": str(self.tmp_path / "titanic.db")},
+             "core": core_options})
+
     def start_kv(self) -> None:
-        self.children.python("-m", "raspy.kv", "--snapshot", self.snapshot, "--publisher", self.publisher,
-                             "--collector", self.collector)
+        self.children.executive(self.config(), "kv")
 
     def start_titanic(self) -> None:
-        self.children.python("-m", "raspy.titanic", "--broker", self.broker, "--db", str(self.tmp_path / "titanic.db"),
-                             "--hostname", HOST, "--heartbeat", HEARTBEAT)
+        self.children.executive(self.config(), "titanic")
         wait_for(lambda: self.live("titanic.store"), what="titanic.store up")
 
     def start_core(self, **options: Any):
-        self.core = self.children.python(
-            "-m", "raspy.servers.core", "--broker", self.broker, "--hostname", HOST, "--state-dir", str(self.state_dir),
-            "--snapshot", self.snapshot, "--publisher", self.publisher, "--collector", self.collector,
-            "--heartbeat", HEARTBEAT, "--config-json", json.dumps(options), stderr=open(self.tmp_path / "core.log", "a"))
+        with open(self.tmp_path / "core.log", "a") as log:
+            self.core = self.children.executive(self.config(**options), "core", stderr=log)
         wait_for(lambda: all(self.live(f"{HOST}.core.{s}") for s in ("cron", "scenario", "scenarios")),
                  what="core services up")
         return self.core
@@ -83,7 +88,7 @@ class CoreHouse:
 
     def worker(self, service: str, handler: Callable[[p.Frames], p.Frames]) -> MajorDomoWorker:
         """An in-test MDP worker serving ``service`` in a thread."""
-        worker = MajorDomoWorker(self.broker, service, handler, heartbeat=float(HEARTBEAT))
+        worker = MajorDomoWorker(self.broker, service, handler, heartbeat=HEARTBEAT)
         threading.Thread(target=worker.run, daemon=True).start()
         self._workers.append(worker)
         wait_for(lambda: self.live(service), what=f"{service} up")

@@ -1,14 +1,16 @@
-"""Helpers the tests share: free ports, polling with a deadline, child processes."""
+"""Helpers the tests share: free ports, polling with a deadline, configurations, child processes."""
 from __future__ import annotations
 
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,46 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
+def toml_value(value: Any) -> str:
+    """``value`` as TOML: str (or a path), int, float, bool, lists and dicts (inline tables) of those."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value)  # 'inf', '-inf', '0.5', '1e+16': all TOML
+    if isinstance(value, (str, os.PathLike)):
+        text = re.sub(r'[\x00-\x1f\x7f"\\]', lambda m: f"\\u{ord(m.group()):04x}", os.fspath(value))
+        return f'"{text}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
+
+
+def write_config(path: Path, raspy: dict[str, Any], executives: dict[str, dict[str, Any]]) -> Path:
+    """Write a RasPy configuration: the ``[raspy]`` table, then one ``[executives.NAME]`` table each.
+
+    The file is replaced whole (written aside, then renamed), so a child still starting
+    from the previous version never reads half of the new one.
+    """
+    lines = ["[raspy]", *(f"{toml_key(k)} = {toml_value(v)}" for k, v in raspy.items())]
+    for name, options in executives.items():
+        lines += ["", f"[executives.{toml_key(name)}]", *(f"{toml_key(k)} = {toml_value(v)}" for k, v in options.items())]
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    aside.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(aside, path)
+    return path
+
+
 class Children:
     """Child processes started by a test, all killed at teardown."""
 
@@ -53,6 +95,10 @@ class Children:
 
     def raspy(self, *args: str, **kw) -> subprocess.Popen:
         return self.python("-m", "raspy", *args, **kw)
+
+    def executive(self, config: Path, name: str, **kw) -> subprocess.Popen:
+        """Start ``raspy run NAME --config FILE``: one executive of the configuration, alone."""
+        return self.raspy("run", name, "--config", str(config), **kw)
 
     def kill_all(self) -> None:
         for proc in self.procs:

@@ -19,7 +19,7 @@ from raspy import protocol
 from raspy.kv import (EPOCH_SHIFT, HUGZ, KTHXBAI, KvPublisherClient, KvServer, KvSubscriberClient, KVMsg,
                       StateFile, check_kvset, fetch_snapshot, join_key, parse_icanhaz)
 from raspy.protocol import ProtocolError
-from support import ROOT, free_endpoint, wait_for
+from support import ROOT, free_endpoint, wait_for, write_config
 
 SEQ = (1).to_bytes(8, "big")
 UUID = bytes(range(16))
@@ -94,7 +94,7 @@ def test_join_key_puts_one_slash_between_subtree_and_key():
 # -- a server process ---------------------------------------------------------
 
 class Kv:
-    """A ``python -m raspy.kv`` child process on free ports."""
+    """A ``raspy run kv`` child process on free ports."""
 
     def __init__(self, children, state, flush_interval=0.2):
         self.children, self.state, self.flush_interval = children, state, flush_interval
@@ -109,11 +109,12 @@ class Kv:
         return self
 
     def _spawn(self, flush_interval, log):
-        return self.children.python(
-            "-m", "raspy.kv", "--snapshot", self.snapshot, "--publisher", self.publisher,
-            "--collector", self.collector, "--state", str(self.state),
-            "--flush-interval", str(flush_interval or self.flush_interval), "--hugz-interval", "0.2",
-            stderr=log)
+        config = write_config(self.state.with_name("kv.toml"),
+                              {"state_dir": str(self.state.parent), "kv_snapshot": self.snapshot,
+                               "kv_publisher": self.publisher, "kv_collector": self.collector},
+                              {"kv": {"state": str(self.state), "flush_interval": flush_interval or self.flush_interval,
+                                      "hugz_interval": 0.2}})
+        return self.children.executive(config, "kv", stderr=log)
 
     def _answers(self):
         try:

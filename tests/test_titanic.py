@@ -16,7 +16,7 @@ from raspy.client import MajorDomoClient, RequestTimeout
 from raspy.executive import load_kind
 from raspy.titanic import Journal, Titanic, TitanicClient, TitanicError
 from raspy.worker import MajorDomoWorker
-from support import free_endpoint, wait_for
+from support import free_endpoint, wait_for, write_config
 
 HEARTBEAT = 0.2
 
@@ -43,10 +43,12 @@ class House:
     def live(self, service: str) -> bool:
         return self.ask(b"mmi.service", service.encode()) == [b"200"]
 
-    def start_titanic(self, *extra: str):
-        self.titanic = self.children.python(
-            "-m", "raspy.titanic", "--broker", self.endpoint, "--db", str(self.db), "--hostname", "test",
-            "--heartbeat", str(HEARTBEAT), "--retry-max", "0.5", "--dispatch-timeout", "2", *extra)
+    def start_titanic(self, **options):
+        config = write_config(self.db.with_name("raspy.toml"),
+                              {"hostname": "test", "state_dir": str(self.db.parent), "broker": self.endpoint,
+                               "heartbeat": HEARTBEAT},
+                              {"titanic": {"db": str(self.db), "retry_max": 0.5, "dispatch_timeout": 2, **options}})
+        self.titanic = self.children.executive(config, "titanic")
         wait_for(lambda: all(self.live(s) for s in ("titanic.request", "titanic.reply", "titanic.close",
                                                       "titanic.store", "test.titanic.mmi")),
                  what="titanic services")

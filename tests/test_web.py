@@ -24,7 +24,7 @@ from raspy.web.host import host_health
 from raspy.web.house import House, MmiCache
 from raspy.web.readings import DeviceReadings, EventLog
 from raspy.web.server import Web, serve
-from support import free_endpoint, free_port, wait_for
+from support import free_endpoint, free_port, wait_for, write_config
 from web_house import TOKEN as HOUSE_TOKEN
 from web_house import FakeHouse, executive, kv_answers
 from web_house import running_house  # noqa: F401 (fixture)
@@ -406,8 +406,9 @@ def test_web_executive_serves_the_house_and_stops(board, children, tmp_path):
     broker = free_endpoint()
     kv = {"snapshot": free_endpoint(), "publisher": free_endpoint(), "collector": free_endpoint()}
     children.raspy("run", "broker", "--bind", broker)
-    children.python("-m", "raspy.kv", "--snapshot", kv["snapshot"], "--publisher", kv["publisher"],
-                    "--collector", kv["collector"])
+    children.executive(write_config(tmp_path / "kv.toml", {"state_dir": str(tmp_path), "kv_snapshot": kv["snapshot"],
+                                                          "kv_publisher": kv["publisher"], "kv_collector": kv["collector"]},
+                                    {"kv": {}}), "kv")
     start(board, "broker", os.getpid())
     wait_for(lambda: kv_answers(kv["snapshot"]), what="the kv server")
     port = free_port()

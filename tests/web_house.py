@@ -16,7 +16,7 @@ import pytest
 from raspy.board import Board, BoardError, State, board_name
 from raspy.kv import KvPublisherClient, fetch_snapshot
 from raspy.web.app import Unavailable
-from support import free_endpoint, free_port, wait_for
+from support import free_endpoint, free_port, wait_for, write_config
 
 TOKEN = "correct horse battery"
 NAMES = ("broker", "one", "web")
@@ -119,8 +119,10 @@ class RunningHouse:
 @pytest.fixture
 def running_house(children, tmp_path):
     kv = {"snapshot": free_endpoint(), "publisher": free_endpoint(), "collector": free_endpoint()}
-    children.python("-m", "raspy.kv", "--snapshot", kv["snapshot"], "--publisher", kv["publisher"],
-                    "--collector", kv["collector"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kv_config = write_config(tmp_path / "kv.toml", {"state_dir": str(tmp_path), "kv_snapshot": kv["snapshot"],
+                                                    "kv_publisher": kv["publisher"], "kv_collector": kv["collector"]},
+                             {"kv": {}})
+    children.executive(kv_config, "kv", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_dir, port = tmp_path / "state", free_port()
     config = tmp_path / "raspy.toml"
     config.write_text(f"""[raspy]

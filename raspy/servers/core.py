@@ -15,15 +15,11 @@ See docs/core.md.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import signal
-import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from raspy import kv
 from raspy import protocol as p
@@ -107,6 +103,7 @@ class Core(Server):
     # -- life ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is too much on an SD card
         self._started_at = time.time()
         self.subscriber.start()
         self.cron.start()
@@ -154,42 +151,3 @@ class Core(Server):
         self.subscriber.stop()
         self.publisher.close()
         super().close()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m raspy.servers.core", description="Run Core (cron, scenarios) alone.")
-    parser.add_argument("--broker", default="tcp://127.0.0.1:5514", help="broker endpoint (default %(default)s)")
-    parser.add_argument("--hostname", default=socket.gethostname().split(".")[0] or "localhost")
-    parser.add_argument("--state-dir", default=".", help="where Core keeps its files (default %(default)s)")
-    kv.add_endpoint_options(parser)
-    parser.add_argument("--config-json", default="{}", help="options as a JSON object (jobs, scenarios, ...)")
-    parser.add_argument("--heartbeat", type=float, default=2.5, help="heartbeat interval in seconds")
-    parser.add_argument("--liveness", type=int, default=3, help="silent intervals before the broker is dead")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is too much on an SD card
-    try:
-        options = json.loads(args.config_json)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"--config-json: {exc}") from None
-    settings = Settings(name="core", hostname=args.hostname, broker=args.broker, state_dir=Path(args.state_dir),
-                        kv_snapshot=args.snapshot, kv_publisher=args.publisher, kv_collector=args.collector,
-                        options=options, heartbeat=args.heartbeat, liveness=args.liveness)
-    try:
-        core = Core(settings)
-    except ValueError as exc:
-        raise SystemExit(f"core: bad configuration: {exc}") from None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: core.shutdown())
-    core.run()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
