@@ -344,3 +344,46 @@ def test_cli_call_and_mmi(house, children):
     assert raspy("call", "pi.echo.devices", "get", '["x"]').returncode != 0
     missing = raspy("call", "pi.none.devices", "get", "--retries", "1")
     assert missing.returncode != 0 and "no reply" in missing.stderr
+
+
+@pytest.mark.parametrize("core_name", ["compiled", "pure"])
+def test_purge_survives_workers_dropped_while_it_runs(core_name, tmp_path):
+    """An expired busy worker's request is requeued during the purge and dispatched to a worker
+    that is gone too: the purge must not then remove that worker a second time."""
+    if core_name == "compiled" and not compiled_available():
+        pytest.skip("compiled core not built (no Cython or compiler)")
+    if core_name == "compiled":
+        from raspy._fast.core import BrokerCore
+    else:
+        from raspy._fast.pure import BrokerCore
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.router_mandatory = True
+    endpoint = f"ipc://{tmp_path}/broker"
+    router.bind(endpoint)
+    core = BrokerCore(router, heartbeat=0.05)
+    peers = []
+    for _ in range(3):
+        worker = raw_worker(ctx, endpoint, b"svc")
+        peers.append(worker)
+    client = ctx.socket(zmq.DEALER)
+    client.connect(endpoint)
+    client.send_multipart(p.client_request(b"svc", [b"job"]))
+    wait_for(lambda: core.drain() == 0 and len(core.workers) == 3 and core.requests == 1, what="3 workers, 1 request")
+    for worker in peers:
+        worker.close(linger=0)
+    wait_for(lambda: not router.poll(0) and all(
+        not core_send_ok(router, identity) for identity in list(core.workers)), what="the workers' connections closed")
+    core.tick(time.monotonic() + 10)  # every worker expired: the busy one's request is requeued mid-purge
+    assert core.workers == {}
+    client.close(linger=0)
+    router.close(linger=0)
+
+
+def core_send_ok(router: zmq.Socket, identity: bytes) -> bool:
+    """Whether ROUTER can still route to ``identity`` (a heartbeat is harmless to a live worker)."""
+    try:
+        router.send_multipart([identity, b"", b"MDPW01", b"\x04"], zmq.NOBLOCK)
+    except zmq.ZMQError:
+        return False
+    return True

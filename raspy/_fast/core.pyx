@@ -552,6 +552,8 @@ cdef class BrokerCore:
         cdef Service svc
         self._next_beat = now + self.heartbeat
         for worker in list(self.workers.values()):
+            if self.workers.get(worker.identity) is not worker:
+                continue  # dropped meanwhile: a requeued request found its connection closed
             if worker.expiry < now:
                 log.warning("worker %s of %s expired", worker.identity.hex(), worker.service.name)
                 self.remove(worker)
