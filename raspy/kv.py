@@ -253,6 +253,7 @@ class StateFile:
             return None
 
     def save(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
