@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -31,28 +32,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     get = actions.add_parser("get", help="print the value of KEY as JSON")
     get.add_argument("key")
-    get.add_argument("--snapshot", default=SNAPSHOT_ENDPOINT, help="snapshot endpoint (default %(default)s)")
+    get.add_argument("--snapshot", help=f"snapshot endpoint (default: the configuration's, {SNAPSHOT_ENDPOINT})")
     get.add_argument("--timeout", type=float, default=2.5, help="seconds to wait for the server")
 
     set_ = actions.add_parser("set", help="set KEY to VALUE (JSON, else the string)")
     set_.add_argument("key")
     set_.add_argument("value")
     set_.add_argument("--ttl", type=float, help="seconds after which the server deletes the key")
-    set_.add_argument("--collector", default=COLLECTOR_ENDPOINT, help="collector endpoint (default %(default)s)")
+    set_.add_argument("--collector", help=f"collector endpoint (default: the configuration's, {COLLECTOR_ENDPOINT})")
     set_.add_argument("--timeout", type=float, default=2.5, help="seconds to wait for the server")
 
     watch = actions.add_parser("watch", help="print every change under SUBTREE until interrupted")
     watch.add_argument("subtree", nargs="?", default="")
-    watch.add_argument("--snapshot", default=SNAPSHOT_ENDPOINT, help="snapshot endpoint (default %(default)s)")
-    watch.add_argument("--publisher", default=PUBLISHER_ENDPOINT, help="publisher endpoint (default %(default)s)")
+    watch.add_argument("--snapshot", help=f"snapshot endpoint (default: the configuration's, {SNAPSHOT_ENDPOINT})")
+    watch.add_argument("--publisher", help=f"publisher endpoint (default: the configuration's, {PUBLISHER_ENDPOINT})")
+    for action in (get, set_, watch):
+        action.add_argument("--config", default=os.environ.get("RASPY_CONFIG"), metavar="FILE",
+                            help="take the endpoints from this configuration (default $RASPY_CONFIG)")
 
     kv.set_defaults(func=run)
     return kv
 
 
+def endpoints_from_config(args: argparse.Namespace) -> None:
+    """Fill the endpoints not given on the command line from the house's configuration."""
+    from raspy.config import load_config
+
+    config = load_config(args.config)
+    for name in ("snapshot", "publisher", "collector"):
+        if getattr(args, name, "") is None:
+            setattr(args, name, getattr(config, f"kv_{name}"))
+
+
 def run(args: argparse.Namespace) -> int:
     command = {"get": cmd_get, "set": cmd_set, "watch": cmd_watch}[args.kv_command]
     try:
+        endpoints_from_config(args)
         return command(args)
     except (TimeoutError, ValueError) as exc:
         print(f"raspy kv {args.kv_command}: {exc}", file=sys.stderr)

@@ -80,8 +80,8 @@ mmi_interval = 0.2
 
 
 def test_kv_watch_shows_the_fake_sensor_values_changing(house, children):
-    watch = children.raspy("kv", "watch", "/device/", "--snapshot", house["kv"]["snapshot"],
-                           "--publisher", house["kv"]["publisher"], stdout=subprocess.PIPE, text=True)
+    watch = children.raspy("kv", "watch", "/device/", "--config", str(house["config"]),
+                           stdout=subprocess.PIPE, text=True)
     values = []
     while len(set(values)) < 3:
         line = watch.stdout.readline()
