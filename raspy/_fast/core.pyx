@@ -30,7 +30,7 @@ from collections import deque
 import zmq
 
 from raspy import protocol as p
-from raspy._fast.pure import BATCH, mmi_answer, send
+from raspy._fast.pure import BATCH, mmi_answer, purge, send
 from raspy.droplog import DropLog
 
 log = logging.getLogger("raspy.broker")
@@ -548,29 +548,8 @@ cdef class BrokerCore:
 
     def tick(self, double now) -> None:
         """Heartbeat every worker, purge the dead, expire old requests, forget empty services."""
-        cdef Worker worker
-        cdef Service svc
         self._next_beat = now + self.heartbeat
-        for worker in list(self.workers.values()):
-            if self.workers.get(worker.identity) is not worker:
-                continue  # dropped meanwhile: a requeued request found its connection closed
-            if worker.expiry < now:
-                log.warning("worker %s of %s expired", worker.identity.hex(), worker.service.name)
-                self.remove(worker)
-            elif worker.request is not None and now - worker.busy_since > self.busy_timeout:
-                log.warning("worker %s busy for over %ss: dropped", worker.identity.hex(), self.busy_timeout)
-                worker.request.requeued = True  # a hung handler's request is not retried
-                self.remove(worker)
-                self.disconnect(worker.identity, "busy too long")
-            elif not send(self.socket, [worker.identity, *p.worker_message(p.HEARTBEAT)]):
-                log.warning("worker %s of %s gone", worker.identity.hex(), worker.service.name)
-                self.remove(worker)
-        for name, svc in list(self.services.items()):
-            while svc.requests and now - (<Request>svc.requests[0]).queued_at > self.request_expiry:
-                svc.requests.popleft()
-                log.warning("request for %s expired after %ss with no worker", name, self.request_expiry)
-            if not svc.workers and not svc.requests:
-                del self.services[name]
+        purge(self, now)
 
     # -- 8/MMI ------------------------------------------------------------------
 

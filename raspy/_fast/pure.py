@@ -40,6 +40,33 @@ def send(socket: zmq.Socket, frames: list[bytes]) -> bool:
     return True
 
 
+def purge(core, now: float) -> None:
+    """The heartbeat-time work of either core: beat, drop the dead, expire, forget.
+
+    Not on the hot path (once per heartbeat interval), so both cores share this one.
+    """
+    for worker in list(core.workers.values()):
+        if core.workers.get(worker.identity) is not worker:
+            continue  # dropped meanwhile: a requeued request found its connection closed
+        if worker.expiry < now:
+            log.warning("worker %s of %s expired", worker.identity.hex(), worker.service.name)
+            core.remove(worker)
+        elif worker.request is not None and now - worker.busy_since > core.busy_timeout:
+            log.warning("worker %s busy for over %ss: dropped", worker.identity.hex(), core.busy_timeout)
+            worker.request.requeued = True  # a hung handler's request is not retried
+            core.remove(worker)
+            core.disconnect(worker.identity, "busy too long")
+        elif not send(core.socket, [worker.identity, *p.worker_message(p.HEARTBEAT)]):
+            log.warning("worker %s of %s gone", worker.identity.hex(), worker.service.name)
+            core.remove(worker)
+    for name, svc in list(core.services.items()):
+        while svc.requests and now - svc.requests[0].queued_at > core.request_expiry:
+            svc.requests.popleft()
+            log.warning("request for %s expired after %ss with no worker", name, core.request_expiry)
+        if not svc.workers and not svc.requests:
+            del core.services[name]
+
+
 class Request:
     """A client request waiting for, or held by, a worker."""
 
@@ -252,26 +279,7 @@ class BrokerCore:
     def tick(self, now: float) -> None:
         """Heartbeat every worker, purge the dead, expire old requests, forget empty services."""
         self._next_beat = now + self.heartbeat
-        for worker in list(self.workers.values()):
-            if self.workers.get(worker.identity) is not worker:
-                continue  # dropped meanwhile: a requeued request found its connection closed
-            if worker.expiry < now:
-                log.warning("worker %s of %s expired", worker.identity.hex(), worker.service.name)
-                self.remove(worker)
-            elif worker.request is not None and now - worker.busy_since > self.busy_timeout:
-                log.warning("worker %s busy for over %ss: dropped", worker.identity.hex(), self.busy_timeout)
-                worker.request.requeued = True  # a hung handler's request is not retried
-                self.remove(worker)
-                self.disconnect(worker.identity, "busy too long")
-            elif not send(self.socket, [worker.identity, *p.worker_message(p.HEARTBEAT)]):
-                log.warning("worker %s of %s gone", worker.identity.hex(), worker.service.name)
-                self.remove(worker)
-        for name, svc in list(self.services.items()):
-            while svc.requests and now - svc.requests[0].queued_at > self.request_expiry:
-                svc.requests.popleft()
-                log.warning("request for %s expired after %ss with no worker", name, self.request_expiry)
-            if not svc.workers and not svc.requests:
-                del self.services[name]
+        purge(self, now)
 
     # -- 8/MMI ------------------------------------------------------------------
 
