@@ -40,7 +40,7 @@ def send(socket: zmq.Socket, frames: list[bytes]) -> bool:
     return True
 
 
-def purge(core, now: float) -> None:
+def purge(core: "BrokerCore", now: float) -> None:
     """The heartbeat-time work of either core: beat, drop the dead, expire, forget.
 
     Not on the hot path (once per heartbeat interval), so both cores share this one.
