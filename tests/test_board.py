@@ -179,17 +179,23 @@ def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name,
         slot = Board.attach(sys.argv[1]).slot("broker")
         reads = bad = 0
         requests, pids = set(), set()
+        torn = []  # the first bad snapshots, to say which record tore and how
         end = time.monotonic() + 30
         while time.monotonic() < end and (reads < 20000 or len(requests) < 100 or len(pids) < 100):
             s = slot.read()
             reads += 1
-            if not (s.requests == s.replies == s.errors == s.bytes_in == s.bytes_out):
+            counts = [s.requests, s.replies, s.errors, s.bytes_in, s.bytes_out]
+            supervised = [s.pid, s.restarts, s.next_start]
+            if len(set(counts)) != 1:
                 bad += 1
+                torn.append({"read": reads, "counts": counts})
             if not (s.pid == s.restarts == int(s.next_start)):
                 bad += 1
+                torn.append({"read": reads, "supervised": supervised})
             requests.add(s.requests)
             pids.add(s.pid)
-        print(json.dumps({"reads": reads, "bad": bad, "requests": len(requests), "pids": len(pids)}))
+        print(json.dumps({"reads": reads, "bad": bad, "requests": len(requests), "pids": len(pids),
+                          "torn": torn[:5]}))
     """, name)
     slot = board.slot("broker")
     k = 0
