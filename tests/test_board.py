@@ -1,8 +1,12 @@
 """The shared-memory board: real processes writing and reading one block."""
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
 import os
+import platform
 import signal
 import struct
 import textwrap
@@ -154,6 +158,84 @@ def test_a_reader_waits_for_a_slow_writer_and_gets_its_values(board):
     writer.start()
     assert slot.read(timeout=5).requests == 99
     writer.join()
+
+
+class StoreCounter:
+    """Counts this thread's stores to 8 bytes of memory, with a hardware watchpoint (Linux perf_event).
+
+    A seqlock needs every change of a sequence number to be one store: a number
+    that passes through another value on its way (say 0, which is even) can be
+    read by a reader before and after a write, which then accepts a torn copy.
+    Nothing in Python can see a store inside one C call; the CPU's debug
+    registers can, so this makes that race a deterministic test.
+    """
+
+    _SYSCALL = {"x86_64": 298, "aarch64": 241, "armv7l": 364, "armv6l": 364}  # perf_event_open
+
+    def __init__(self, buf, offset: int) -> None:
+        number = self._SYSCALL.get(platform.machine())
+        if number is None:
+            pytest.skip(f"no perf_event_open number for {platform.machine()}")
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buf)) + offset  # the export ends at once
+        attr = bytearray(112)  # struct perf_event_attr, PERF_ATTR_SIZE_VER5
+        struct.pack_into("=IIQ", attr, 0, 5, len(attr), 0)  # PERF_TYPE_BREAKPOINT
+        struct.pack_into("=Q", attr, 40, 1 | 1 << 5 | 1 << 6)  # disabled, exclude_kernel, exclude_hv
+        struct.pack_into("=IQQ", attr, 52, 2, address, 8)  # HW_BREAKPOINT_W, bp_addr, HW_BREAKPOINT_LEN_8
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        self.fd = libc.syscall(ctypes.c_long(number), (ctypes.c_char * len(attr)).from_buffer(attr),
+                               0, -1, -1, 8)  # this thread, any CPU, no group, PERF_FLAG_FD_CLOEXEC
+        if self.fd < 0:
+            code = ctypes.get_errno()
+            if code in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP, errno.ENOSYS,
+                        errno.EINVAL, errno.ENOSPC):
+                pytest.skip(f"no hardware watchpoint here: {os.strerror(code)}")
+            raise OSError(code, os.strerror(code))
+
+    def count(self, action) -> int:
+        """How many stores ``action()`` makes to the watched bytes."""
+        fcntl.ioctl(self.fd, 0x2403)  # PERF_EVENT_IOC_RESET
+        fcntl.ioctl(self.fd, 0x2400)  # PERF_EVENT_IOC_ENABLE
+        try:
+            action()
+        finally:
+            fcntl.ioctl(self.fd, 0x2401)  # PERF_EVENT_IOC_DISABLE
+        return struct.unpack("=Q", os.read(self.fd, 8))[0]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def store_counter():
+    """``store_counter(buf, offset)``: a :class:`StoreCounter`, closed after the test."""
+    counters = []
+
+    def make(buf, offset: int) -> StoreCounter:
+        counters.append(StoreCounter(buf, offset))
+        return counters[-1]
+
+    yield make
+    for counter in counters:
+        counter.close()
+
+
+def test_each_change_of_a_sequence_number_is_one_store(board, store_counter):
+    """Odd then even, each in a single store: a reader never sees the number pass through another value."""
+    slot = board.slot("broker")
+    exec_seq = store_counter(board._buf, HEADER_SIZE + EXEC_OFFSET)
+    sup_seq = store_counter(board._buf, HEADER_SIZE)
+    slot.count(requests=1)  # loads the writer's cache
+    assert exec_seq.count(lambda: slot.count(requests=1, bytes_out=3)) == 2
+    assert exec_seq.count(slot.beat) == 2
+    assert exec_seq.count(lambda: slot.count_extra(2, 5)) == 2
+    assert sup_seq.count(lambda: slot.set_supervised(pid=7, restarts=1)) == 2
+    assert exec_seq.count(slot.clear) == 2
+    set_exec_seq(board, 0, 7)  # a writer died mid-write
+    assert exec_seq.count(slot.recover) == 1
+    assert (sup_seq.count(lambda: slot.read()), exec_seq.count(lambda: slot.read())) == (0, 0)
+    state = slot.read()
+    assert (state.pid, state.restarts, state.requests, state.extra) == (7, 1, 0, (0, 0, 0, 0))
 
 
 def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name, children):
