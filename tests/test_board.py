@@ -238,6 +238,41 @@ def test_each_change_of_a_sequence_number_is_one_store(board, store_counter):
     assert (state.pid, state.restarts, state.requests, state.extra) == (7, 1, 0, (0, 0, 0, 0))
 
 
+class BusyWriterClock:
+    """Stands in for ``raspy.board.time``: whenever the reader sleeps, a live writer moves on.
+
+    The writer keeps the record mid-write (odd) but starts a new write, a later
+    odd number, at every reader sleep of 50 ms, and completes one (even, with
+    ``requests`` set) after ``writes`` of them: the reader always catches it
+    mid-write, for far longer than the read timeout, though it never stalls.
+    """
+
+    def __init__(self, board: Board, writes: int) -> None:
+        self.board, self.left, self.now = board, writes, 1000.0
+        self.seq = 1
+        set_exec_seq(board, 0, self.seq)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += 0.05
+        self.left -= 1
+        self.seq += 1 if self.left == 0 else 2
+        if self.left == 0:
+            struct.pack_into("<Q", self.board._buf, HEADER_SIZE + EXEC_OFFSET + 24, 99)
+        set_exec_seq(self.board, 0, self.seq)
+
+
+def test_a_reader_waits_as_long_as_the_writer_makes_progress(board, monkeypatch):
+    """``BoardBusy`` means a write stalled (the same odd number for the timeout), not a busy writer."""
+    import raspy.board
+    clock = BusyWriterClock(board, writes=20)  # 1 s of writes in a row, against a 0.1 s timeout
+    monkeypatch.setattr(raspy.board, "time", clock)
+    assert board.slot("broker").read(timeout=0.1).requests == 99
+    assert clock.left == 0 and clock.now - 1000.0 >= 1.0
+
+
 def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name, children):
     """Executive and supervisor write one slot flat out; a third process checks every snapshot.
 
