@@ -81,7 +81,10 @@ class BoardError(RuntimeError):
 
 
 class BoardBusy(BoardError):
-    """A record stayed half-written longer than the read timeout (its writer died mid-write)."""
+    """A record stayed half-written (the same odd sequence number) longer than the read timeout.
+
+    Its writer died mid-write, or is stalled there; a writer that keeps writing does not cause it.
+    """
 
 
 class State(enum.IntEnum):
@@ -314,18 +317,24 @@ class Slot:
     def _stable(self, offset: int, body: struct.Struct, timeout: float) -> tuple:
         """The fields of the record at ``offset``, copied between two equal even sequence numbers."""
         buf, words, at = self._buf, self._words, offset >> 3
-        deadline = 0.0
+        seen, since = -1, 0.0
         while True:
             seq = words[at]
             if not seq & 1:
                 fields = body.unpack_from(buf, offset + 8)
                 if words[at] == seq:
                     return fields
-            # A writer is mid-write (or was descheduled there): let it run.
+            if seq != seen:
+                # The writer moved since the last try: it is alive, try again at once
+                # (sleeping after every miss let a busy writer starve a reader for 0.1 s).
+                seen, since = seq, 0.0
+                continue
+            # The same odd number as last try: the writer is stalled mid-write (descheduled,
+            # or dead); the timeout counts from here and starts again whenever it moves.
             now = time.monotonic()
-            if not deadline:
-                deadline = now + timeout
-            elif now > deadline:
+            if not since:
+                since = now
+            elif now - since > timeout:
                 raise BoardBusy(f"slot {self.index}: record at offset {offset} stayed half-written "
                                 f"for {timeout}s (its writer died mid-write?)")
             time.sleep(0.0002)
