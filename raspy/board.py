@@ -14,6 +14,10 @@ Each slot holds two records with one writer each, so the writers never clash:
 Every record starts with a sequence number (a seqlock): the writer makes it
 odd, writes the fields, makes it even again; a reader copies the fields and
 retries while the number was odd or changed, so it never sees half a write.
+Each change of the number must be a single 8-byte store, so the number goes
+through the board as a native ``Q`` memoryview, never ``struct.pack_into``
+(which zeroes its target before it stores the value, so the number would pass
+through 0, an even value: see ``docs/board.md``).
 The byte layout is in ``docs/board.md``.
 """
 from __future__ import annotations
@@ -45,7 +49,7 @@ EXTRA_COUNTERS = 4
 #: Header: magic, version, slot count, slot size, creator pid, created (wall time).
 _HEADER = struct.Struct("<8sIIIid")
 HEADER_SIZE = 64
-_SEQ = struct.Struct("<Q")
+_SEQ = struct.Struct("<Q")  # layout only: the number is read and stored through _words(), see there
 #: Supervisor record after its sequence number: name, pid, state, started, started
 #: (monotonic), restarts, exit code, exit time, next start, exit reason.
 _SUP = struct.Struct(f"<{NAME_SIZE}siIddIidd{REASON_SIZE}s")
@@ -54,7 +58,6 @@ _SUP = struct.Struct(f"<{NAME_SIZE}siIddIidd{REASON_SIZE}s")
 _EXEC = struct.Struct(f"<dd5Q{EXTRA_COUNTERS}Q")
 #: The hot path packs only what it changed: the beat, or the five counters.
 _BEAT_AT, _COUNTS_AT = 8, 24
-_pack_seq = _SEQ.pack_into
 _pack_beat = struct.Struct("<dd").pack_into
 _pack_counts = struct.Struct("<5Q").pack_into
 assert _COUNTS_AT == _BEAT_AT + struct.calcsize("<dd")
@@ -64,6 +67,7 @@ SLOT_SIZE = 384
 assert SUP_OFFSET + _SEQ.size + _SUP.size <= EXEC_OFFSET
 assert EXEC_OFFSET + _SEQ.size + _EXEC.size <= SLOT_SIZE
 assert _HEADER.size <= HEADER_SIZE
+assert not (HEADER_SIZE | SLOT_SIZE | SUP_OFFSET | EXEC_OFFSET) % 8  # sequence numbers are aligned words
 
 #: Largest single increment: checked before any store, it keeps the 64-bit counters
 #: from ever overflowing (2**32 steps of 2**32 is more than a Pi will see).
@@ -77,7 +81,10 @@ class BoardError(RuntimeError):
 
 
 class BoardBusy(BoardError):
-    """A record stayed half-written longer than the read timeout (its writer died mid-write)."""
+    """A record stayed half-written (the same odd sequence number) longer than the read timeout.
+
+    Its writer died mid-write, or is stalled there; a writer that keeps writing does not cause it.
+    """
 
 
 class State(enum.IntEnum):
@@ -211,9 +218,9 @@ def _untracked() -> Iterator[None]:
 
 def _open_shm(name: str, create: bool = False, size: int = 0) -> shared_memory.SharedMemory:
     if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name, create, size, track=False)
+        return _SharedMemory(name, create, size, track=False)
     with _untracked():
-        return shared_memory.SharedMemory(name, create, size)
+        return _SharedMemory(name, create, size)
 
 
 def _unlink_shm(shm: shared_memory.SharedMemory) -> None:
@@ -233,6 +240,42 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _words(buf: memoryview) -> memoryview:
+    """The board's bytes as native unsigned 64-bit words, for the sequence numbers.
+
+    ``words[i] = n`` is one aligned 8-byte store and ``words[i]`` one load (a
+    fixed-size memcpy in CPython's memoryview). ``struct.pack_into`` is not: it
+    first zeroes the whole target, then converts and stores the value, so a
+    sequence number going from 5 to 6 would read 0 for a moment; a reader that
+    read that 0 before and after copying a record being written would accept a
+    torn copy. Native order is the layout's little-endian on every host RasPy
+    runs on (checked by :class:`Board`).
+    """
+    return buf[:len(buf) // 8 * 8].cast("Q")
+
+
+class _SharedMemory(shared_memory.SharedMemory):
+    """Shared memory that also lends its bytes as :func:`_words`, released before the block is closed.
+
+    A memoryview cast from ``buf`` is a second export of the mapping, and
+    ``mmap.close()`` refuses to close a mapping that is still exported; so the
+    view lives and dies with the block (``close`` also runs from ``__del__``).
+    """
+
+    _words: memoryview | None = None
+
+    @property
+    def words(self) -> memoryview:
+        if self._words is None:
+            self._words = _words(self.buf)
+        return self._words
+
+    def close(self) -> None:
+        if self._words is not None:
+            self._words.release()
+        super().close()
+
+
 # -- slots ------------------------------------------------------------------
 
 class Slot:
@@ -245,11 +288,14 @@ class Slot:
     lets several threads of one process write.
     """
 
-    __slots__ = ("index", "_buf", "_shm", "_sup", "_exec", "_values", "_seq", "_exec_lock", "_sup_lock")
+    __slots__ = ("index", "_buf", "_words", "_shm", "_sup", "_exec", "_values", "_seq", "_exec_lock",
+                 "_sup_lock")
 
-    def __init__(self, buf: memoryview, index: int, shm: shared_memory.SharedMemory | None = None) -> None:
+    def __init__(self, buf: memoryview, words: memoryview, index: int,
+                 shm: shared_memory.SharedMemory | None = None) -> None:
         self.index = index
         self._buf = buf
+        self._words = words  # the sequence numbers: words[offset // 8]
         self._shm = shm  # keeps the block mapped while the slot is used, even if its Board is dropped
         self._sup = HEADER_SIZE + index * SLOT_SIZE + SUP_OFFSET
         self._exec = HEADER_SIZE + index * SLOT_SIZE + EXEC_OFFSET
@@ -270,19 +316,25 @@ class Slot:
 
     def _stable(self, offset: int, body: struct.Struct, timeout: float) -> tuple:
         """The fields of the record at ``offset``, copied between two equal even sequence numbers."""
-        buf = self._buf
-        deadline = 0.0
+        buf, words, at = self._buf, self._words, offset >> 3
+        seen, since = -1, 0.0
         while True:
-            seq = _SEQ.unpack_from(buf, offset)[0]
+            seq = words[at]
             if not seq & 1:
                 fields = body.unpack_from(buf, offset + 8)
-                if _SEQ.unpack_from(buf, offset)[0] == seq:
+                if words[at] == seq:
                     return fields
-            # A writer is mid-write (or was descheduled there): let it run.
+            if seq != seen:
+                # The writer moved since the last try: it is alive, try again at once
+                # (sleeping after every miss let a busy writer starve a reader for 0.1 s).
+                seen, since = seq, 0.0
+                continue
+            # The same odd number as last try: the writer is stalled mid-write (descheduled,
+            # or dead); the timeout counts from here and starts again whenever it moves.
             now = time.monotonic()
-            if not deadline:
-                deadline = now + timeout
-            elif now > deadline:
+            if not since:
+                since = now
+            elif now - since > timeout:
                 raise BoardBusy(f"slot {self.index}: record at offset {offset} stayed half-written "
                                 f"for {timeout}s (its writer died mid-write?)")
             time.sleep(0.0002)
@@ -303,7 +355,7 @@ class Slot:
 
     def _load(self) -> list:
         """Start writing from what the slot holds (an earlier run's counters carry on)."""
-        seq = _SEQ.unpack_from(self._buf, self._exec)[0]
+        seq = self._words[self._exec >> 3]
         self._seq = seq + (seq & 1)  # odd: the last writer died mid-write; start from the next even
         self._values = list(_EXEC.unpack_from(self._buf, self._exec + 8))
         return self._values
@@ -314,10 +366,10 @@ class Slot:
             values = self._values or self._load()
             values[0] = time.time()
             values[1] = time.monotonic()
-            seq = self._seq + 1
-            _pack_seq(self._buf, self._exec, seq)
+            seq, words, at = self._seq + 1, self._words, self._exec >> 3
+            words[at] = seq
             _pack_beat(self._buf, self._exec + _BEAT_AT, values[0], values[1])
-            _pack_seq(self._buf, self._exec, seq + 1)
+            words[at] = seq + 1
             self._seq = seq + 1
 
     def count(self, requests: int = 0, replies: int = 0, errors: int = 0,
@@ -332,11 +384,10 @@ class Slot:
             v[4] += errors
             v[5] += bytes_in
             v[6] += bytes_out
-            seq = self._seq + 1
-            buf, offset = self._buf, self._exec
-            _pack_seq(buf, offset, seq)
-            _pack_counts(buf, offset + _COUNTS_AT, v[2], v[3], v[4], v[5], v[6])
-            _pack_seq(buf, offset, seq + 1)
+            seq, words, offset = self._seq + 1, self._words, self._exec
+            words[offset >> 3] = seq
+            _pack_counts(self._buf, offset + _COUNTS_AT, v[2], v[3], v[4], v[5], v[6])
+            words[offset >> 3] = seq + 1
             self._seq = seq + 1
 
     def count_extra(self, index: int, n: int = 1) -> None:
@@ -348,10 +399,10 @@ class Slot:
         with self._exec_lock:
             values = self._values or self._load()
             values[7 + index] += n
-            seq = self._seq + 1
-            _pack_seq(self._buf, self._exec, seq)
+            seq, words, at = self._seq + 1, self._words, self._exec >> 3
+            words[at] = seq
             _EXEC.pack_into(self._buf, self._exec + 8, *values)
-            _pack_seq(self._buf, self._exec, seq + 1)
+            words[at] = seq + 1
             self._seq = seq + 1
 
     # -- the supervisor writes ----------------------------------------------
@@ -383,27 +434,28 @@ class Slot:
                 old_next if next_start is None else next_start,
                 reason,
             )
-            buf, offset = self._buf, self._sup
+            buf, words, offset = self._buf, self._words, self._sup
             scratch = _SUP.pack(*fields)  # raises on bad values before anything changes
-            seq = _SEQ.unpack_from(buf, offset)[0]
+            seq = words[offset >> 3]
             seq += seq & 1
-            _SEQ.pack_into(buf, offset, seq + 1)
+            words[offset >> 3] = seq + 1
             buf[offset + 8:offset + 8 + _SUP.size] = scratch
-            _SEQ.pack_into(buf, offset, seq + 2)
+            words[offset >> 3] = seq + 2
 
     def recover(self) -> None:
         """Close a write the executive's dead process left open (supervisor, after reaping it)."""
-        seq = _SEQ.unpack_from(self._buf, self._exec)[0]
+        seq = self._words[self._exec >> 3]
         if seq & 1:
-            _SEQ.pack_into(self._buf, self._exec, seq + 1)
+            self._words[self._exec >> 3] = seq + 1
 
     def clear(self) -> None:
         """Zero the executive record (supervisor, while no process runs in the slot)."""
-        seq = _SEQ.unpack_from(self._buf, self._exec)[0]
+        words, at = self._words, self._exec >> 3
+        seq = words[at]
         seq += seq & 1
-        _SEQ.pack_into(self._buf, self._exec, seq + 1)
+        words[at] = seq + 1
         _EXEC.pack_into(self._buf, self._exec + 8, *([0.0, 0.0] + [0] * (5 + EXTRA_COUNTERS)))
-        _SEQ.pack_into(self._buf, self._exec, seq + 2)
+        words[at] = seq + 2
         self._values = None
 
     def _reset(self, name: str, state: State) -> None:
@@ -421,6 +473,14 @@ def _check_name(name: str) -> bytes:
 
 
 # -- the board ----------------------------------------------------------------
+
+def _host_words(buf: memoryview, shm: shared_memory.SharedMemory | None) -> memoryview:
+    """The sequence-number view of a board: the block's own (released on close), or one of ``buf``."""
+    if sys.byteorder != "little":
+        raise BoardError("the board stores sequence numbers in native order and its layout is little-endian; "
+                         "this host is big-endian")
+    return shm.words if isinstance(shm, _SharedMemory) else _words(buf)
+
 
 class Board:
     """The shared-memory block: a header and ``capacity`` slots.
@@ -442,15 +502,18 @@ class Board:
             raise BoardError("board is shorter than its header says")
         self._buf = buf
         self._shm = shm
-        self._slots = [Slot(buf, i, shm) for i in range(capacity)]
+        words = _host_words(buf, shm)
+        self._slots = [Slot(buf, words, i, shm) for i in range(capacity)]
 
     # -- construction ---------------------------------------------------------
 
     @staticmethod
-    def _format(buf: memoryview, capacity: int, names: Sequence[str]) -> None:
+    def _format(buf: memoryview, capacity: int, names: Sequence[str],
+                shm: shared_memory.SharedMemory | None = None) -> None:
         _HEADER.pack_into(buf, 0, MAGIC, VERSION, capacity, SLOT_SIZE, os.getpid(), time.time())
+        words = _host_words(buf, shm)
         for i, name in enumerate(names):
-            Slot(buf, i)._reset(name, State.STOPPED)
+            Slot(buf, words, i)._reset(name, State.STOPPED)
 
     @staticmethod
     def _check(capacity: int, names: Sequence[str]) -> list[str]:
@@ -481,7 +544,7 @@ class Board:
             shm = _open_shm(name, create=True, size=size)
         except FileExistsError:
             raise BoardError(f"board {name!r} was created by another process just now") from None
-        cls._format(shm.buf, slots, names)
+        cls._format(shm.buf, slots, names, shm)
         return cls(shm.buf, shm)
 
     @staticmethod

@@ -1,8 +1,12 @@
 """The shared-memory board: real processes writing and reading one block."""
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
 import os
+import platform
 import signal
 import struct
 import textwrap
@@ -156,6 +160,119 @@ def test_a_reader_waits_for_a_slow_writer_and_gets_its_values(board):
     writer.join()
 
 
+class StoreCounter:
+    """Counts this thread's stores to 8 bytes of memory, with a hardware watchpoint (Linux perf_event).
+
+    A seqlock needs every change of a sequence number to be one store: a number
+    that passes through another value on its way (say 0, which is even) can be
+    read by a reader before and after a write, which then accepts a torn copy.
+    Nothing in Python can see a store inside one C call; the CPU's debug
+    registers can, so this makes that race a deterministic test.
+    """
+
+    _SYSCALL = {"x86_64": 298, "aarch64": 241, "armv7l": 364, "armv6l": 364}  # perf_event_open
+
+    def __init__(self, buf, offset: int) -> None:
+        number = self._SYSCALL.get(platform.machine())
+        if number is None:
+            pytest.skip(f"no perf_event_open number for {platform.machine()}")
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buf)) + offset  # the export ends at once
+        attr = bytearray(112)  # struct perf_event_attr, PERF_ATTR_SIZE_VER5
+        struct.pack_into("=IIQ", attr, 0, 5, len(attr), 0)  # PERF_TYPE_BREAKPOINT
+        struct.pack_into("=Q", attr, 40, 1 | 1 << 5 | 1 << 6)  # disabled, exclude_kernel, exclude_hv
+        struct.pack_into("=IQQ", attr, 52, 2, address, 8)  # HW_BREAKPOINT_W, bp_addr, HW_BREAKPOINT_LEN_8
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        self.fd = libc.syscall(ctypes.c_long(number), (ctypes.c_char * len(attr)).from_buffer(attr),
+                               0, -1, -1, 8)  # this thread, any CPU, no group, PERF_FLAG_FD_CLOEXEC
+        if self.fd < 0:
+            code = ctypes.get_errno()
+            if code in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP, errno.ENOSYS,
+                        errno.EINVAL, errno.ENOSPC):
+                pytest.skip(f"no hardware watchpoint here: {os.strerror(code)}")
+            raise OSError(code, os.strerror(code))
+
+    def count(self, action) -> int:
+        """How many stores ``action()`` makes to the watched bytes."""
+        fcntl.ioctl(self.fd, 0x2403)  # PERF_EVENT_IOC_RESET
+        fcntl.ioctl(self.fd, 0x2400)  # PERF_EVENT_IOC_ENABLE
+        try:
+            action()
+        finally:
+            fcntl.ioctl(self.fd, 0x2401)  # PERF_EVENT_IOC_DISABLE
+        return struct.unpack("=Q", os.read(self.fd, 8))[0]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@pytest.fixture
+def store_counter():
+    """``store_counter(buf, offset)``: a :class:`StoreCounter`, closed after the test."""
+    counters = []
+
+    def make(buf, offset: int) -> StoreCounter:
+        counters.append(StoreCounter(buf, offset))
+        return counters[-1]
+
+    yield make
+    for counter in counters:
+        counter.close()
+
+
+def test_each_change_of_a_sequence_number_is_one_store(board, store_counter):
+    """Odd then even, each in a single store: a reader never sees the number pass through another value."""
+    slot = board.slot("broker")
+    exec_seq = store_counter(board._buf, HEADER_SIZE + EXEC_OFFSET)
+    sup_seq = store_counter(board._buf, HEADER_SIZE)
+    slot.count(requests=1)  # loads the writer's cache
+    assert exec_seq.count(lambda: slot.count(requests=1, bytes_out=3)) == 2
+    assert exec_seq.count(slot.beat) == 2
+    assert exec_seq.count(lambda: slot.count_extra(2, 5)) == 2
+    assert sup_seq.count(lambda: slot.set_supervised(pid=7, restarts=1)) == 2
+    assert exec_seq.count(slot.clear) == 2
+    set_exec_seq(board, 0, 7)  # a writer died mid-write
+    assert exec_seq.count(slot.recover) == 1
+    assert (sup_seq.count(lambda: slot.read()), exec_seq.count(lambda: slot.read())) == (0, 0)
+    state = slot.read()
+    assert (state.pid, state.restarts, state.requests, state.extra) == (7, 1, 0, (0, 0, 0, 0))
+
+
+class BusyWriterClock:
+    """Stands in for ``raspy.board.time``: whenever the reader sleeps, a live writer moves on.
+
+    The writer keeps the record mid-write (odd) but starts a new write, a later
+    odd number, at every reader sleep of 50 ms, and completes one (even, with
+    ``requests`` set) after ``writes`` of them: the reader always catches it
+    mid-write, for far longer than the read timeout, though it never stalls.
+    """
+
+    def __init__(self, board: Board, writes: int) -> None:
+        self.board, self.left, self.now = board, writes, 1000.0
+        self.seq = 1
+        set_exec_seq(board, 0, self.seq)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += 0.05
+        self.left -= 1
+        self.seq += 1 if self.left == 0 else 2
+        if self.left == 0:
+            struct.pack_into("<Q", self.board._buf, HEADER_SIZE + EXEC_OFFSET + 24, 99)
+        set_exec_seq(self.board, 0, self.seq)
+
+
+def test_a_reader_waits_as_long_as_the_writer_makes_progress(board, monkeypatch):
+    """``BoardBusy`` means a write stalled (the same odd number for the timeout), not a busy writer."""
+    import raspy.board
+    clock = BusyWriterClock(board, writes=20)  # 1 s of writes in a row, against a 0.1 s timeout
+    monkeypatch.setattr(raspy.board, "time", clock)
+    assert board.slot("broker").read(timeout=0.1).requests == 99
+    assert clock.left == 0  # the reader saw all 20 writes (1 s) through, never timing out
+
+
 def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name, children):
     """Executive and supervisor write one slot flat out; a third process checks every snapshot.
 
@@ -179,17 +296,23 @@ def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name,
         slot = Board.attach(sys.argv[1]).slot("broker")
         reads = bad = 0
         requests, pids = set(), set()
+        torn = []  # the first bad snapshots, to say which record tore and how
         end = time.monotonic() + 30
         while time.monotonic() < end and (reads < 20000 or len(requests) < 100 or len(pids) < 100):
             s = slot.read()
             reads += 1
-            if not (s.requests == s.replies == s.errors == s.bytes_in == s.bytes_out):
+            counts = [s.requests, s.replies, s.errors, s.bytes_in, s.bytes_out]
+            supervised = [s.pid, s.restarts, s.next_start]
+            if len(set(counts)) != 1:
                 bad += 1
+                torn.append({"read": reads, "counts": counts})
             if not (s.pid == s.restarts == int(s.next_start)):
                 bad += 1
+                torn.append({"read": reads, "supervised": supervised})
             requests.add(s.requests)
             pids.add(s.pid)
-        print(json.dumps({"reads": reads, "bad": bad, "requests": len(requests), "pids": len(pids)}))
+        print(json.dumps({"reads": reads, "bad": bad, "requests": len(requests), "pids": len(pids),
+                          "torn": torn[:5]}))
     """, name)
     slot = board.slot("broker")
     k = 0
