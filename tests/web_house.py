@@ -146,7 +146,7 @@ refresh = 1
 mmi_interval = 0.2
 """)
     with open(tmp_path / "supervisor.out", "ab") as out:
-        children.raspy("start", "--config", str(config), stdout=out, stderr=subprocess.STDOUT)
+        supervisor = children.raspy("start", "--config", str(config), stdout=out, stderr=subprocess.STDOUT)
     house = RunningHouse(f"http://127.0.0.1:{port}/", state_dir, KvPublisherClient(kv["collector"]))
     try:
         wait_for(lambda: [s.state for s in house.states().values()] == [State.RUNNING] * 3,
@@ -156,3 +156,5 @@ mmi_interval = 0.2
         yield house
     finally:
         house.publisher.close()
+        supervisor.terminate()  # a clean stop: the board's shared memory goes with it
+        supervisor.wait(timeout=30)
