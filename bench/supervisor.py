@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from raspy.board import Board, BoardError, State, board_name  # noqa: E402
+from raspy.board import State, house_states  # noqa: E402
 from raspy.client import MajorDomoClient  # noqa: E402
 from raspy.config import default_document  # noqa: E402
 
@@ -67,11 +67,7 @@ class Supervised:
                                      env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def states(self) -> dict:
-        try:
-            with Board.attach(board_name(self.state_dir)) as board:
-                return {s.name: s for s in board.snapshot()}
-        except BoardError:
-            return {}
+        return house_states(self.state_dir)
 
     def all_running(self) -> bool:
         states = self.states()

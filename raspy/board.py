@@ -642,3 +642,12 @@ class Board:
                 _unlink_shm(self._shm)
             except FileNotFoundError:
                 pass
+
+
+def house_states(state_dir: str | os.PathLike) -> dict[str, SlotState]:
+    """The slots of the supervisor of ``state_dir`` by executive name; empty when none runs."""
+    try:
+        with Board.attach(board_name(state_dir)) as board:
+            return {state.name: state for state in board.snapshot()}
+    except BoardError:
+        return {}

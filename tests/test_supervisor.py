@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from raspy import protocol as p
-from raspy.board import Board, BoardError, State, board_name
+from raspy.board import State, board_name, house_states
 from raspy.client import MajorDomoClient, RequestTimeout
 from raspy.config import ConfigError, load_config
 from raspy.control import alive
@@ -71,11 +71,7 @@ class House:
             self.proc.wait(timeout=10)
 
     def states(self, *names: str) -> dict:
-        try:
-            with Board.attach(board_name(self.state_dir)) as board:
-                states = {s.name: s for s in board.snapshot()}
-        except BoardError:
-            return {}
+        states = house_states(self.state_dir)
         return states if all(n in states for n in names) else {}
 
     def pid(self, name: str) -> int:

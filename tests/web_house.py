@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from raspy.board import Board, BoardError, State, board_name
+from raspy.board import State, house_states
 from raspy.kv import KvPublisherClient, fetch_snapshot
 from raspy.web.app import Unavailable
 from support import free_endpoint, free_port, wait_for, write_config
@@ -90,11 +90,7 @@ class RunningHouse:
     publisher: KvPublisherClient
 
     def states(self) -> dict:
-        try:
-            with Board.attach(board_name(self.state_dir)) as board:
-                return {s.name: s for s in board.snapshot()}
-        except BoardError:
-            return {}
+        return house_states(self.state_dir)
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
