@@ -48,7 +48,7 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """``42s``, ``5m07s``, ``3h12m``, ``2d04h``."""
     seconds = max(0, int(seconds))
     if seconds < 60:
@@ -63,13 +63,13 @@ def _duration(seconds: float) -> str:
 def format_slot(state: SlotState, now: float, now_wall: float) -> str:
     """One line of ``raspy status``; ``now`` monotonic, ``now_wall`` wall time."""
     alive = state.pid > 0
-    uptime = _duration(now - state.started_mono) if alive and state.started_mono else "-"
+    uptime = duration(now - state.started_mono) if alive and state.started_mono else "-"
     beat = f"{state.heartbeat_age(now):.1f}s" if alive and state.heartbeat_mono else "-"
     last = state.last_exit.reason if state.last_exit and state.last_exit.reason else "-"
     line = (f"{state.name:<12} {str(state.state):<9} {state.pid if alive else '-':>7} {uptime:>6} "
             f"{state.restarts:>8} {beat:>6} {state.requests:>9}  {last}")
     if state.state in (State.BACKOFF, State.GAVE_UP) and state.next_start:
-        line += f" (retry in {_duration(state.next_start - now_wall)})"
+        line += f" (retry in {duration(state.next_start - now_wall)})"
     return line
 
 

@@ -80,7 +80,7 @@ def test_page_shows_executives_devices_services_host_and_events(app):
     assert r.status == 200 and r.headers["content-type"].startswith("text/html")
     page = r.text
     assert '<tr class="ex " data-name="broker">' in page and "1234/<span" in page
-    assert "killed by SIGKILL, 1 min ago" in page       # last exit with its reason
+    assert "killed by SIGKILL, 1m" in page       # last exit with its reason
     assert "24.53&nbsp;°C" in page                         # a device value with its unit
     assert page.count("<svg") == 1                       # a sparkline where there is history
     assert 'class="device stale"' in page                # the old value is marked stale

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import bottle
 
+from raspy.control import duration as compact_duration
 from raspy.web import metrics
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,8 @@ def snapshot(sources: Sources) -> dict[str, Any]:
 # -- formatting helpers for the templates ----------------------------------------
 
 def duration(seconds: float | None) -> str:
-    """``42 s``, ``5 min``, ``3 h 12 min``, ``2 d 4 h``; an en dash when unknown."""
-    if seconds is None:
-        return "–"
-    s = int(max(0, seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
+    """As ``raspy status`` writes it (``42s``, ``5m07s``); an en dash when unknown."""
+    return "–" if seconds is None else compact_duration(seconds)
 
 
 def size(n: float) -> str:
