@@ -99,18 +99,24 @@ def test_trigger_forms():
 
 def test_event_job_publishes_until_paused_or_deleted(manager, rec):
     manager.add({"id": "tick", "interval": 0.1, "action": "event", "data": "hello"})
+    manager.add({"id": "witness", "interval": 0.1, "action": "event"})  # shows time passing for tick
+
+    def three_witness_periods() -> None:
+        seen = len(rec.events("witness"))
+        wait_for(lambda: len(rec.events("witness")) >= seen + 3, timeout=3, what="three periods")
+
     wait_for(lambda: len(rec.events("tick")) >= 2, timeout=3, what="two events")
     assert rec.events("tick")[0]["data"] == "hello"
     manager.set_paused("tick", True)
     paused_at = len(rec.events("tick"))
     assert manager.get("tick").info()["next_run"] is None
-    time.sleep(0.35)  # three periods: a paused job must not run (absence cannot be polled for)
+    three_witness_periods()
     assert len(rec.events("tick")) <= paused_at + 1  # at most one run already under way
     manager.set_paused("tick", False)
     wait_for(lambda: len(rec.events("tick")) >= paused_at + 2, timeout=3, what="runs after resume")
     manager.delete("tick")
     deleted_at = len(rec.events("tick"))
-    time.sleep(0.35)
+    three_witness_periods()
     assert len(rec.events("tick")) <= deleted_at + 1
     with pytest.raises(KeyError):
         manager.get("tick")
@@ -171,13 +177,12 @@ def test_runs_missed_while_down(rec, tmp_path, policy, runs):
     """Hourly job, Core down for three hours: run once now, or nothing, by policy."""
     path = _marks(tmp_path, hourly=time.time() - 3 * 3600)
     manager = CronManager(rec.actions(), missed=policy, marks_path=path)
-    manager.load_config([{"id": "hourly", "cron": "0 * * * *", "action": "event"}])
+    manager.load_config([{"id": "hourly", "cron": "0 * * * *", "action": "event"},
+                         {"id": "witness", "interval": 0.05, "action": "event"}])
     manager.start()
     try:
-        if runs:
-            wait_for(lambda: rec.events("hourly"), timeout=3, what="the catch-up run")
-        else:
-            time.sleep(0.3)  # nothing must happen: there is nothing to poll for
+        # a catch-up run is due at start: once a later job has run twice, it has run or never will
+        wait_for(lambda: len(rec.events("witness")) >= 2, timeout=3, what="the scheduler running")
         assert len(rec.events("hourly")) == runs
     finally:
         manager.shutdown()
@@ -187,10 +192,11 @@ def test_runs_missed_while_down(rec, tmp_path, policy, runs):
 
 def test_nothing_missed_on_first_start(rec, tmp_path):
     manager = CronManager(rec.actions(), marks_path=tmp_path / "marks.json")
-    manager.load_config([{"id": "hourly", "cron": "0 * * * *", "action": "event"}])
+    manager.load_config([{"id": "hourly", "cron": "0 * * * *", "action": "event"},
+                         {"id": "witness", "interval": 0.05, "action": "event"}])
     manager.start()
     try:
-        time.sleep(0.3)
+        wait_for(lambda: len(rec.events("witness")) >= 2, timeout=3, what="the scheduler running")
         assert rec.events("hourly") == []
     finally:
         manager.shutdown()
@@ -294,19 +300,25 @@ def test_pause_and_delete_stop_the_events(house):
     events = Events()
     sub = house.subscribe("/event/cron/", events)
     cron = f"{HOST}.core.cron"
-    quiet = 0.75  # three periods: long enough to see that nothing comes (absence cannot be polled)
+
+    def three_witness_periods() -> None:
+        """A job that keeps running shows time passing for the one that must not."""
+        seen = events.count("witness")
+        wait_for(lambda: events.count("witness") >= seen + 3, timeout=4, what="three periods")
+
     try:
         assert house.call(cron, "add", {"id": "fast", "interval": 0.25, "action": "event"})[0] == p.OK
+        assert house.call(cron, "add", {"id": "witness", "interval": 0.25, "action": "event"})[0] == p.OK
         wait_for(lambda: events.count("fast") >= 2, timeout=4, what="events")
         assert house.call(cron, "pause", "fast")[0] == p.OK
         paused = events.count("fast")
-        time.sleep(quiet)
+        three_witness_periods()
         assert events.count("fast") <= paused + 1  # one may have been under way
         assert house.call(cron, "resume", "fast")[0] == p.OK
         wait_for(lambda: events.count("fast") >= paused + 3, timeout=4, what="events after resume")
         assert house.call(cron, "delete", "fast") == (p.OK, None)
         deleted = events.count("fast")
-        time.sleep(quiet)
+        three_witness_periods()
         assert events.count("fast") <= deleted + 1
         assert house.call(cron, "get", "fast")[0] == p.NOT_FOUND
     finally:
