@@ -411,13 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny counts, one run: checks, not figures")
     parser.add_argument("--repeat", type=int, help="runs to take medians over (default 3, 1 with --smoke)")
     parser.add_argument("--mode", choices=["raw", "raspy", "both"], default="both")
+    parser.add_argument("--scenario", action="append", choices=[s.name for s in scenarios(False)],
+                        help="measure only this scenario (repeatable; default all)")
     args = parser.parse_args(argv)
     repeat = args.repeat or (1 if args.smoke else 3)
     mp.set_forkserver_preload([__name__ if __name__ != "__main__" else "bench.throughput"])
     modes = ["raw", "raspy"] if args.mode == "both" else [args.mode]
     if "raw" not in modes:
         modes.insert(0, "raw")  # the proxy ceiling is measured in raw mode
-    scs = scenarios(args.smoke)
+    scs = [s for s in scenarios(args.smoke) if not args.scenario or s.name in args.scenario]
     brokers = [b for b in BROKERS if b != "compiled" or compiled_core()]
     runs = []
     for n in range(repeat):

@@ -16,6 +16,7 @@ malformed) become ``list[bytes]`` and take the same paths as in the twin.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.errno cimport errno as c_errno
 from libc.math cimport ceil
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy
@@ -45,15 +46,17 @@ cdef extern from *:
     """
     /* The layout of libzmq's zmq.h (4.x), so that no zmq.h is needed to build. */
     typedef struct { unsigned char _[64] __attribute__((aligned(sizeof(void *)))); } raspy_msg_t;
-    typedef struct { void *socket; int fd; short events; short revents; } raspy_pollitem_t;
     """
     ctypedef struct msg_t "raspy_msg_t":
         pass
-    ctypedef struct pollitem_t "raspy_pollitem_t":
-        void *socket
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
         int fd
         short events
         short revents
+    enum: POLLIN
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
 
 ctypedef int (*f_msg)(msg_t *) nogil
 ctypedef int (*f_msg_size)(msg_t *, size_t) nogil
@@ -61,7 +64,6 @@ ctypedef int (*f_msg_io)(msg_t *, void *, int) nogil
 ctypedef int (*f_msg_msg)(msg_t *, msg_t *) nogil
 ctypedef void *(*f_data)(msg_t *) nogil
 ctypedef size_t (*f_size)(msg_t *) nogil
-ctypedef int (*f_poll)(pollitem_t *, int, long) nogil
 ctypedef int (*f_errno)() nogil
 ctypedef void (*f_version)(int *, int *, int *) nogil
 
@@ -71,14 +73,12 @@ cdef f_msg_io msg_send, msg_recv
 cdef f_msg_msg msg_copy, msg_move
 cdef f_data msg_data
 cdef f_size msg_size
-cdef f_poll zmq_poll
 cdef f_errno zmq_errno
 
 # Stable across libzmq 4.x (zmq.h), and errno values of this platform.
 cdef enum:
     DONTWAIT = 1
     SNDMORE = 2
-    POLLIN = 1
 cdef int EAGAIN = errno.EAGAIN
 cdef int EHOSTUNREACH = errno.EHOSTUNREACH
 cdef int EINTR = errno.EINTR
@@ -94,7 +94,7 @@ cdef void *_symbol(void *lib, bytes name) except NULL:
 def _bind_libzmq() -> None:
     """Point the function pointers at the libzmq pyzmq loaded (never load a second one)."""
     global msg_init, msg_close, msg_more, msg_init_size, msg_send, msg_recv
-    global msg_copy, msg_move, msg_data, msg_size, zmq_poll, zmq_errno
+    global msg_copy, msg_move, msg_data, msg_size, zmq_errno
     try:
         from zmq.backend.cython import _zmq as backend
     except ImportError:  # pyzmq < 26 split its backend into several modules
@@ -112,7 +112,6 @@ def _bind_libzmq() -> None:
     msg_move = <f_msg_msg>_symbol(lib, b"zmq_msg_move")
     msg_data = <f_data>_symbol(lib, b"zmq_msg_data")
     msg_size = <f_size>_symbol(lib, b"zmq_msg_size")
-    zmq_poll = <f_poll>_symbol(lib, b"zmq_poll")
     zmq_errno = <f_errno>_symbol(lib, b"zmq_errno")
     cdef int major = 0, minor = 0, patch = 0
     (<f_version>_symbol(lib, b"zmq_version"))(&major, &minor, &patch)
@@ -260,22 +259,27 @@ cdef class BrokerCore:
     # -- the loop -------------------------------------------------------------
 
     def serve(self, stopping, double max_wait=0.25) -> None:
-        """Route messages until ``stopping()`` is true (checked at least every ``max_wait`` s)."""
-        cdef pollitem_t item
+        """Route messages until ``stopping()`` is true (checked at least every ``max_wait`` s).
+
+        Waits with one ``poll()`` on the socket's ``ZMQ_FD`` rather than
+        ``zmq_poll`` (which polls twice and asks for ``ZMQ_EVENTS`` twice per
+        wake-up). That is safe because :meth:`drain` stops only at a receive
+        that found nothing: it has taken every pending command, so the fd
+        becomes readable again when the next message arrives.
+        """
+        cdef pollfd item
         cdef double wait
-        cdef long timeout
-        cdef int rc
-        item.socket = self.zsock
-        item.fd = 0
+        cdef int timeout, rc
+        item.fd = self.socket.getsockopt(zmq.FD)
         item.events = POLLIN
         while not stopping():
             if self.drain() < BATCH:
                 wait = min(max_wait, max(0.0, self._next_beat - monotonic()))
-                timeout = <long>ceil(wait * 1000)
+                timeout = <int>ceil(wait * 1000)
                 with nogil:
-                    rc = zmq_poll(&item, 1, timeout)
-                if rc < 0 and zmq_errno() != EINTR:
-                    raise zmq_error()
+                    rc = poll(&item, 1, timeout)
+                if rc < 0 and c_errno != EINTR:
+                    raise OSError(c_errno, os.strerror(c_errno))
                 PyErr_CheckSignals()
             if monotonic() >= self._next_beat:
                 self.tick(monotonic())

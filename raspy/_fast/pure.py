@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import select
 import time
 from collections import deque
 from typing import Callable
@@ -24,20 +25,43 @@ log = logging.getLogger("raspy.broker")
 BATCH = 1000
 
 
+#: Plain ints: pyzmq's ``zmq.SNDMORE | zmq.NOBLOCK`` builds an enum per frame.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+
+
 def send(socket: zmq.Socket, frames: list[bytes]) -> bool:
     """Send without blocking on the ROUTER_MANDATORY socket; False when the peer is gone.
 
     A worker whose connection closed (``kill -9``) is known at once this way,
     rather than after its heartbeats expire. A peer whose queue is full is
-    treated the same: the broker never blocks on one slow peer.
+    treated the same: the broker never blocks on one slow peer. Only the first
+    frame can fail so: libzmq takes the rest of a message once it took the first.
     """
+    put = socket.send
     try:
-        socket.send_multipart(frames, zmq.NOBLOCK)
+        put(frames[0], _MORE_NOBLOCK if len(frames) > 1 else _NOBLOCK)
     except zmq.ZMQError as exc:
         if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
             return False
         raise
+    for frame in frames[1:-1]:
+        put(frame, _MORE_NOBLOCK)
+    if len(frames) > 1:
+        put(frames[-1], _NOBLOCK)
     return True
+
+
+def recv(socket: zmq.Socket) -> list[bytes] | None:
+    """One whole message if one waits, else None (``recv_multipart`` without its per-frame overhead)."""
+    try:
+        frames = [socket.recv(_NOBLOCK)]
+    except zmq.Again:
+        return None
+    while socket.get(_RCVMORE):
+        frames.append(socket.recv(_NOBLOCK))
+    return frames
 
 
 def purge(core: "BrokerCore", now: float) -> None:
@@ -132,22 +156,26 @@ class BrokerCore:
     # -- the loop -------------------------------------------------------------
 
     def serve(self, stopping: Callable[[], bool], max_wait: float = 0.25) -> None:
-        """Route messages until ``stopping()`` is true (checked at least every ``max_wait`` s)."""
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
+        """Route messages until ``stopping()`` is true (checked at least every ``max_wait`` s).
+
+        Waits on the socket's ``ZMQ_FD`` with one ``poll()``: :meth:`drain`
+        ends at a receive that found nothing, which took every pending
+        command, so the fd turns readable again with the next message.
+        """
+        waiter = select.poll()
+        waiter.register(self.socket.get(zmq.FD), select.POLLIN)
         while not stopping():
             if self.drain() < BATCH:
-                poller.poll(math.ceil(min(max_wait, max(0.0, self._next_beat - time.monotonic())) * 1000))
+                waiter.poll(math.ceil(min(max_wait, max(0.0, self._next_beat - time.monotonic())) * 1000))
             if time.monotonic() >= self._next_beat:
                 self.tick(time.monotonic())
 
     def drain(self) -> int:
         """Handle the messages waiting on the socket, at most ``BATCH``; how many were handled."""
-        recv = self.socket.recv_multipart
+        socket = self.socket
         for handled in range(BATCH):
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = recv(socket)
+            if frames is None:
                 return handled
             self.handle(frames)
         return BATCH
