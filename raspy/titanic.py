@@ -10,7 +10,7 @@ sent again after a restart.
 
 Writes use group commit: a writer that finds no commit under way commits
 every write queued so far in one transaction (one fsync), and each waiting
-thread returns once its own write is committed. With several ``titanic.request``
+thread is woken once, when its own write is committed. With several ``titanic.request``
 workers, concurrent clients share fsyncs. See docs/titanic.md.
 """
 from __future__ import annotations
@@ -108,15 +108,17 @@ def split_uuid(key: str) -> tuple[int, int]:
 # -- storage --------------------------------------------------------------------
 
 class _Write:
-    """One write waiting for the next group commit."""
+    """One write waiting for a group commit; ``wake`` is released once, by the thread that commits it."""
 
-    __slots__ = ("op", "result", "error", "done")
+    __slots__ = ("op", "result", "error", "lead", "wake")
 
     def __init__(self, op: Callable[[sqlite3.Connection], Any]) -> None:
         self.op = op
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = False
+        self.lead = False  # woken to commit the next batch rather than because this one is done
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class Journal:
@@ -136,7 +138,8 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         self._queue: list[_Write] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when no commit is under way
         self._committing = False
         self._readers: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._all_readers: list[sqlite3.Connection] = []
@@ -151,29 +154,43 @@ class Journal:
     def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` in a transaction; return its result once committed.
 
-        The first caller to find no commit under way leads: it commits every
-        queued write in one transaction. The others sleep until theirs is done,
-        or until they can lead the next one.
+        A writer that finds no commit under way leads: it commits every queued
+        write in one transaction, wakes each of their writers once, and hands
+        the lead to the first write queued meanwhile. So every writer sleeps
+        at most once, however many share a commit.
         """
         entry = _Write(op)
-        with self._cond:
+        with self._lock:
             self._queue.append(entry)
-            while not entry.done and self._committing:
-                self._cond.wait()
-            lead = not entry.done
-            if lead:
-                self._committing = True
-                batch, self._queue = self._queue, []
-        if lead:
-            try:
-                self._commit(batch)
-            finally:
-                with self._cond:
-                    self._committing = False
-                    self._cond.notify_all()
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            entry.wake.acquire()
+        if lead or entry.lead:
+            self._lead(entry)
         if entry.error is not None:
             raise entry.error
         return entry.result
+
+    def _lead(self, entry: _Write) -> None:
+        """Commit the queued writes (``entry``'s among them), then wake their writers and the next leader."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._lock:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
+                    self._committing = False
+                    self._idle.notify_all()
+                else:
+                    successor.lead = True
+            for done in batch:
+                if done is not entry:
+                    done.wake.release()
+            if successor is not None:
+                successor.wake.release()
 
     def _commit(self, batch: list[_Write]) -> None:
         """One transaction (one fsync) for every write of ``batch``; a failing op undoes only itself."""
@@ -201,9 +218,6 @@ class Journal:
         else:
             self.commits += 1
             self.writes += len(batch)
-        finally:
-            for entry in batch:
-                entry.done = True
 
     def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` on a read-only connection (sees every committed write)."""
@@ -219,8 +233,8 @@ class Journal:
             self._readers.put(db)
 
     def close(self) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._committing)
+        with self._idle:
+            self._idle.wait_for(lambda: not self._committing)
             for db in self._all_readers:
                 db.close()
             self._db.close()
