@@ -1,11 +1,13 @@
-"""End-to-end broker throughput: the compiled core, the twin and a bare ``zmq.proxy``, in one run.
+"""End-to-end broker throughput: the compiled core, the twin, a bare ``zmq.proxy`` and a minimal forwarder, in one run.
 
 The broker runs in its own process, with C client processes and W echo-worker
 processes around it. In ``raw`` mode clients and workers are a few lines of
 pyzmq speaking the wire protocol (so the figure is the broker's); in
 ``raspy`` mode they are RasPy's ``MajorDomoClient.send_many`` and
 ``MajorDomoWorker`` (what users get). Every reply is checked against its
-request. Reported per broker: requests/s, p50/p99 latency (one in flight),
+request. The bare proxy is the ceiling (no protocol, requests pile up at
+workers); the minimal forwarder is the floor for any broker in Python (MDP
+routing in idiomatic pyzmq and nothing else). Reported per broker: requests/s, p50/p99 latency (one in flight),
 the broker process's CPU time per request (``/proc/<pid>/stat``) and the
 ratios to the bare proxy measured in the same run; medians over ``--repeat``
 runs.
@@ -25,6 +27,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MDPC, MDPW = b"MDPC01", b"MDPW01"
 READY, REQUEST, REPLY, HEARTBEAT = b"\x01", b"\x02", b"\x03", b"\x04"
 PROBE = b"probe"
-BROKERS = ("proxy", "compiled", "pure")
+BROKERS = ("proxy", "forwarder", "compiled", "pure")
 REPLY_TIMEOUT = 5.0  # seconds without any reply before the rest count as lost
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -119,6 +122,35 @@ def run_proxy(front: str, back: str) -> None:
     frontend.bind(front)
     backend.bind(back)
     zmq.proxy(frontend, backend)
+
+
+def run_forwarder(endpoint: str) -> None:
+    """The floor for a broker in Python: MDP routing on one ROUTER, idiomatic pyzmq, nothing else.
+
+    No heartbeats, no checks, no MMI beyond a count of idle workers: any real
+    Python broker (the twin, the Guide's) does at least this per request.
+    """
+    sock = zmq.Context().socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    idle: deque = deque()
+    queue: deque = deque()
+    service_of: dict[bytes, bytes] = {}
+    while True:
+        frames = sock.recv_multipart()
+        if frames[2] == MDPC:
+            if frames[3] == b"mmi.workers":
+                sock.send_multipart([frames[0], b"", MDPC, frames[3], b"%d" % len(idle)])
+                continue
+            queue.append(frames)
+        elif frames[3] == REPLY:
+            sock.send_multipart([frames[4], b"", MDPC, service_of[frames[0]], *frames[6:]])
+            idle.append(frames[0])
+        elif frames[3] == READY:
+            service_of[frames[0]] = frames[4]
+            idle.append(frames[0])
+        while idle and queue:
+            request = queue.popleft()
+            sock.send_multipart([idle.popleft(), b"", MDPW, REQUEST, request[0], b"", *request[4:]])
 
 
 def raw_worker(endpoint: str, service: bytes, mdp: bool, name: bytes) -> None:
@@ -237,6 +269,11 @@ class Run:
             proc.start()
             self.procs.append(proc)
             return proc.pid, front, back
+        if self.broker == "forwarder":
+            proc = self.ctx.Process(target=run_forwarder, args=(front,), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+            return proc.pid, front, front
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("RASPY_PURE", None)
         if self.broker == "pure":
@@ -276,10 +313,15 @@ class Run:
                 else:
                     sock.send_multipart([b"", MDPC, b"mmi.workers"])
                     if sock.poll(500):
-                        from raspy import protocol as p
-                        status, info = p.parse_reply(sock.recv_multipart()[3:])
-                        if info.get(self.service.decode(), {}).get("workers") == self.sc.workers:
-                            return
+                        body = sock.recv_multipart()[3:]
+                        if self.broker == "forwarder":
+                            if int(body[0]) == self.sc.workers:
+                                return
+                        else:
+                            from raspy import protocol as p
+                            status, info = p.parse_reply(body)
+                            if info.get(self.service.decode(), {}).get("workers") == self.sc.workers:
+                                return
                     time.sleep(0.02)  # polling interval, not a wait for something
             raise RuntimeError(f"{self.broker}: workers not ready")
         finally:
@@ -338,6 +380,8 @@ def summarise(runs: list[list[Result]]) -> list[dict]:
         same = [next(r for r in run if (r.mode, r.scenario, r.broker) == (mode, scenario, broker)) for run in runs]
         ceilings = [next(r for r in run if (r.mode, r.scenario, r.broker) == ("raw", scenario, "proxy")) for run in runs]
         twins = [next((r for r in run if (r.mode, r.scenario, r.broker) == (mode, scenario, "pure")), None) for run in runs]
+        floors = [next((r for r in run if (r.mode, r.scenario, r.broker) == ("raw", scenario, "forwarder")), None)
+                  for run in runs]
 
         def ratio(f, others):
             return median([f(a) / f(b) if b is not None and f(b) else None for a, b in zip(same, others)])
@@ -352,6 +396,7 @@ def summarise(runs: list[list[Result]]) -> list[dict]:
             "cpu_vs_proxy": ratio(lambda r: r.cpu_us, ceilings),
             "p50_vs_proxy": ratio(lambda r: r.percentile(0.5), ceilings),
             "rps_vs_twin": ratio(lambda r: r.rps, twins),
+            "cpu_vs_forwarder": ratio(lambda r: r.cpu_us, floors),
             "mismatches": sum(r.mismatches for r in same),
             "lost": sum(r.lost for r in same),
         })
@@ -366,6 +411,8 @@ def targets(rows: list[dict]) -> list[tuple[str, str, bool]]:
     checks = [
         ("CPU/request 4x2x16 64 B: compiled <= 1.5x proxy", get("throughput", "compiled", "cpu_vs_proxy"), 1.5, "le"),
         ("CPU/request 4x2x16 64 B: twin <= 90 us", get("throughput", "pure", "cpu_us"), 90.0, "le"),
+        ("CPU/request 4x2x16 64 B: twin <= 1.0x a minimal Python forwarder (same run)",
+         get("throughput", "pure", "cpu_vs_forwarder"), 1.0, "le"),
         ("req/s 4x2x16 64 B: compiled >= 2.5x twin", get("throughput", "compiled", "rps_vs_twin"), 2.5, "ge"),
         ("req/s 4x2x16 64 B: compiled >= 0.4x proxy", get("throughput", "compiled", "rps_vs_proxy"), 0.4, "ge"),
         ("p50 latency 1x1x1: compiled <= 1.1x proxy", get("latency", "compiled", "p50_vs_proxy"), 1.1, "le"),
@@ -427,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scs:
             for mode in modes:
                 for broker in brokers:
-                    if mode == "raspy" and broker == "proxy":
+                    if mode == "raspy" and broker in ("proxy", "forwarder"):
                         continue
                     result = Run(mode, broker, sc).measure()
                     print(f"run {n + 1}/{repeat} {mode:5} {sc.label:18} {broker:8} {result.rps:8.0f} req/s "

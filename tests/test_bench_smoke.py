@@ -1,4 +1,4 @@
-"""CI's smoke run of the throughput harness: all three brokers, tiny counts, every reply checked."""
+"""CI's smoke run of the throughput harness: the proxy, the minimal forwarder and both broker cores, tiny counts, every reply checked."""
 from __future__ import annotations
 
 import json
@@ -27,7 +27,7 @@ def test_throughput_harness_smoke_run_loses_and_mixes_up_nothing(tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "smoke.json").read_text())["summary"]
-    expected = {"proxy", "compiled", "pure"} if compiled_available() else {"proxy", "pure"}
+    expected = {"proxy", "forwarder", "compiled", "pure"} if compiled_available() else {"proxy", "forwarder", "pure"}
     assert {row["broker"] for row in summary} == expected
     assert {row["mode"] for row in summary} == {"raw", "raspy"}
     for row in summary:
