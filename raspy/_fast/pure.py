@@ -192,6 +192,9 @@ class BrokerCore:
                 return
             self.on_client(frames[0], frames[3], frames[4:])
         elif header == p.WORKER:
+            if len(frames) >= 6 and frames[3] == p.REPLY and frames[4] and frames[5] == b"":
+                self.on_reply(frames[0], frames[4], frames[6:])  # the hot path: a well-formed REPLY
+                return
             try:
                 command, rest = p.parse_worker(frames[1:])
             except p.ProtocolError as exc:
@@ -221,21 +224,27 @@ class BrokerCore:
 
     # -- workers ----------------------------------------------------------------
 
+    def on_reply(self, identity: bytes, client: bytes, body: list[bytes]) -> None:
+        worker = self.workers.get(identity)
+        if worker is None:
+            self.disconnect(identity, "REPLY from unknown worker")
+            return
+        worker.expiry = time.monotonic() + self.heartbeat * self.liveness
+        if worker.request is None or worker.request.client != client:
+            self.drop("REPLY for a client the worker does not serve", [identity, client, b"", *body])
+            return
+        self.reply(client, worker.service.name, body)
+        worker.request = None
+        worker.service.idle.append(worker)
+        if worker.service.requests:
+            self.dispatch(worker.service)
+
     def on_worker(self, identity: bytes, command: bytes, rest: list[bytes]) -> None:
+        """Any worker command but a well-formed REPLY (:meth:`on_reply`), checked by ``parse_worker``."""
         worker = self.workers.get(identity)
         if worker is not None:
             worker.expiry = time.monotonic() + self.heartbeat * self.liveness
-        if command == p.REPLY:
-            if worker is None:
-                self.disconnect(identity, "REPLY from unknown worker")
-            elif worker.request is None or worker.request.client != rest[0]:
-                self.drop("REPLY for a client the worker does not serve", [identity, *rest])
-            else:
-                self.reply(rest[0], worker.service.name, rest[2:])
-                worker.request = None
-                worker.service.idle.append(worker)
-                self.dispatch(worker.service)
-        elif command == p.HEARTBEAT:
+        if command == p.HEARTBEAT:
             if worker is None:
                 self.disconnect(identity, "HEARTBEAT from unknown worker")
         elif command == p.READY:
@@ -243,7 +252,7 @@ class BrokerCore:
         elif command == p.DISCONNECT:
             if worker is not None:
                 self.remove(worker)
-        else:  # REQUEST is the broker's to send
+        else:  # REQUEST is the broker's to send (a well-formed REPLY took the hot path)
             self.drop("REQUEST sent by a worker", [identity, command])
 
     def on_ready(self, identity: bytes, worker: Worker | None, service: bytes) -> None:
