@@ -9,8 +9,9 @@ same run:
 - Titanic's storage alone, in-process (one durable insert at a time);
 - an MDP echo round trip (what the broker hop alone costs, no disk);
 - acknowledged ``titanic.request`` calls (each one committed and fsynced
-  before its ``200``) from 1 client, then from N concurrent clients, each
-  client in its own process.
+  before its ``200``) from 1 client one at a time, from 1 client keeping
+  ``--window`` requests in flight (``MajorDomoClient.send_many``), then from
+  N concurrent clients, each client in its own process.
 
 The disk and the CPU are shared with other work, so the measurements run in
 several rounds, each ratio against the reference taken in the same round,
@@ -21,7 +22,7 @@ in the same directory) for the whole run: the raw fsync rate then drops to a
 few hundred a second, as on a Raspberry Pi's SD card, so both regimes (fsync
 dominates / messaging dominates) can be measured on one machine.
 
-Run: ``PYTHONPATH=. python bench/titanic.py [--seconds 1.5] [--rounds 3] [--clients 8] [--contend N] [--dir DIR]``
+Run: ``PYTHONPATH=. python bench/titanic.py [--seconds 1.5] [--rounds 3] [--clients 8] [--window 16] [--contend N] [--dir DIR]``
 """
 from __future__ import annotations
 
@@ -105,6 +106,19 @@ def loop(endpoint: str, service: bytes, body: list[bytes], seconds: float, ok: b
         return count
 
 
+def pipelined(endpoint: str, seconds: float, window: int) -> int:
+    """Acknowledged ``titanic.request`` calls in ``seconds`` from one client keeping ``window`` in flight."""
+    body = [b"bench.absent", PAYLOAD]
+    with MajorDomoClient(endpoint, timeout=5, retries=1) as client:
+        count, deadline = 0, time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            replies = client.send_many(b"titanic.request", [body] * (4 * window), window=window)
+            if any(reply[:1] != [b"200"] for reply in replies):
+                raise RuntimeError("a titanic.request was not acknowledged")
+            count += len(replies)
+        return count
+
+
 def _titanic_client(args: tuple[str, float, multiprocessing.Barrier]) -> int:
     endpoint, seconds, barrier = args
     barrier.wait()
@@ -140,7 +154,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.5, help="length of each measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of measurements (medians are shown)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the second run")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the last run")
+    parser.add_argument("--window", type=int, default=16, help="requests in flight of the pipelined client")
     parser.add_argument("--contend", type=int, default=0, help="background fsync writers slowing the disk")
     parser.add_argument("--dir", type=Path, default=ROOT, help="where the database and the reference file go")
     args = parser.parse_args()
@@ -156,7 +171,7 @@ def main() -> int:
         config = write_config(directory / "raspy.toml",
                               {"hostname": "bench", "state_dir": str(directory), "broker": endpoint},
                               {"titanic": {"db": str(directory / "titanic.sqlite"),
-                                           "request_workers": max(8, args.clients)}})
+                                           "request_workers": max(8, args.clients, args.window)}})
         procs.append(subprocess.Popen([sys.executable, "-m", "raspy", "run", "titanic", "--config", str(config)],
                                       **quiet))
         for i in range(args.contend):
@@ -172,9 +187,10 @@ def main() -> int:
             storage = journal_rate(directory, args.seconds)
             echo = loop(endpoint, b"bench.echo", [PAYLOAD], args.seconds, None) / args.seconds
             one = titanic_rate(endpoint, 1, args.seconds)
+            window = pipelined(endpoint, args.seconds, args.window) / args.seconds
             many = titanic_rate(endpoint, args.clients, args.seconds)
             fsync = (fsync + raw_fsync_rate(directory, args.seconds)) / 2
-            rounds.append((fsync, storage, echo, one, many))
+            rounds.append((fsync, storage, echo, one, window, many))
     finally:
         for proc in procs:
             proc.terminate()
@@ -185,6 +201,7 @@ def main() -> int:
     names = ["raw append+fsync, same directory (reference)", "Titanic's journal alone, 1 thread (no MDP)",
              "MDP echo round trip, 1 client (no disk)",
              "titanic.request, 1 client (target >= 0.70x)",
+             f"titanic.request, 1 client, {args.window} in flight",
              f"titanic.request, {args.clients} clients (target >= 2.00x)"]
     print(f"load average before/after: {load[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"{args.contend} background fsync writers")

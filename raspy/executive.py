@@ -22,7 +22,7 @@ from raspy.echo import Echo
 from raspy.protocol import Frames
 from raspy.service import Service, ServiceError, bad_request
 from raspy.statistics import Statistics, StatisticsService
-from raspy.worker import Handler, MajorDomoWorker
+from raspy.worker import BatchHandler, Handler, MajorDomoWorker, MajorDomoWorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Executive:
         # run alone (no supervisor), an executive counts on a private slot: one code path
         self.slot = slot if slot is not None else Board.private(1, [settings.name]).slot(0)
         self.service = p.routing_key(settings.hostname, settings.name)
-        self.workers: list[MajorDomoWorker] = []
+        self.workers: list[MajorDomoWorker | MajorDomoWorkerPool] = []
         self._threads: list[threading.Thread] = []
         self._stoppers: list[Callable[[], None]] = []
         self._started = False
@@ -116,6 +116,14 @@ class Executive:
         self.add_thread(worker.run, worker.shutdown, f"worker-{name}")
         return worker
 
+    def add_pool(self, name: str, handler: BatchHandler, size: int) -> MajorDomoWorkerPool:
+        """Serve ``name`` on ``size`` connections from one thread, ``handler`` taking requests in batches."""
+        pool = MajorDomoWorkerPool(self.settings.broker, name, self._counted_batch(handler), size=size,
+                                   heartbeat=self.settings.heartbeat, liveness=self.settings.liveness)
+        self.workers.append(pool)
+        self.add_thread(pool.run, pool.shutdown, f"pool-{name}")
+        return pool
+
     def add_thread(self, target: Callable[[], None], stop: Callable[[], None] | None = None, name: str = "") -> None:
         """Run ``target`` in a thread of its own from :meth:`run` on; ``stop`` ends it at :meth:`close`.
 
@@ -134,16 +142,26 @@ class Executive:
         return self.add_worker(f"{self.service}.{suffix}", handler)
 
     def _counted(self, handler: Handler) -> Handler:
-        slot = self.slot
-
         def counted(frames: Frames) -> Frames:
             reply = handler(frames)
-            failed = bool(reply) and reply[0][:1] == b"5"  # the server failed; a 4xx is the caller's mistake
-            slot.count(requests=1, replies=1, errors=int(failed),
-                       bytes_in=sum(map(len, frames)), bytes_out=sum(map(len, reply)))
+            self._count([frames], [reply])
             return reply
 
         return counted
+
+    def _counted_batch(self, handler: BatchHandler) -> BatchHandler:
+        def counted(requests: list[Frames]) -> list[Frames]:
+            replies = handler(requests)
+            self._count(requests, replies)
+            return replies
+
+        return counted
+
+    def _count(self, requests: list[Frames], replies: list[Frames]) -> None:
+        failed = sum(bool(reply) and reply[0][:1] == b"5" for reply in replies)  # a 4xx is the caller's mistake
+        self.slot.count(requests=len(requests), replies=len(replies), errors=failed,
+                        bytes_in=sum(len(f) for frames in requests for f in frames),
+                        bytes_out=sum(len(f) for reply in replies for f in reply))
 
     def tick(self, now: float) -> None:
         """Periodic work of the executive, called every :attr:`beat_interval`."""

@@ -243,12 +243,16 @@ class Journal:
 
     def add_request(self, service: bytes, body: Frames) -> str:
         """Store a new pending request; its uuid."""
-        nonce = secrets.randbits(63)
+        return self.add_requests([(service, body)])[0]
+
+    def add_requests(self, requests: list[tuple[bytes, Frames]]) -> list[str]:
+        """Store new pending requests, ``(service, body)`` each, in one write; their uuids."""
         now = time.time()
-        seq = self.write(lambda db: db.execute(
+        rows = [(secrets.randbits(63), service, pack_frames(body), now, now) for service, body in requests]
+        seqs = self.write(lambda db: [db.execute(
             "INSERT INTO request (nonce, service, body, state, created, changed) VALUES (?, ?, ?, 0, ?, ?)",
-            (nonce, service, pack_frames(body), now, now)).lastrowid)
-        return make_uuid(nonce, seq)
+            row).lastrowid for row in rows])
+        return [make_uuid(row[0], seq) for row, seq in zip(rows, seqs)]
 
     def reply_of(self, key: str) -> tuple[int, Frames] | None:
         """``(state, reply frames)`` of a request; ``None`` when unknown."""
@@ -536,7 +540,8 @@ class Titanic(Server):
 
     Options: ``db`` (default ``<state_dir>/titanic.sqlite``), ``retention``
     (seconds a reply or a closed request is kept, default a week),
-    ``request_workers`` (concurrent ``titanic.request`` handlers, default 8),
+    ``request_workers`` (connections serving ``titanic.request`` from one thread, so the
+    requests that arrive together are committed together; default 8),
     ``clean_interval`` (seconds), and the dispatch settings ``dispatch_timeout``,
     ``probe_timeout``, ``retry_min``, ``retry_max``, ``lanes``.
     """
@@ -558,28 +563,34 @@ class Titanic(Server):
             lanes=int(options.get("lanes", 4)),
         ))
         self._next_clean = 0.0
-        for _ in range(workers):
-            self.add_worker(REQUEST, self.on_request)
+        self.add_pool(REQUEST, self.on_requests, workers)
         self.add_worker(REPLY, self.on_reply)
         self.add_worker(CLOSE, self.on_close)
         self.add_worker(STORE, Store(self.journal))
 
     # -- 9/TSP --------------------------------------------------------------------
 
-    def on_request(self, frames: Frames) -> Frames:
-        """``titanic.request``: service, body... -> 200, uuid (after the commit).
+    def on_requests(self, requests: list[Frames]) -> list[Frames]:
+        """``titanic.request``: service, body... -> 200, uuid (after the commit), for a batch in one commit.
 
         ``mmi.*`` is refused: the broker answers it itself, so it is never "there" to dispatch to.
         """
-        if not frames or not frames[0] or frames[0].startswith(p.MMI_PREFIX):
-            return [UNKNOWN]
+        valid = [i for i, frames in enumerate(requests)
+                 if frames and frames[0] and not frames[0].startswith(p.MMI_PREFIX)]
+        replies = [[UNKNOWN] for _ in requests]
+        if not valid:
+            return replies
         try:
-            key = self.journal.add_request(frames[0], frames[1:])
+            keys = self.journal.add_requests([(requests[i][0], requests[i][1:]) for i in valid])
         except sqlite3.Error:
-            log.exception("could not store a request for %s", frames[0][:64])
-            return [ERROR]
+            log.exception("could not store %d requests", len(valid))
+            for i in valid:
+                replies[i] = [ERROR]
+            return replies
+        for i, key in zip(valid, keys):
+            replies[i] = [OK, key.encode("ascii")]
         self.dispatcher.wake()
-        return [OK, key.encode("ascii")]
+        return replies
 
     def on_reply(self, frames: Frames) -> Frames:
         """``titanic.reply``: uuid -> 200 + reply frames, 300 pending, 400 unknown."""
