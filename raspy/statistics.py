@@ -5,17 +5,19 @@ twice: the executive's board slot holds them (the hot path calls
 ``slot.count(...)``, which the supervisor and ``raspy status`` also read), and
 :class:`Statistics` shows them as SNMP Counter32 views of the slot. Other
 values (:class:`SNMPCounter`, :class:`SNMPFloat`, :class:`SNMPString`) live
-in the :class:`Statistics` object itself.
+in the :class:`Statistics` object itself; an :class:`SNMPGauge` is read from
+elsewhere each time it is asked for.
 """
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from raspy.board import Board, Slot
 from raspy.service import Service, bad_request, not_found
 
-__all__ = ["SNMP", "SNMPCounter", "SNMPFloat", "SNMPString", "SlotCounter", "Statistics", "StatisticsService"]
+__all__ = ["SNMP", "SNMPCounter", "SNMPFloat", "SNMPGauge", "SNMPString", "SlotCounter", "Statistics",
+           "StatisticsService"]
 
 _OID = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\.snmp\.[A-Za-z0-9_\-]+\Z")
 COUNTER32 = 2 ** 32
@@ -79,6 +81,20 @@ class SNMPCounter(SNMP):
         if n < 0:
             raise ValueError("a counter only goes up")
         self._value = (self._value + n) % COUNTER32
+
+
+class SNMPGauge(SNMP):
+    """A value read when asked (a queue's length, a number kept elsewhere): ``read()`` runs per request."""
+
+    kind = "gauge"
+
+    def __init__(self, oid: str, doc: str, read: Callable[[], int | float]) -> None:
+        super().__init__(oid, doc)
+        self.read = read
+
+    @property
+    def value(self) -> int | float:
+        return self.read()
 
 
 class SlotCounter(SNMPCounter):

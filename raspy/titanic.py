@@ -33,6 +33,7 @@ from raspy.client import MajorDomoClient, RequestTimeout
 from raspy.executive import Counters, Server, Settings
 from raspy.protocol import Frames
 from raspy.service import Service, bad_request, not_found
+from raspy.statistics import SNMPGauge, oid
 
 log = logging.getLogger(__name__)
 
@@ -564,9 +565,23 @@ class Titanic(Server):
         ))
         self._next_clean = 0.0
         self.add_pool(REQUEST, self.on_requests, workers)
+        self._add_gauges()
         self.add_worker(REPLY, self.on_reply)
         self.add_worker(CLOSE, self.on_close)
         self.add_worker(STORE, Store(self.journal))
+
+    def _add_gauges(self) -> None:
+        """Queue and commit figures in ``<host>.titanic.statistics``, read from the journal when asked."""
+        for state, doc in (("pending", "requests stored and not yet answered by their service"),
+                           ("replied", "answered requests whose reply waits for titanic.reply or close"),
+                           ("closed", "closed requests kept until the retention ends")):
+            self.statistics.add(SNMPGauge(oid(self.service, f"requests_{state}"), doc,
+                                          lambda state=state: self.journal.counts()[state]))
+        self.statistics.add(SNMPGauge(oid(self.service, "commits"), "transactions committed (one fsync each)",
+                                      lambda: self.journal.commits))
+        self.statistics.add(SNMPGauge(oid(self.service, "writes"),
+                                      "write operations committed (a batch of requests is one)",
+                                      lambda: self.journal.writes))
 
     # -- 9/TSP --------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""CI's smoke run of the throughput harness: the proxy, the minimal forwarder and both broker cores, tiny counts, every reply checked."""
+"""CI's smoke run of the throughput harness: proxy, minimal forwarder and both broker cores, every reply checked."""
 from __future__ import annotations
 
 import json

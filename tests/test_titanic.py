@@ -382,3 +382,19 @@ def test_client_raises_on_refused_request(house):
     with pytest.raises(TitanicError):
         client.request("", b"x")
     client.shutdown()
+
+
+def test_statistics_show_the_queue_and_the_commits(house, client):
+    def gauge(key: str) -> int:
+        with MajorDomoClient(house.endpoint, timeout=2, retries=1) as mdp:
+            status, answer = mdp.call("test.titanic.statistics", "get", f"test.titanic.snmp.{key}")
+        assert status == 200 and answer["type"] == "gauge"
+        return answer["value"]
+
+    uuids = [client.request("nobody.here", b"%d" % i) for i in range(5)]
+    assert gauge("requests_pending") == 5
+    commits = gauge("commits")
+    assert 1 <= commits <= gauge("writes")
+    client.close(uuids[0])
+    assert (gauge("requests_pending"), gauge("requests_closed")) == (4, 1)
+    assert gauge("commits") > commits
