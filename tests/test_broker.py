@@ -197,6 +197,21 @@ def test_long_handler_under_short_heartbeats_is_served_once(children, core_env):
     assert not runner.is_alive()
 
 
+def test_a_new_worker_knows_it_is_connected_without_waiting_a_heartbeat(children, core_env):
+    """``<svc>.mmi status`` reads ``connected``: it must not say 500 for a heartbeat after start."""
+    house = House(children, core_env)
+    house.children.raspy("run", "broker", "--bind", house.endpoint, "--heartbeat", "5", env=core_env)
+    wait_for(lambda: house.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
+    worker = MajorDomoWorker(house.endpoint, "fresh", lambda frames: frames, heartbeat=5.0)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        assert worker.connected.wait(1.0), "not connected 1 s after READY (heartbeats are 5 s apart)"
+    finally:
+        worker.shutdown()
+        runner.join(timeout=5)
+
+
 def test_expired_requests_are_dropped_and_junk_services_forgotten(children, core_env):
     house = House(children, core_env)
     house.start_broker("--request-expiry", "0.5")

@@ -464,6 +464,7 @@ cdef class BrokerCore:
             svc.workers += 1
             svc.idle.append(worker)
             log.info("worker %s ready for %s", identity.hex(), service.decode(errors="replace"))
+            send(self.socket, [identity, *p.worker_message(p.HEARTBEAT)])  # heard at once: it knows it is connected
             self._dispatch(svc)
 
     def disconnect(self, bytes identity, str reason) -> None:

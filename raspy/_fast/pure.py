@@ -270,6 +270,7 @@ class BrokerCore:
             svc.workers += 1
             svc.idle.append(worker)
             log.info("worker %s ready for %s", identity.hex(), service.decode(errors="replace"))
+            send(self.socket, [identity, *p.worker_message(p.HEARTBEAT)])  # heard at once: it knows it is connected
             self.dispatch(svc)
 
     def disconnect(self, identity: bytes, reason: str) -> None:
