@@ -20,22 +20,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from raspy.board import State, house_states  # noqa: E402
 from raspy.client import MajorDomoClient  # noqa: E402
 from raspy.config import default_document  # noqa: E402
+from support import free_endpoint  # noqa: E402
+from support import write_config as write_toml  # noqa: E402
 
 HOST = "bench"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-
-
-def free_endpoint() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def wait(predicate, timeout: float = 20.0, interval: float = 0.002):
@@ -47,17 +41,8 @@ def wait(predicate, timeout: float = 20.0, interval: float = 0.002):
     raise TimeoutError("benchmark condition not reached")
 
 
-def toml_value(value) -> str:
-    return f'"{value}"' if isinstance(value, (str, Path)) else str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def write_config(path: Path, state_dir: Path, endpoint: str, executives: dict[str, dict], **raspy) -> None:
-    lines = ["[raspy]", f'hostname = "{HOST}"', f'state_dir = "{state_dir}"', f'broker = "{endpoint}"']
-    lines += [f"{key} = {toml_value(value)}" for key, value in raspy.items()]
-    for name, options in executives.items():
-        lines.append(f"\n[executives.{name}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in options.items()]
-    path.write_text("\n".join(lines) + "\n")
+    write_toml(path, {"hostname": HOST, "state_dir": str(state_dir), "broker": endpoint, **raspy}, executives)
 
 
 class Supervised:
