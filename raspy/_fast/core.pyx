@@ -12,7 +12,7 @@ libzmq is called through function pointers looked up in the libzmq that pyzmq
 already loaded (``dlsym`` on pyzmq's own extension), on the socket handle pyzmq
 gives out as ``Socket.underlying``: one libzmq in the process, no zmq.h and no
 link step. Rare messages (READY, HEARTBEAT, DISCONNECT, MMI, anything
-malformed) become ``list[bytes]`` and take the same paths as in the twin.
+malformed) become ``list[bytes]`` and are handled by the twin's own methods.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -31,6 +31,7 @@ from collections import deque
 import zmq
 
 from raspy import protocol as p
+from raspy._fast import pure
 from raspy._fast.pure import BATCH, mmi_answer, purge, send
 from raspy.droplog import DropLog
 
@@ -208,6 +209,15 @@ cdef class BrokerCore:
     """MDP routing between clients and workers on one ROUTER socket."""
 
     compiled = True
+    service_type = Service
+    worker_type = Worker
+    # READY, HEARTBEAT, DISCONNECT, malformed worker messages and losing a worker are rare:
+    # the twin's methods serve both cores
+    on_worker = pure.BrokerCore.on_worker
+    on_ready = pure.BrokerCore.on_ready
+    disconnect = pure.BrokerCore.disconnect
+    forget = pure.BrokerCore.forget
+    remove = pure.BrokerCore.remove
 
     cdef readonly object socket
     cdef void *zsock
@@ -353,7 +363,7 @@ cdef class BrokerCore:
             if n >= 6 and equals(&m[3], b"\x03", 1) and msg_size(&m[4]) and not msg_size(&m[5]):
                 self._on_reply(n)
             else:
-                self._on_other_worker(n)
+                self.on_worker(self._frames(0, n))
         else:
             self.drop("unknown header", self._frames(0, n))
         return 0
@@ -385,7 +395,7 @@ cdef class BrokerCore:
                 request.nbody = i + 1
         request.queued_at = monotonic()
         svc.requests.append(request)
-        self._dispatch(svc)
+        self.dispatch(svc)
         return 0
 
     def reply(self, bytes client, bytes service, list body) -> None:
@@ -422,77 +432,10 @@ cdef class BrokerCore:
         worker.request = None
         svc.idle.append(worker)
         if svc.requests:
-            self._dispatch(svc)
+            self.dispatch(svc)
         return 0
 
-    cdef int _on_other_worker(self, Py_ssize_t n) except -1:
-        frames = self._frames(0, n)
-        try:
-            command, rest = p.parse_worker(frames[1:])
-        except p.ProtocolError as exc:
-            self.drop(str(exc), frames)
-            return 0
-        identity = frames[0]
-        worker = self.workers.get(identity)
-        if worker is not None:
-            worker.expiry = monotonic() + self.heartbeat * self.liveness
-        if command == p.HEARTBEAT:
-            if worker is None:
-                self.disconnect(identity, "HEARTBEAT from unknown worker")
-        elif command == p.READY:
-            self.on_ready(identity, worker, rest[0])
-        elif command == p.DISCONNECT:
-            if worker is not None:
-                self.remove(worker)
-        else:  # REQUEST is the broker's to send (a well-formed REPLY took the fast path)
-            self.drop("REQUEST sent by a worker", [identity, command])
-        return 0
-
-    def on_ready(self, bytes identity, Worker worker, bytes service) -> None:
-        cdef Service svc
-        if worker is not None:
-            self.remove(worker)
-            self.disconnect(identity, "second READY")
-        elif service.startswith(p.MMI_PREFIX):
-            self.disconnect(identity, "READY for an mmi.* service")
-        else:
-            svc = self.services.get(service)
-            if svc is None:
-                svc = self.services[service] = Service(service)
-            worker = Worker(identity, svc, monotonic() + self.heartbeat * self.liveness)
-            self.workers[identity] = worker
-            svc.workers += 1
-            svc.idle.append(worker)
-            log.info("worker %s ready for %s", identity.hex(), service.decode(errors="replace"))
-            send(self.socket, [identity, *p.worker_message(p.HEARTBEAT)])  # heard at once: it knows it is connected
-            self._dispatch(svc)
-
-    def disconnect(self, bytes identity, str reason) -> None:
-        log.info("disconnecting worker %s: %s", identity.hex(), reason)
-        send(self.socket, [identity, *p.worker_message(p.DISCONNECT)])
-
-    def forget(self, Worker worker) -> None:
-        """Drop a worker from the tables (not from its service's idle list)."""
-        del self.workers[worker.identity]
-        worker.service.workers -= 1
-
-    def remove(self, Worker worker) -> None:
-        """Forget a worker; its request goes back to the head of the queue, once."""
-        cdef Service svc = worker.service
-        cdef Request request = worker.request
-        self.forget(worker)
-        if request is None:
-            svc.idle.remove(worker)
-        elif not request.requeued:
-            request.requeued = True
-            worker.request = None
-            svc.requests.appendleft(request)
-            log.warning("worker %s lost with a request for %s: requeued", worker.identity.hex(), svc.name)
-            self._dispatch(svc)
-        else:
-            log.warning("worker %s lost with a requeued request for %s: dropped", worker.identity.hex(), svc.name)
-
-    cdef int _dispatch(self, Service svc) except -1:
+    cpdef int dispatch(self, Service svc) except -1:
         """Hand queued requests of ``svc`` to its idle workers, oldest first."""
         cdef Worker worker
         cdef Request request

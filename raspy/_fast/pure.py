@@ -132,6 +132,8 @@ class BrokerCore:
     """MDP routing between clients and workers on one ROUTER socket."""
 
     compiled = False
+    service_type = Service
+    worker_type = Worker
 
     def __init__(
         self,
@@ -194,13 +196,8 @@ class BrokerCore:
         elif header == p.WORKER:
             if len(frames) >= 6 and frames[3] == p.REPLY and frames[4] and frames[5] == b"":
                 self.on_reply(frames[0], frames[4], frames[6:])  # the hot path: a well-formed REPLY
-                return
-            try:
-                command, rest = p.parse_worker(frames[1:])
-            except p.ProtocolError as exc:
-                self.drop(str(exc), frames)
-                return
-            self.on_worker(frames[0], command, rest)
+            else:
+                self.on_worker(frames)
         else:
             self.drop("unknown header", frames)
 
@@ -239,8 +236,17 @@ class BrokerCore:
         if worker.service.requests:
             self.dispatch(worker.service)
 
-    def on_worker(self, identity: bytes, command: bytes, rest: list[bytes]) -> None:
-        """Any worker command but a well-formed REPLY (:meth:`on_reply`), checked by ``parse_worker``."""
+    # The paths below are also the compiled core's (it takes these very methods): they are rare,
+    # and make services and workers of the core's own types and hand out work through its dispatch().
+
+    def on_worker(self, frames: list[bytes]) -> None:
+        """Any worker message but a well-formed REPLY (:meth:`on_reply`), checked by ``parse_worker``."""
+        try:
+            command, rest = p.parse_worker(frames[1:])
+        except p.ProtocolError as exc:
+            self.drop(str(exc), frames)
+            return
+        identity = frames[0]
         worker = self.workers.get(identity)
         if worker is not None:
             worker.expiry = time.monotonic() + self.heartbeat * self.liveness
@@ -264,8 +270,8 @@ class BrokerCore:
         else:
             svc = self.services.get(service)
             if svc is None:
-                svc = self.services[service] = Service(service)
-            worker = Worker(identity, svc, time.monotonic() + self.heartbeat * self.liveness)
+                svc = self.services[service] = self.service_type(service)
+            worker = self.worker_type(identity, svc, time.monotonic() + self.heartbeat * self.liveness)
             self.workers[identity] = worker
             svc.workers += 1
             svc.idle.append(worker)
@@ -291,6 +297,7 @@ class BrokerCore:
             svc.idle.remove(worker)
         elif not request.requeued:
             request.requeued = True
+            worker.request = None
             svc.requests.appendleft(request)
             log.warning("worker %s lost with a request for %s: requeued", worker.identity.hex(), svc.name)
             self.dispatch(svc)
