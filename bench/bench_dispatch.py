@@ -44,6 +44,7 @@ class Bench:
         self.worker.send_multipart(p.worker_message(p.READY, b"echo"))
         while self.core.drain() == 0:
             pass
+        assert p.parse_worker(self.worker.recv_multipart())[0] == p.HEARTBEAT  # the broker's welcome
 
     def round_trip(self, body: list[bytes]) -> list[bytes]:
         self.client.send_multipart(p.client_request(b"echo", body), copy=False)

@@ -45,6 +45,7 @@ class Forwarder:
                 self.socket.send_multipart([self.worker, b"", p.WORKER, p.REQUEST, frames[0], b"", *frames[4:]])
             elif frames[3] == p.READY:
                 self.worker = frames[0]
+                self.socket.send_multipart([self.worker, *p.worker_message(p.HEARTBEAT)])  # as the broker does
             else:
                 self.socket.send_multipart([frames[4], b"", p.CLIENT, b"echo", *frames[6:]])
 
