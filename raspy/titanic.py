@@ -10,8 +10,10 @@ sent again after a restart.
 
 Writes use group commit: a writer that finds no commit under way commits
 every write queued so far in one transaction (one fsync), and each waiting
-thread is woken once, when its own write is committed. With several ``titanic.request``
-workers, concurrent clients share fsyncs. See docs/titanic.md.
+thread is woken once, when its own write is committed. ``titanic.request`` is
+served on several connections by one thread, which stores the requests that
+arrived together in one write, so concurrent clients share fsyncs. See
+docs/titanic.md.
 """
 from __future__ import annotations
 
@@ -109,7 +111,7 @@ def split_uuid(key: str) -> tuple[int, int]:
 # -- storage --------------------------------------------------------------------
 
 class _Write:
-    """One write waiting for a group commit; ``wake`` is released once, by the thread that commits it."""
+    """One write waiting for a group commit; ``wake`` is released once: its write is done, or it leads next."""
 
     __slots__ = ("op", "result", "error", "lead", "wake")
 
