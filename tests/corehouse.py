@@ -7,9 +7,9 @@ from typing import Any, Callable
 
 from raspy import kv
 from raspy import protocol as p
-from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.client import MajorDomoClient
 from raspy.worker import MajorDomoWorker
-from support import free_endpoint, wait_for, write_config
+from support import broker_up, free_endpoint, live, wait_for, write_config
 
 HOST = "h"
 HEARTBEAT = 0.2
@@ -34,22 +34,11 @@ class CoreHouse:
             return client.call(service, command) if args is None else client.call(service, command, args)
 
     def live(self, service: str) -> bool:
-        with MajorDomoClient(self.broker, timeout=0.5, retries=1) as client:
-            try:
-                return client.send("mmi.service", [service.encode()]) == [b"200"]
-            except RequestTimeout:
-                return False
+        return live(self.broker, service)
 
     def start_broker(self) -> None:
         self.children.raspy("run", "broker", "--bind", self.broker, "--heartbeat", str(HEARTBEAT))
-        wait_for(self._answers, what="broker up")
-
-    def _answers(self) -> bool:
-        with MajorDomoClient(self.broker, timeout=0.5, retries=1) as client:
-            try:
-                return client.send("mmi.service", [b"nothing"]) == [b"404"]
-            except RequestTimeout:
-                return False
+        wait_for(lambda: broker_up(self.broker), what="broker up")
 
     def config(self, **core_options: Any) -> Path:
         """The house's configuration, with Core's options of this start."""

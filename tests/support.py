@@ -39,6 +39,27 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
 
 
+def ask(endpoint: str, service: str | bytes, *body: bytes, timeout: float = 0.5) -> list[bytes] | None:
+    """One request, one attempt: the reply frames, or ``None`` when nothing answered in ``timeout`` s."""
+    from raspy.client import MajorDomoClient, RequestTimeout
+
+    with MajorDomoClient(endpoint, timeout=timeout, retries=1) as client:
+        try:
+            return client.send(service, list(body))
+        except RequestTimeout:
+            return None
+
+
+def live(endpoint: str, service: str) -> bool:
+    """The broker at ``endpoint`` knows a worker for ``service`` (8/MMI)."""
+    return ask(endpoint, b"mmi.service", service.encode()) == [b"200"]
+
+
+def broker_up(endpoint: str) -> bool:
+    """A broker answers MMI at ``endpoint``."""
+    return ask(endpoint, b"mmi.service", b"nothing") == [b"404"]
+
+
 def toml_value(value: Any) -> str:
     """``value`` as TOML: str (or a path), int, float, bool, lists and dicts (inline tables) of those."""
     if isinstance(value, bool):

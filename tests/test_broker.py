@@ -15,9 +15,9 @@ import pytest
 import zmq
 
 from raspy import protocol as p
-from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.client import MajorDomoClient
 from raspy.worker import MajorDomoWorker
-from support import free_endpoint, wait_for
+from support import ask, broker_up, free_endpoint, live, wait_for
 
 HEARTBEAT = 0.2  # seconds; short so that expiry and purge tests are quick
 
@@ -49,7 +49,7 @@ class House:
     def start_broker(self, *extra: str):
         self.broker = self.children.raspy(
             "run", "broker", "--bind", self.endpoint, "--heartbeat", str(HEARTBEAT), *extra, env=self.env)
-        wait_for(lambda: self.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
+        wait_for(lambda: broker_up(self.endpoint), what="broker up")
         return self.broker
 
     def start_echo(self, service: str = "echo", delay: float = 0.0):
@@ -61,15 +61,10 @@ class House:
         return MajorDomoClient(self.endpoint, timeout=timeout, retries=retries)
 
     def ask(self, service: bytes, *body: bytes, timeout: float = 0.5) -> p.Frames | None:
-        """One attempt, ``None`` when nothing answered."""
-        with self.client(timeout=timeout, retries=1) as client:
-            try:
-                return client.send(service, list(body))
-            except RequestTimeout:
-                return None
+        return ask(self.endpoint, service, *body, timeout=timeout)
 
     def live(self, service: str) -> bool:
-        return self.ask(b"mmi.service", service.encode()) == [b"200"]
+        return live(self.endpoint, service)
 
     def workers(self) -> dict:
         return p.parse_reply(self.ask(b"mmi.workers"))[1]
@@ -150,7 +145,7 @@ def test_request_skips_a_killed_idle_worker_at_once(children, core_env):
     """With heartbeats of 2 s the dead worker would be listed for 6 s; the broker must not wait for that."""
     house = House(children, core_env)
     house.broker = house.children.raspy("run", "broker", "--bind", house.endpoint, "--heartbeat", "2", env=core_env)
-    wait_for(lambda: house.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
+    wait_for(lambda: broker_up(house.endpoint), what="broker up")
     first = house.children.raspy("run", "echo", "--broker", house.endpoint, "--heartbeat", "2", env=core_env)
     wait_for(lambda: house.workers().get("echo", {}).get("idle") == 1, what="first worker")
     house.children.raspy("run", "echo", "--broker", house.endpoint, "--heartbeat", "2", env=core_env)
@@ -201,7 +196,7 @@ def test_a_new_worker_knows_it_is_connected_without_waiting_a_heartbeat(children
     """``<svc>.mmi status`` reads ``connected``: it must not say 500 for a heartbeat after start."""
     house = House(children, core_env)
     house.children.raspy("run", "broker", "--bind", house.endpoint, "--heartbeat", "5", env=core_env)
-    wait_for(lambda: house.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
+    wait_for(lambda: broker_up(house.endpoint), what="broker up")
     worker = MajorDomoWorker(house.endpoint, "fresh", lambda frames: frames, heartbeat=5.0)
     runner = threading.Thread(target=worker.run)
     runner.start()

@@ -14,8 +14,8 @@ import urllib.request
 
 import pytest
 
-from raspy.client import MajorDomoClient, RequestTimeout
-from support import ROOT, free_endpoint, free_port, wait_for
+from raspy.client import MajorDomoClient
+from support import ROOT, free_endpoint, free_port, live, wait_for
 
 HOST = "pi"
 
@@ -64,18 +64,9 @@ mmi_interval = 0.2
 """)
     children.raspy("start", "--config", str(config), stdout=open(tmp_path / "house.log", "ab"),
                                 stderr=subprocess.STDOUT)
-    client = MajorDomoClient(broker, timeout=0.5, retries=1)
-
-    def live(service: str) -> bool:
-        try:
-            return client.send("mmi.service", [service.encode()]) == [b"200"]
-        except RequestTimeout:
-            return False
-
-    wait_for(lambda: all(live(s) for s in (f"{HOST}.fake.devices", f"{HOST}.core.scenario", "titanic.store")),
+    wait_for(lambda: all(live(broker, s) for s in (f"{HOST}.fake.devices", f"{HOST}.core.scenario", "titanic.store")),
              timeout=30, what="the house's services")
     yield {"config": config, "broker": broker, "kv": kv, "web": f"http://127.0.0.1:{web_port}"}
-    client.close()
     raspy("stop", "--config", str(config))
 
 

@@ -16,7 +16,7 @@ from raspy.client import MajorDomoClient, RequestTimeout
 from raspy.executive import load_kind
 from raspy.titanic import Journal, Titanic, TitanicClient, TitanicError
 from raspy.worker import MajorDomoWorker
-from support import free_endpoint, wait_for, write_config
+from support import ask, broker_up, free_endpoint, live, wait_for, write_config
 
 HEARTBEAT = 0.2
 
@@ -31,17 +31,13 @@ class House:
         self.titanic = None
         self.threads: list[tuple[MajorDomoWorker, threading.Thread]] = []
         children.raspy("run", "broker", "--bind", self.endpoint, "--heartbeat", str(HEARTBEAT))
-        wait_for(lambda: self.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
+        wait_for(lambda: broker_up(self.endpoint), what="broker up")
 
     def ask(self, service: bytes, *body: bytes, timeout: float = 0.5) -> p.Frames | None:
-        with MajorDomoClient(self.endpoint, timeout=timeout, retries=1) as client:
-            try:
-                return client.send(service, list(body))
-            except RequestTimeout:
-                return None
+        return ask(self.endpoint, service, *body, timeout=timeout)
 
     def live(self, service: str) -> bool:
-        return self.ask(b"mmi.service", service.encode()) == [b"200"]
+        return live(self.endpoint, service)
 
     def start_titanic(self, **options):
         config = write_config(self.db.with_name("raspy.toml"),

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from raspy import protocol as p
-from raspy.client import MajorDomoClient, RequestTimeout
+from raspy.client import MajorDomoClient
 from raspy.worker import MajorDomoWorkerPool
-from support import free_endpoint, wait_for
+from support import ask, broker_up, free_endpoint, wait_for
 
 HEARTBEAT = 0.2  # seconds, broker and pool alike
 
@@ -23,17 +23,10 @@ class Broker:
 
     def start(self) -> None:
         self.proc = self.children.raspy("run", "broker", "--bind", self.endpoint, "--heartbeat", str(HEARTBEAT))
-        wait_for(lambda: self.ask(b"mmi.service", b"nothing") == [b"404"], what="broker up")
-
-    def ask(self, service: bytes, *body: bytes) -> p.Frames | None:
-        with MajorDomoClient(self.endpoint, timeout=0.5, retries=1) as client:
-            try:
-                return client.send(service, list(body))
-            except RequestTimeout:
-                return None
+        wait_for(lambda: broker_up(self.endpoint), what="broker up")
 
     def workers(self, service: str) -> dict:
-        return p.parse_reply(self.ask(b"mmi.workers"))[1].get(service, {})
+        return p.parse_reply(ask(self.endpoint, b"mmi.workers"))[1].get(service, {})
 
 
 @pytest.fixture
