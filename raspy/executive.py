@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -160,8 +161,8 @@ class Executive:
     def _count(self, requests: list[Frames], replies: list[Frames]) -> None:
         failed = sum(bool(reply) and reply[0][:1] == b"5" for reply in replies)  # a 4xx is the caller's mistake
         self.slot.count(requests=len(requests), replies=len(replies), errors=failed,
-                        bytes_in=sum(len(f) for frames in requests for f in frames),
-                        bytes_out=sum(len(f) for reply in replies for f in reply))
+                        bytes_in=sum(map(len, chain.from_iterable(requests))),
+                        bytes_out=sum(map(len, chain.from_iterable(replies))))
 
     def tick(self, now: float) -> None:
         """Periodic work of the executive, called every :attr:`beat_interval`."""

@@ -140,11 +140,14 @@ class _Serving:
         """Seconds to wait for a request: until the next heartbeat is due, at most :attr:`stop_check`."""
         return max(0.0, min(min(link.next_beat for link in self._links) - time.monotonic(), self.stop_check))
 
+    def _beat(self, now: float) -> None:
+        for link in self._links:
+            link.beat_if_due(now)
+
     def _keep_alive(self) -> bool:
         """Beat where due and renew silent connections; true when connections were renewed."""
         now = time.monotonic()
-        for link in self._links:
-            link.beat_if_due(now)
+        self._beat(now)
         silent = [link for link in self._links if link.silent(now)]
         if not silent:
             return False
@@ -163,9 +166,7 @@ class _Serving:
         """Heartbeat thread: beats only when the handler, not the serving thread, has the time."""
         while not self._stop.wait(self.heartbeat / 2):
             with self._lock:
-                now = time.monotonic()
-                for link in self._links:
-                    link.beat_if_due(now)
+                self._beat(time.monotonic())
 
 
 class MajorDomoWorker(_Serving):
@@ -297,15 +298,9 @@ class MajorDomoWorkerPool(_Serving):
         ready = dict(self._poller.poll(self._timeout() * 1000))
         batch = []
         for link in self._links:
-            if link.sock not in ready:
-                continue
-            self._heard()
-            while True:
-                try:
-                    frames = link.sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                request = link.take(frames, self._drop)
+            if link.sock in ready:  # one message each: zmq_poll is level-triggered, the rest waits its turn
+                self._heard()
+                request = link.take(link.sock.recv_multipart(), self._drop)
                 if request is not None:
                     batch.append((link, request))
         if self._keep_alive():

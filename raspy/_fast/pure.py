@@ -32,24 +32,23 @@ _RCVMORE = int(zmq.RCVMORE)
 
 
 def send(socket: zmq.Socket, frames: list[bytes]) -> bool:
-    """Send without blocking on the ROUTER_MANDATORY socket; False when the peer is gone.
+    """Send ``[peer identity, frame, ...]`` without blocking on the ROUTER_MANDATORY socket; False if the peer is gone.
 
     A worker whose connection closed (``kill -9``) is known at once this way,
     rather than after its heartbeats expire. A peer whose queue is full is
-    treated the same: the broker never blocks on one slow peer. Only the first
-    frame can fail so: libzmq takes the rest of a message once it took the first.
+    treated the same: the broker never blocks on one slow peer. Only the
+    identity frame can fail so: libzmq takes the rest of a message once it took the first.
     """
     put = socket.send
     try:
-        put(frames[0], _MORE_NOBLOCK if len(frames) > 1 else _NOBLOCK)
+        put(frames[0], _MORE_NOBLOCK)
     except zmq.ZMQError as exc:
         if exc.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
             return False
         raise
     for frame in frames[1:-1]:
         put(frame, _MORE_NOBLOCK)
-    if len(frames) > 1:
-        put(frames[-1], _NOBLOCK)
+    put(frames[-1], _NOBLOCK)
     return True
 
 
