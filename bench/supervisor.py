@@ -97,7 +97,7 @@ def bench_kills(tmp: Path, kills: int) -> dict:
             old = house.states()["one"].pid
             killed = time.monotonic()
             os.kill(old, signal.SIGKILL)
-            wait(lambda: (s := house.states()["one"]).pid not in (0, old))
+            wait(lambda: house.states()["one"].pid not in (0, old))
             forked.append(time.monotonic() - killed)
             answers(endpoint, f"{HOST}.one.mmi")
             answered.append(time.monotonic() - killed)
@@ -170,8 +170,8 @@ def main() -> None:
         seven = bench_house(Path(tmp), {"broker": {}, **stand_ins}, "seven")
     ms = lambda seconds: f"{seconds * 1000:.0f} ms"  # noqa: E731
     p50 = statistics.median
-    print(f"| figure | RasPy | reference (same run) | ratio |")
-    print(f"|---|---|---|---|")
+    print("| figure | RasPy | reference (same run) | ratio |")
+    print("|---|---|---|---|")
     print(f"| kill -9 to new pid on the board, p50 / p90 ({args.kills} kills) | {ms(p50(kills['forked']))} / "
           f"{ms(percentile(kills['forked'], 0.9))} | | |")
     print(f"| kill -9 to answering again, p50 / p90 | {ms(p50(kills['answered']))} / "

@@ -94,27 +94,17 @@ def journal_rate(directory: Path, seconds: float) -> float:
         journal.close()
 
 
-def loop(endpoint: str, service: bytes, body: list[bytes], seconds: float, ok: bytes | None) -> int:
-    """Requests answered in ``seconds`` by one client (each reply checked)."""
+def loop(endpoint: str, service: bytes, body: list[bytes], seconds: float, ok: bytes | None, window: int = 1) -> int:
+    """Requests answered in ``seconds`` by one client keeping ``window`` in flight (each reply checked)."""
     with MajorDomoClient(endpoint, timeout=5, retries=1) as client:
         count, deadline = 0, time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            reply = client.send(service, body)
-            if ok is not None and reply[:1] != [ok]:
-                raise RuntimeError(f"unexpected reply {reply[:2]!r}")
-            count += 1
-        return count
-
-
-def pipelined(endpoint: str, seconds: float, window: int) -> int:
-    """Acknowledged ``titanic.request`` calls in ``seconds`` from one client keeping ``window`` in flight."""
-    body = [b"bench.absent", PAYLOAD]
-    with MajorDomoClient(endpoint, timeout=5, retries=1) as client:
-        count, deadline = 0, time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            replies = client.send_many(b"titanic.request", [body] * (4 * window), window=window)
-            if any(reply[:1] != [b"200"] for reply in replies):
-                raise RuntimeError("a titanic.request was not acknowledged")
+            if window == 1:
+                replies = [client.send(service, body)]
+            else:
+                replies = client.send_many(service, [body] * (4 * window), window=window)
+            if ok is not None and any(reply[:1] != [ok] for reply in replies):
+                raise RuntimeError(f"unexpected reply {next(r for r in replies if r[:1] != [ok])[:2]!r}")
             count += len(replies)
         return count
 
@@ -187,7 +177,8 @@ def main() -> int:
             storage = journal_rate(directory, args.seconds)
             echo = loop(endpoint, b"bench.echo", [PAYLOAD], args.seconds, None) / args.seconds
             one = titanic_rate(endpoint, 1, args.seconds)
-            window = pipelined(endpoint, args.seconds, args.window) / args.seconds
+            window = loop(endpoint, b"titanic.request", [b"bench.absent", PAYLOAD], args.seconds, b"200",
+                          args.window) / args.seconds
             many = titanic_rate(endpoint, args.clients, args.seconds)
             fsync = (fsync + raw_fsync_rate(directory, args.seconds)) / 2
             rounds.append((fsync, storage, echo, one, window, many))
