@@ -55,7 +55,7 @@ class BadReading(OneWireError):
 
 
 @dataclass
-class Counters:
+class SensorCounts:
     """Per sensor: readings asked for, extra tries, readings that failed after all tries."""
 
     reads: int = 0
@@ -98,7 +98,7 @@ class OneWireBus:
         self.retries = retries
         self.pause = pause
         self.sleep = sleep
-        self.counters: dict[str, Counters] = {}
+        self.counters: dict[str, SensorCounts] = {}
         self._trusted: set[str] = set()  # sensors that gave a good reading since they appeared
 
     def sensors(self) -> list[str]:
@@ -116,7 +116,7 @@ class OneWireBus:
         """Degrees Celsius of one sensor, or :class:`OneWireError` after ``retries`` extra tries."""
         if sensor_id not in self.sensors():
             raise UnknownSensor(f"no 1-Wire thermometer {sensor_id!r} in {self.devices_dir}")
-        counters = self.counters.setdefault(sensor_id, Counters())
+        counters = self.counters.setdefault(sensor_id, SensorCounts())
         counters.reads += 1
         for attempt in range(self.retries + 1):
             if attempt:
