@@ -326,15 +326,21 @@ def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name,
     assert result["bad"] == 0, result
 
 
-def test_create_replaces_a_block_left_by_a_killed_supervisor(name, children):
-    old = children.python("-c", textwrap.dedent("""
+def holding_a_board(children, name: str, slot: str):
+    """A process that created board ``name`` (two slots, the first ``slot``) and keeps it until killed."""
+    proc = children.python("-c", textwrap.dedent("""
         import sys
         from raspy.board import Board
-        board = Board.create(sys.argv[1], 2, ["old"])
+        board = Board.create(sys.argv[1], 2, [sys.argv[2]])
         print("ready", flush=True)
         sys.stdin.read()
-    """), name, stdin=-1, stdout=-1, text=True)
-    assert old.stdout.readline().strip() == "ready"
+    """), name, slot, stdin=-1, stdout=-1, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_create_replaces_a_block_left_by_a_killed_supervisor(name, children):
+    old = holding_a_board(children, name, "old")
     old.send_signal(signal.SIGKILL)
     old.wait(timeout=10)
     assert (SHM / name).exists()  # the killed supervisor left it
@@ -348,14 +354,7 @@ def test_create_replaces_a_block_left_by_a_killed_supervisor(name, children):
 
 
 def test_create_refuses_to_replace_the_block_of_a_running_supervisor(name, children):
-    running = children.python("-c", textwrap.dedent("""
-        import sys
-        from raspy.board import Board
-        board = Board.create(sys.argv[1], 2, ["first"])
-        print("ready", flush=True)
-        sys.stdin.read()
-    """), name, stdin=-1, stdout=-1, text=True)
-    assert running.stdout.readline().strip() == "ready"
+    running = holding_a_board(children, name, "first")
     with pytest.raises(BoardError, match=f"in use by the supervisor with pid {running.pid}"):
         Board.create(name, 2, ["second"])
     with Board.attach(name) as seen:

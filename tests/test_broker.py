@@ -240,6 +240,14 @@ def raw_worker(ctx, endpoint: str, service: bytes) -> zmq.Socket:
     return sock
 
 
+def raw_client(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A plain REQ socket speaking MDP client frames itself."""
+    sock = ctx.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(endpoint)
+    return sock
+
+
 def recv_non_heartbeat(sock: zmq.Socket, timeout_ms: int = 3000) -> list[bytes]:
     deadline = time.monotonic() + timeout_ms / 1000
     while sock.poll(max(0, (deadline - time.monotonic()) * 1000)):
@@ -253,9 +261,7 @@ def test_raw_req_client_and_raw_dealer_worker(house):
     ctx = zmq.Context.instance()
     worker = raw_worker(ctx, house.endpoint, b"raw")
     wait_for(lambda: house.live("raw"), what="raw worker")
-    client = ctx.socket(zmq.REQ)
-    client.linger = 0
-    client.connect(house.endpoint)
+    client = raw_client(ctx, house.endpoint)
     client.send_multipart([b"MDPC01", b"raw", b"ping", b"42"])
     request = recv_non_heartbeat(worker)
     assert request[:3] == [b"", b"MDPW01", b"\x02"] and request[4:] == [b"", b"ping", b"42"]
@@ -291,9 +297,7 @@ def test_reply_for_a_client_the_worker_does_not_serve_is_dropped(house):
     ctx = zmq.Context.instance()
     worker = raw_worker(ctx, house.endpoint, b"victim")
     wait_for(lambda: house.live("victim"), what="raw worker")
-    client = ctx.socket(zmq.REQ)
-    client.linger = 0
-    client.connect(house.endpoint)
+    client = raw_client(ctx, house.endpoint)
     client.send_multipart([b"MDPC01", b"victim", b"q"])
     address = recv_non_heartbeat(worker)[3]
     worker.send_multipart([b"", b"MDPW01", b"\x03", b"\x00forged", b"", b"spoof"])
