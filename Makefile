@@ -55,5 +55,5 @@ browser:
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks .coverage htmlcov
 	find raspy -name '*.so' -delete
-	find raspy/_fast -name '*.c' -delete
+	find raspy/mdp/_fast -name '*.c' -delete
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,6 +1,6 @@
 """Build and install RasPy.
 
-The broker's hot path lives in Cython modules under ``raspy/_fast``. They are
+The broker's hot path lives in Cython modules under ``raspy/mdp/_fast``. They are
 compiled when Cython and a C compiler are available; otherwise the package
 installs its pure-Python twin and says so, so a Pi without a toolchain still
 gets a working (slower) RasPy.
@@ -21,7 +21,7 @@ def fast_extensions() -> list:
     except ImportError:
         print("RasPy: Cython not found, installing the pure-Python twin", file=sys.stderr)
         return []
-    sources = sorted(str(p.relative_to(HERE)) for p in (HERE / "raspy" / "_fast").glob("*.pyx"))
+    sources = sorted(str(p.relative_to(HERE)) for p in (HERE / "raspy" / "mdp" / "_fast").glob("*.pyx"))
     include_dirs = []
     try:
         import zmq

@@ -16,8 +16,8 @@ import uuid
 import pytest
 import zmq
 
-from raspy.board import Board
-from raspy.protocol import pack, unpack
+from raspy.house.board import Board
+from raspy.mdp.protocol import pack, unpack
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import itertools
 import pytest
 import zmq
 
-from raspy import protocol as p
-from raspy._fast import pure
+from raspy.mdp import protocol as p
+from raspy.mdp._fast import pure
 
 CORES = {"pure": pure.BrokerCore}
 try:
-    from raspy._fast import core
+    from raspy.mdp._fast import core
     CORES["compiled"] = core.BrokerCore
 except ImportError:
     pass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from raspy import protocol as p
+from raspy.mdp import protocol as p
 
 ARGS = {"device": "kitchen.lamp", "state": True, "level": 70, "tags": ["a", "b"]}
 PACKED = p.pack(ARGS)

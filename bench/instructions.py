@@ -19,7 +19,7 @@ import tempfile
 
 import zmq
 
-from raspy import protocol as p
+from raspy.mdp import protocol as p
 
 MARK = "partial_vectorcall"  # drain() is called through functools.partial: collect inside it only
 

@@ -39,14 +39,14 @@ def free_endpoint() -> str:
 
 def frames_of(i: int, sequence: int, prefix: bytes) -> list[bytes]:
     """What ``KvPublisherClient.send`` builds, with the publisher's counter as sequence."""
-    from raspy import protocol
-    from raspy.kv import KVMsg
+    from raspy.mdp import protocol
+    from raspy.state.kv.message import KVMsg
     key = f"/bench/k{i % KEYS}"
     return KVMsg(key, sequence, prefix + sequence.to_bytes(8, "big"), {}, protocol.pack(i)).frames()
 
 
 def expected_map(updates: int) -> dict[str, bytes]:
-    from raspy import protocol
+    from raspy.mdp import protocol
     last = {f"/bench/k{i % KEYS}": protocol.pack(i) for i in range(updates)}
     last[DONE] = protocol.pack(updates)
     return last
@@ -56,7 +56,8 @@ def expected_map(updates: int) -> dict[str, bytes]:
 
 def run_proxy(collector: str, publisher: str) -> None:
     import zmq
-    from raspy.kv import HWM
+
+    from raspy.state.kv.message import HWM
     ctx = zmq.Context()
     pull, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, HWM)
@@ -70,7 +71,8 @@ def run_proxy(collector: str, publisher: str) -> None:
 
 def run_kv(endpoints: tuple[str, str, str], state: str, stop: mp.Event) -> None:
     import threading
-    from raspy.kv import KvServer
+
+    from raspy.state.kv.server import KvServer
     server = KvServer(*endpoints, state_path=state)
     threading.Thread(target=lambda: (stop.wait(), server.stop()), daemon=True).start()
     server.run()
@@ -80,7 +82,8 @@ def run_kv(endpoints: tuple[str, str, str], state: str, stop: mp.Event) -> None:
 
 def proxy_subscriber(publisher: str, updates: int, ready, results) -> None:
     import zmq
-    from raspy.kv import HWM
+
+    from raspy.state.kv.message import HWM
     sub = zmq.Context().socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, HWM)
     sub.subscribe(b"")
@@ -100,8 +103,8 @@ def proxy_subscriber(publisher: str, updates: int, ready, results) -> None:
 
 
 def kv_subscriber(snapshot: str, publisher: str, updates: int, ready, results) -> None:
-    from raspy import protocol
-    from raspy.kv import KvSubscriberClient
+    from raspy.mdp import protocol
+    from raspy.state.kv.client import KvSubscriberClient
     client = KvSubscriberClient("", snapshot, publisher).start()  # everything: gaps are visible
     client.wait_synced()
     ready.set()
@@ -118,8 +121,9 @@ def kv_subscriber(snapshot: str, publisher: str, updates: int, ready, results) -
 
 def publish(mode: str, collector: str, updates: int, readies: list, results) -> None:
     import zmq
-    from raspy import protocol
-    from raspy.kv import KvPublisherClient
+
+    from raspy.mdp import protocol
+    from raspy.state.kv.client import KvPublisherClient
     ctx = zmq.Context()
     if mode == "proxy":
         push = ctx.socket(zmq.PUSH)

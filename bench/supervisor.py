@@ -22,11 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from raspy.board import State, house_states  # noqa: E402
-from raspy.client import MajorDomoClient  # noqa: E402
-from raspy.config import default_document  # noqa: E402
 from support import free_endpoint  # noqa: E402
 from support import write_config as write_toml  # noqa: E402
+
+from raspy.house.board import State, house_states  # noqa: E402
+from raspy.house.config import default_document  # noqa: E402
+from raspy.mdp.client import MajorDomoClient  # noqa: E402
 
 HOST = "bench"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")

@@ -106,7 +106,7 @@ def cpu_seconds(pid: int) -> float:
 
 def compiled_core() -> bool:
     try:
-        import raspy._fast.core  # noqa: F401
+        import raspy.mdp._fast.core  # noqa: F401
     except ImportError:
         print("compiled core not built: measuring the twin and the proxy only", file=sys.stderr)
         return False
@@ -222,7 +222,7 @@ def raw_client(endpoint: str, service: bytes, mdp: bool, index: int, sc: Scenari
 
 def raspy_client(endpoint: str, service: bytes, mdp: bool, index: int, sc: Scenario, go, out) -> None:
     """The same load through RasPy's own client (send for one in flight, else send_many)."""
-    from raspy.client import MajorDomoClient, RequestTimeout
+    from raspy.mdp.client import MajorDomoClient, RequestTimeout
 
     payload = os.urandom(sc.size)
     bodies = [[struct.pack("!II", index, i), payload] for i in range(sc.requests)]
@@ -318,7 +318,7 @@ class Run:
                             if int(body[0]) == self.sc.workers:
                                 return
                         else:
-                            from raspy import protocol as p
+                            from raspy.mdp import protocol as p
                             status, info = p.parse_reply(body)
                             if info.get(self.service.decode(), {}).get("workers") == self.sc.workers:
                                 return

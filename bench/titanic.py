@@ -41,9 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from raspy.client import MajorDomoClient, RequestTimeout  # noqa: E402
-from raspy.titanic import Journal  # noqa: E402
 from support import write_config  # noqa: E402
+
+from raspy.mdp.client import MajorDomoClient, RequestTimeout  # noqa: E402
+from raspy.state.titanic.journal import Journal  # noqa: E402
 
 PAYLOAD = b"x" * 100
 

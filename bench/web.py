@@ -20,9 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from web_house import FakeHouse  # noqa: E402
+
 from raspy.web.app import make_app  # noqa: E402
 from raspy.web.server import serve  # noqa: E402
-from web_house import FakeHouse  # noqa: E402
 
 
 def measure(url: str, clients: int, rounds: int) -> list[float]:

@@ -9,14 +9,15 @@ import signal
 import sys
 from typing import Any, Callable
 
-from raspy import __version__, _fast, kvcli
-from raspy import protocol as p
-from raspy.broker import DEFAULT_ENDPOINT, Broker
-from raspy.board import BoardError
-from raspy.client import MajorDomoClient, RequestTimeout
-from raspy.config import Config, ConfigError, load_config
-from raspy.control import NotRunning, send_command, status_report, wait_gone
-from raspy.executive import load_kind
+from raspy import __version__, kvcli
+from raspy.house.board import BoardError
+from raspy.house.config import Config, ConfigError, load_config
+from raspy.house.control import NotRunning, send_command, status_report, wait_gone
+from raspy.house.executive import load_kind
+from raspy.mdp import _fast
+from raspy.mdp import protocol as p
+from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
+from raspy.mdp.client import MajorDomoClient, RequestTimeout
 
 log = logging.getLogger("raspy")
 
@@ -43,8 +44,8 @@ def run_broker(args: argparse.Namespace) -> int:
 
 
 def run_echo(args: argparse.Namespace) -> int:
-    from raspy.echo import Echo
-    from raspy.worker import MajorDomoWorker
+    from raspy.mdp.echo import Echo
+    from raspy.mdp.worker import MajorDomoWorker
 
     worker = MajorDomoWorker(args.broker, args.service, Echo(args.delay),
                              heartbeat=args.heartbeat, liveness=args.liveness)
@@ -89,7 +90,7 @@ def load_or_exit(path: str | None) -> Config:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from raspy.supervisor import Supervisor
+    from raspy.house.supervisor import Supervisor
 
     config = load_or_exit(args.config)
     try:

@@ -19,10 +19,10 @@ import sys
 import threading
 from typing import Any, Sequence
 
-from raspy import protocol
-from raspy.kv import (COLLECTOR_ENDPOINT, PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT, KvPublisherClient,
-                      KvSubscriberClient, fetch_snapshot)
-from raspy.protocol import ProtocolError
+from raspy.mdp import protocol
+from raspy.mdp.protocol import ProtocolError
+from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient, fetch_snapshot
+from raspy.state.kv.message import COLLECTOR_ENDPOINT, PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def endpoints_from_config(args: argparse.Namespace) -> None:
     """Fill the endpoints not given on the command line from the house's configuration."""
-    from raspy.config import load_config
+    from raspy.house.config import load_config
 
     config = load_config(args.config)
     for name in ("snapshot", "publisher", "collector"):

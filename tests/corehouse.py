@@ -5,11 +5,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from raspy import kv
-from raspy import protocol as p
-from raspy.client import MajorDomoClient
-from raspy.worker import MajorDomoWorker
 from support import broker_up, free_endpoint, live, wait_for, write_config
+
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient
+from raspy.mdp.worker import MajorDomoWorker
+from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
 
 HOST = "h"
 HEARTBEAT = 0.2
@@ -67,13 +68,13 @@ class CoreHouse:
     def core_log(self) -> str:
         return (self.tmp_path / "core.log").read_text()
 
-    def subscribe(self, subtree: str, callback: Callable | None = None) -> kv.KvSubscriberClient:
-        sub = kv.KvSubscriberClient(subtree, self.snapshot, self.publisher, callback).start()
+    def subscribe(self, subtree: str, callback: Callable | None = None) -> KvSubscriberClient:
+        sub = KvSubscriberClient(subtree, self.snapshot, self.publisher, callback).start()
         assert sub.wait_synced(5), "kv subscriber did not sync"
         return sub
 
-    def kv_publisher(self) -> kv.KvPublisherClient:
-        return kv.KvPublisherClient(self.collector)
+    def kv_publisher(self) -> KvPublisherClient:
+        return KvPublisherClient(self.collector)
 
     def worker(self, service: str, handler: Callable[[p.Frames], p.Frames]) -> MajorDomoWorker:
         """An in-test MDP worker serving ``service`` in a thread."""

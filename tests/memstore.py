@@ -4,11 +4,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from raspy.store import StoreError
+from raspy.automation.store import StoreError
 
 
 class MemoryStore:
-    """The :class:`raspy.store.Store` calls on a dict; ``down = True`` makes every call fail."""
+    """The :class:`raspy.automation.store.Store` calls on a dict; ``down = True`` makes every call fail."""
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], Any] = {}

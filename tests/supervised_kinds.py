@@ -6,7 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from raspy.executive import EchoServer, Executive
+from raspy.executives.echo import EchoServer
+from raspy.house.executive import Executive
 
 
 class Crash(Executive):

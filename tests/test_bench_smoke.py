@@ -7,13 +7,12 @@ import subprocess
 import sys
 
 import pytest
-
 from support import ROOT
 
 
 def compiled_available() -> bool:
     try:
-        import raspy._fast.core  # noqa: F401
+        import raspy.mdp._fast.core  # noqa: F401
     except ImportError:
         return False
     return True

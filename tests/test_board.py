@@ -17,8 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from raspy.board import (EXEC_OFFSET, HEADER_SIZE, NAME_SIZE, REASON_SIZE, SLOT_SIZE, Board, BoardBusy,
-                         BoardError, LastExit, State, board_name)
+from raspy.house.board import (
+    EXEC_OFFSET,
+    HEADER_SIZE,
+    NAME_SIZE,
+    REASON_SIZE,
+    SLOT_SIZE,
+    Board,
+    BoardBusy,
+    BoardError,
+    LastExit,
+    State,
+    board_name,
+)
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason="needs Linux /dev/shm")
@@ -69,7 +80,7 @@ def test_executive_in_another_process_writes_its_slot_and_the_supervisor_reads_i
     before = time.time()
     proc = run_python(children, """
         import sys
-        from raspy.board import Board
+        from raspy.house.board import Board
         board = Board.attach(sys.argv[1])
         slot = board.slot("kv")
         slot.beat()
@@ -109,7 +120,7 @@ def test_forked_executive_writes_through_the_inherited_mapping(board):
 def test_counters_carry_on_when_the_executive_is_restarted(board, name, children):
     code = """
         import sys
-        from raspy.board import Board
+        from raspy.house.board import Board
         Board.attach(sys.argv[1]).slot("broker").count(requests=5)
     """
     for _ in range(2):
@@ -139,7 +150,7 @@ def test_a_new_writer_after_a_dead_one_leaves_the_record_readable(board, name, c
     set_exec_seq(board, 0, 5)
     finish(run_python(children, """
         import sys
-        from raspy.board import Board
+        from raspy.house.board import Board
         Board.attach(sys.argv[1]).slot("broker").count(requests=1)
     """, name))
     assert board.slot("broker").read(timeout=0.05).requests == 8
@@ -239,7 +250,7 @@ def test_each_change_of_a_sequence_number_is_one_store(board, store_counter):
 
 
 class BusyWriterClock:
-    """Stands in for ``raspy.board.time``: whenever the reader sleeps, a live writer moves on.
+    """Stands in for ``raspy.house.board.time``: whenever the reader sleeps, a live writer moves on.
 
     The writer keeps the record mid-write (odd) but starts a new write, a later
     odd number, at every reader sleep of 50 ms, and completes one (even, with
@@ -266,9 +277,9 @@ class BusyWriterClock:
 
 def test_a_reader_waits_as_long_as_the_writer_makes_progress(board, monkeypatch):
     """``BoardBusy`` means a write stalled (the same odd number for the timeout), not a busy writer."""
-    import raspy.board
+    import raspy.house.board
     clock = BusyWriterClock(board, writes=20)  # 1 s of writes in a row, against a 0.1 s timeout
-    monkeypatch.setattr(raspy.board, "time", clock)
+    monkeypatch.setattr(raspy.house.board, "time", clock)
     assert board.slot("broker").read(timeout=0.1).requests == 99
     assert clock.left == 0  # the reader saw all 20 writes (1 s) through, never timing out
 
@@ -282,7 +293,7 @@ def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name,
     """
     writer = run_python(children, """
         import sys, time
-        from raspy.board import Board, State
+        from raspy.house.board import Board, State
         slot = Board.attach(sys.argv[1]).slot("broker")
         end = time.monotonic() + 30
         while time.monotonic() < end and slot.read().state != State.STOPPING:
@@ -292,7 +303,7 @@ def test_readers_never_see_a_torn_slot_while_both_writers_hammer_it(board, name,
     """, name)
     reader = run_python(children, """
         import json, sys, time
-        from raspy.board import Board
+        from raspy.house.board import Board
         slot = Board.attach(sys.argv[1]).slot("broker")
         reads = bad = 0
         requests, pids = set(), set()
@@ -330,7 +341,7 @@ def holding_a_board(children, name: str, slot: str):
     """A process that created board ``name`` (two slots, the first ``slot``) and keeps it until killed."""
     proc = children.python("-c", textwrap.dedent("""
         import sys
-        from raspy.board import Board
+        from raspy.house.board import Board
         board = Board.create(sys.argv[1], 2, [sys.argv[2]])
         print("ready", flush=True)
         sys.stdin.read()
@@ -378,7 +389,7 @@ def test_a_reader_process_exiting_leaves_the_block_and_prints_no_warning(board, 
     for close in ("board.close()", "pass"):  # closing or not, the reader must not unlink
         proc = run_python(children, f"""
             import sys
-            from raspy.board import Board
+            from raspy.house.board import Board
             board = Board.attach(sys.argv[1])
             print(board.slot("kv").read().name)
             {close}

@@ -13,18 +13,18 @@ import time
 
 import pytest
 import zmq
-
-from raspy import protocol as p
-from raspy.client import MajorDomoClient
-from raspy.worker import MajorDomoWorker
 from support import ask, broker_up, free_endpoint, live, wait_for
+
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient
+from raspy.mdp.worker import MajorDomoWorker
 
 HEARTBEAT = 0.2  # seconds; short so that expiry and purge tests are quick
 
 
 def compiled_available() -> bool:
     try:
-        import raspy._fast.core  # noqa: F401
+        import raspy.mdp._fast.core  # noqa: F401
     except ImportError:
         return False
     return True
@@ -367,9 +367,9 @@ def test_purge_survives_workers_dropped_while_it_runs(core_name, tmp_path):
     if core_name == "compiled" and not compiled_available():
         pytest.skip("compiled core not built (no Cython or compiler)")
     if core_name == "compiled":
-        from raspy._fast.core import BrokerCore
+        from raspy.mdp._fast.core import BrokerCore
     else:
-        from raspy._fast.pure import BrokerCore
+        from raspy.mdp._fast.pure import BrokerCore
     ctx = zmq.Context.instance()
     router = ctx.socket(zmq.ROUTER)
     router.router_mandatory = True

@@ -7,11 +7,11 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from memstore import MemoryStore
-from raspy import protocol as p
-from raspy.cron import Actions, CronManager, CronService, build_trigger, check_spec, event_key
 from support import wait_for
+
+from raspy.automation.cron import Actions, CronManager, CronService, build_trigger, check_spec, event_key
+from raspy.mdp import protocol as p
 
 
 class Recorder:

@@ -3,11 +3,20 @@ and the simulated sensors driven by a clock the test controls."""
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from raspy.devices import (
-    BaseDevice, DeviceError, DeviceRegister, MediaCamera, MediaTV, SensorDevice, SensorTemperature, SensorWind,
-    lookup, standard_register,
+    BaseDevice,
+    DeviceError,
+    DeviceRegister,
+    MediaCamera,
+    MediaTV,
+    SensorDevice,
+    SensorTemperature,
+    SensorWind,
+    lookup,
+    standard_register,
 )
 from raspy.devices.simulated import CyclicSensor, LinearSensor, Switch, simulated
 

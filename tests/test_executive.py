@@ -1,7 +1,7 @@
 """What an executive counts on its board slot for each request it serves."""
-from raspy import protocol as p
-from raspy.executive import Server, Settings
-from raspy.service import Service, not_found
+from raspy.house.executive import Server, Settings
+from raspy.mdp import protocol as p
+from raspy.mdp.service import Service, not_found
 
 
 class Lookup(Service):

@@ -1,9 +1,9 @@
 """FakeDevices through request and reply frames, with a clock the test drives."""
 import pytest
 
-from raspy import protocol
 from raspy.devices import DeviceError
-from raspy.servers.fake import FakeDevices
+from raspy.executives.fake import FakeDevices
+from raspy.mdp import protocol
 
 AQUARIUM = {"name": "aquarium", "kind": "cyclic", "cycle": 86400, "min": 24, "max": 27, "unit": "C", "poll": 10}
 PUMP = {"name": "pump", "kind": "switch"}

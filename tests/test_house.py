@@ -13,9 +13,9 @@ import sys
 import urllib.request
 
 import pytest
-
-from raspy.client import MajorDomoClient
 from support import ROOT, free_endpoint, free_port, live, wait_for
+
+from raspy.mdp.client import MajorDomoClient
 
 HOST = "pi"
 

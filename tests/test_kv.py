@@ -13,13 +13,16 @@ import time
 
 import pytest
 import zmq
-from hypothesis import given, settings, strategies as st
-
-from raspy import protocol
-from raspy.kv import (EPOCH_SHIFT, HUGZ, KTHXBAI, KvPublisherClient, KvServer, KvSubscriberClient, KVMsg,
-                      StateFile, check_kvset, fetch_snapshot, join_key, parse_icanhaz)
-from raspy.protocol import ProtocolError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import ROOT, free_endpoint, wait_for, write_config
+
+from raspy.mdp import protocol
+from raspy.mdp.protocol import ProtocolError
+from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient, fetch_snapshot
+from raspy.state.kv.message import EPOCH_SHIFT, HUGZ, KTHXBAI, KVMsg, check_kvset, join_key, parse_icanhaz
+from raspy.state.kv.server import KvServer
+from raspy.state.kv.statefile import StateFile
 
 SEQ = (1).to_bytes(8, "big")
 UUID = bytes(range(16))

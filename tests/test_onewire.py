@@ -1,9 +1,9 @@
 """1-Wire thermometers against a fake sysfs tree: the reading rules, retries, and the service's statuses."""
 import pytest
-
 from fake_w1 import ZERO_SCRATCHPAD, FakeW1Tree, w1_slave
-from raspy import protocol
-from raspy.servers.onewire import OneWireBus, OneWireDevices, OneWireError, UnknownSensor, parse_w1_slave
+
+from raspy.executives.onewire import OneWireBus, OneWireDevices, OneWireError, UnknownSensor, parse_w1_slave
+from raspy.mdp import protocol
 
 SENSOR = "28-000005e2fdc3"
 OTHER = "28-0000061c7a4b"

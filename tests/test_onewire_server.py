@@ -4,14 +4,15 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from fake_w1 import FakeW1Tree, w1_slave
-from raspy import protocol as p
-from raspy.client import MajorDomoClient, RequestTimeout
-from raspy.executive import Settings
-from raspy.kv import KvServer, KvSubscriberClient
-from raspy.servers.onewire import OneWire
 from support import free_endpoint, wait_for
+
+from raspy.executives.onewire import OneWire
+from raspy.house.executive import Settings
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.state.kv.client import KvSubscriberClient
+from raspy.state.kv.server import KvServer
 
 SENSOR = "28-000005e2fdc3"
 

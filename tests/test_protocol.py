@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raspy import protocol as p
+from raspy.mdp import protocol as p
 
 frames_st = st.lists(st.binary(max_size=12) | st.sampled_from([b"", p.CLIENT, p.WORKER, b"\x01", b"\x02", b"\x03", b"200", b"get"]), max_size=8)
 

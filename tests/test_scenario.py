@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from memstore import MemoryStore
-from raspy import protocol as p
-from raspy.scenario import Api, ScenarioManager, ScenarioService, ScenariosService, check_entries, state_key
-from raspy.scenarios.thermostat import decide
-from raspy.store import StoreError
 from support import wait_for
+
+from raspy.automation.scenario import Api, ScenarioManager, ScenarioService, ScenariosService, check_entries, state_key
+from raspy.automation.store import StoreError
+from raspy.mdp import protocol as p
+from raspy.scenarios.thermostat import decide
 
 FILES = {
     "hello.py": "def run(ctx):\n    ctx.publish('/test/hello', ctx.entry)\n    return 'hi'\n",
@@ -269,7 +269,8 @@ def house(children, tmp_path):
 def test_thermostat_follows_a_temperature_cycle(house):
     """A cyclic sensor from 17 to 23 degrees, marks 18 and 22: on below 18, off above 22, else unchanged."""
     from corehouse import HOST
-    from raspy.servers.fake import FakeDevices
+
+    from raspy.executives.fake import FakeDevices
 
     devices = FakeDevices([{"name": "heater", "kind": "switch"},
                            {"name": "temperature", "kind": "cyclic", "min": 17, "max": 23, "cycle": 100}])

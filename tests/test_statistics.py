@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from raspy import protocol
-from raspy.board import Board
-from raspy.statistics import (SNMPCounter, SNMPFloat, SNMPString, Statistics, StatisticsService)
+from raspy.house.board import Board
+from raspy.house.statistics import SNMPCounter, SNMPFloat, SNMPString, Statistics, StatisticsService
+from raspy.mdp import protocol
 
 DEFAULT_OIDS = [f"broker.snmp.{key}" for key in ("bytes_in", "bytes_out", "errors", "replies", "requests")]
 

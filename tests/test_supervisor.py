@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from raspy import protocol as p
-from raspy.board import State, board_name, house_states
-from raspy.client import MajorDomoClient, RequestTimeout
-from raspy.config import ConfigError, load_config
-from raspy.control import alive
-from raspy.supervisor import CappedLog
-from raspy import systemd
 from support import ROOT, free_endpoint, wait_for
+
+from raspy.house import systemd
+from raspy.house.board import State, board_name, house_states
+from raspy.house.config import ConfigError, load_config
+from raspy.house.control import alive
+from raspy.house.logs import CappedLog
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient, RequestTimeout
 
 HOST = "t"
 ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}

@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 import tomllib
 
-from raspy.config import load_config
 from support import write_config
+
+from raspy.house.config import load_config
 
 
 def test_written_configuration_reads_back_the_same(tmp_path):

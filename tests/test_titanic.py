@@ -10,13 +10,15 @@ import threading
 import time
 
 import pytest
-
-from raspy import protocol as p
-from raspy.client import MajorDomoClient, RequestTimeout
-from raspy.executive import load_kind
-from raspy.titanic import Journal, Titanic, TitanicClient, TitanicError
-from raspy.worker import MajorDomoWorker
 from support import ask, broker_up, free_endpoint, live, wait_for, write_config
+
+from raspy.executives.titanic import Titanic
+from raspy.house.executive import load_kind
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.worker import MajorDomoWorker
+from raspy.state.titanic.client import TitanicClient, TitanicError
+from raspy.state.titanic.journal import Journal
 
 HEARTBEAT = 0.2
 

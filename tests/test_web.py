@@ -14,20 +14,25 @@ from concurrent.futures import ThreadPoolExecutor
 from wsgiref.util import setup_testing_defaults
 
 import pytest
+from support import free_endpoint, free_port, wait_for, write_config
+from web_house import TOKEN as HOUSE_TOKEN
+from web_house import (
+    FakeHouse,
+    executive,
+    kv_answers,
+    running_house,  # noqa: F401 (fixture)
+)
 
-from raspy import protocol as p
-from raspy.board import Board, LastExit, State
-from raspy.executive import Settings, load_kind
-from raspy.kv import KvPublisherClient
+from raspy.executives.web import Web
+from raspy.house.board import Board, LastExit, State
+from raspy.house.executive import Settings, load_kind
+from raspy.mdp import protocol as p
+from raspy.state.kv.client import KvPublisherClient
 from raspy.web.app import Unavailable, make_app, sparkline
 from raspy.web.host import host_health
 from raspy.web.house import House, MmiCache
 from raspy.web.readings import DeviceReadings, EventLog
-from raspy.web.server import Web, serve
-from support import free_endpoint, free_port, wait_for, write_config
-from web_house import TOKEN as HOUSE_TOKEN
-from web_house import FakeHouse, executive, kv_answers
-from web_house import running_house  # noqa: F401 (fixture)
+from raspy.web.server import serve
 
 TOKEN = "correct horse"
 

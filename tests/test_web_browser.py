@@ -6,10 +6,10 @@ import subprocess
 import time
 
 import pytest
-
-from raspy import protocol as p
 from support import wait_for
 from web_house import running_house  # noqa: F401 (fixture)
+
+from raspy.mdp import protocol as p
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

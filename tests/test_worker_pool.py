@@ -6,11 +6,11 @@ import threading
 import time
 
 import pytest
-
-from raspy import protocol as p
-from raspy.client import MajorDomoClient
-from raspy.worker import MajorDomoWorkerPool
 from support import ask, broker_up, free_endpoint, wait_for
+
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient
+from raspy.mdp.worker import MajorDomoWorkerPool
 
 HEARTBEAT = 0.2  # seconds, broker and pool alike
 

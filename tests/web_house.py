@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from raspy.board import State, house_states
-from raspy.kv import KvPublisherClient, fetch_snapshot
-from raspy.web.app import Unavailable
 from support import free_endpoint, free_port, wait_for, write_config
+
+from raspy.house.board import State, house_states
+from raspy.state.kv.client import KvPublisherClient, fetch_snapshot
+from raspy.web.app import Unavailable
 
 TOKEN = "correct horse battery"
 NAMES = ("broker", "one", "web")

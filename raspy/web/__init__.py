@@ -2,5 +2,5 @@
 
 - :mod:`raspy.web.app`: the Bottle app over injected data sources (no sockets);
 - :mod:`raspy.web.house`: the real sources (board, broker MMI, key/value map);
-- :mod:`raspy.web.server`: the threaded server and the ``web`` executive.
+- :mod:`raspy.web.server`: the threaded WSGI server (the ``web`` executive is :mod:`raspy.executives.web`).
 """

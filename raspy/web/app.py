@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import bottle
 
-from raspy.control import duration as compact_duration
+from raspy.house.control import duration as compact_duration
 from raspy.web import metrics
 
 log = logging.getLogger(__name__)

@@ -6,22 +6,20 @@ background thread whose last answer is served (with its age) to every request.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from raspy import protocol as p
-from raspy.board import Board, BoardError, SlotState, State
-from raspy.client import MajorDomoClient, RequestTimeout
-from raspy.control import NotRunning, send_command
-from raspy.kv import PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT, KvSubscriberClient
+from raspy.house.board import Board, BoardError, SlotState, State
+from raspy.house.control import NotRunning, send_command
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.state.kv.client import KvSubscriberClient
+from raspy.state.kv.message import PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT
 from raspy.web.app import Unavailable
 from raspy.web.host import host_health
 from raspy.web.readings import DEVICE_PREFIX, EVENT_PREFIX, DeviceReadings, EventLog
-
-log = logging.getLogger(__name__)
 
 
 def executive_view(state: SlotState, now_mono: float, stale_after: float) -> dict[str, Any]:

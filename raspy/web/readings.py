@@ -1,6 +1,6 @@
 """What the key/value map says about devices and events, kept in memory for the page.
 
-Both classes are fed by a :class:`raspy.kv.KvSubscriberClient` callback
+Both classes are fed by a :class:`raspy.state.kv.client.KvSubscriberClient` callback
 (``key, body_or_None, properties``) and read by web requests from other
 threads, so each keeps its own lock. Memory is bounded: a fixed number of
 recent values per device (for the sparklines), of devices, and of events.
@@ -14,8 +14,8 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from raspy import protocol as p
 from raspy.droplog import DropLog
+from raspy.mdp import protocol as p
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Cron jobs and scenarios, and the durable store that keeps their settings."""

@@ -1,0 +1,595 @@
+"""Scenarios: Python from files the owner put on the Pi, run by Core in their own threads.
+
+A scenario has a name, ``conf`` (``active``, ``startup``, ``timeout``, ``file``,
+``params``), ``entries`` (key/value keys it watches, each with a condition) and
+code: a file defining ``run(ctx)``. A ``startup`` scenario runs in the
+background from Core's start (a loop that checks ``ctx.stop_event``); the others
+run when an entry's condition becomes true, from cron, or on request.
+
+A failing scenario (exception, timeout) is logged and counted and never takes
+Core down. A thread cannot be killed: one that ignores its stop event past its
+timeout is abandoned (a daemon thread), counted and reported.
+
+Code never comes over the network unless the configuration says
+``allow_remote_code = true``. See docs/core.md.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import operator
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from raspy.automation.store import Store, StoreError, stored
+from raspy.mdp import protocol as p
+from raspy.mdp.service import Service, ServiceError, bad_request, not_found
+
+log = logging.getLogger(__name__)
+
+#: Scenario files shipped with RasPy (examples), looked up after the owner's directory.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+#: Seconds a triggered scenario may run before it is asked to stop.
+DEFAULT_TIMEOUT = 60.0
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+}
+TRIGGERS = ("change", "event")
+CONF_DEFAULTS: dict[str, Any] = {"active": True, "startup": False, "timeout": None, "file": None, "params": {}}
+#: Store sections and keys, as the 2015 manual names them.
+MAIN_SECTION, KEYS = "scenario.main", "keys"
+
+_NAME = re.compile(r"[A-Za-z0-9_\-]+\Z")
+_FILE = re.compile(r"[A-Za-z0-9_\-]+\.py\Z")
+_MISSING = object()
+
+
+def state_key(name: str) -> str:
+    """Key/value key where a scenario's state is published."""
+    return f"/scenario/{name}"
+
+
+def section(name: str) -> str:
+    return f"scenario.{name}"
+
+
+# -- checking tables -------------------------------------------------------------------
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name == "main":
+        raise ValueError("scenario name: letters, digits, '_' and '-' only (and not 'main')")
+    return name
+
+
+def check_conf(conf: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``conf`` laid over ``base`` (or the defaults), checked; a bad one raises ValueError."""
+    if not isinstance(conf, dict):
+        raise ValueError("conf is a table")
+    unknown = set(conf) - set(CONF_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown conf fields {sorted(unknown)}; known: {sorted(CONF_DEFAULTS)}")
+    out = {**CONF_DEFAULTS, **(base or {}), **conf}
+    for flag in ("active", "startup"):
+        if not isinstance(out[flag], bool):
+            raise ValueError(f"{flag} is true or false")
+    timeout = out["timeout"]
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ValueError("timeout is a positive number of seconds, or none")
+    if out["file"] is not None and (not isinstance(out["file"], str) or not _FILE.match(out["file"])):
+        raise ValueError("file is a bare file name ending in .py (no directories)")
+    if not isinstance(out["params"], dict):
+        raise ValueError("params is a table")
+    return out
+
+
+def check_entries(entries: Any) -> dict[str, dict[str, Any]]:
+    """Entries ``{key: {"op": ..., "value": ...}}``, checked."""
+    if not isinstance(entries, dict):
+        raise ValueError("entries is a table of key -> condition")
+    for key, cond in entries.items():
+        if not isinstance(key, str) or not key.startswith("/"):
+            raise ValueError(f"entry key {key!r} is a key/value key starting with '/'")
+        if not isinstance(cond, dict) or cond.get("op") not in (*COMPARISONS, *TRIGGERS):
+            raise ValueError(f"entry {key}: condition is {{op: one of {[*COMPARISONS, *TRIGGERS]}, value?}}")
+        if cond["op"] in COMPARISONS and "value" not in cond:
+            raise ValueError(f"entry {key}: a comparison needs a value")
+        if set(cond) - {"op", "value"}:
+            raise ValueError(f"entry {key}: a condition has only op and value")
+    return dict(entries)
+
+
+def holds(cond: dict[str, Any], value: Any) -> bool:
+    """Whether a comparison holds for ``value`` (a reading table counts by its ``value``)."""
+    if isinstance(value, dict) and "value" in value:
+        value = value["value"]
+    try:
+        return value is not None and bool(COMPARISONS[cond["op"]](value, cond["value"]))
+    except TypeError:  # comparing unlike types: the condition does not hold
+        return False
+
+
+class Forbidden(Exception):
+    """Code sent over the network while the configuration does not allow it (status 403)."""
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+@dataclass
+class Api:
+    """What scenario code may do, injected by Core (and by tests)."""
+
+    publish: Callable[[str, Any], None]
+    request: Callable[[str, str, Any], tuple[int, Any]]
+    get: Callable[[str], Any]
+
+
+class Context:
+    """What ``run(ctx)`` gets: the entry that fired it, the Api, a logger and its stop event."""
+
+    def __init__(self, scenario: "Scenario", api: Api, entry: dict[str, Any] | None) -> None:
+        self.name = scenario.name
+        self.entry = entry
+        self.params = dict(scenario.conf["params"])
+        self.publish = api.publish
+        self.request = api.request
+        self.get = api.get
+        self.log = logging.getLogger(f"raspy.scenario.{scenario.name}")
+        self.stop_event = scenario.stop_event
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when the scenario is asked to stop."""
+        return self.stop_event.wait(seconds)
+
+
+@dataclass
+class Scenario:
+    """One scenario: its definition, and the state of its runs."""
+
+    name: str
+    conf: dict[str, Any]
+    entries: dict[str, dict[str, Any]]
+    source: str = "runtime"  # or "config"
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    busy: bool = False  # from start until run(ctx) returns; stays true for an abandoned thread
+    deadline: float | None = None
+    runs: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    abandoned: bool = False
+    last_run: float | None = None
+    last_result: dict[str, Any] | None = None
+    seen: dict[str, Any] = field(default_factory=dict)  # key -> last value, or whether a comparison held
+
+    @property
+    def running(self) -> bool:
+        return self.busy
+
+    @property
+    def file(self) -> str:
+        return self.conf["file"] or f"{self.name}.py"
+
+    def satisfied(self, get: Callable[[str], Any]) -> bool:
+        """Whether every comparison entry holds now (change/event entries are triggers only)."""
+        return all(holds(cond, get(key)) for key, cond in self.entries.items() if cond["op"] in COMPARISONS)
+
+    def fire(self, get: Callable[[str], Any]) -> bool:
+        """Whether the scenario must run now: active, entries satisfied, not already running."""
+        return self.conf["active"] and not self.running and self.satisfied(get)
+
+    def triggered(self, key: str, value: Any) -> bool:
+        """Whether an update of ``key`` makes its entry's condition become true."""
+        cond = self.entries[key]
+        if cond["op"] in COMPARISONS:
+            now = holds(cond, value)
+            was = self.seen.get(key, False)
+            self.seen[key] = now
+            return now and not was
+        before = self.seen.get(key, _MISSING)
+        self.seen[key] = value
+        return cond["op"] == "event" or (before is not _MISSING and before != value)
+
+    def definition(self) -> dict[str, Any]:
+        return {"name": self.name, "conf": dict(self.conf), "entries": dict(self.entries)}
+
+    def state(self) -> dict[str, Any]:
+        return {"running": self.running, "active": self.conf["active"], "last_run": self.last_run,
+                "last_result": self.last_result, "runs": self.runs, "failures": self.failures,
+                "timeouts": self.timeouts, "abandoned": self.abandoned}
+
+
+def split_table(table: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None, str | None]:
+    """``(name, conf, entries, code)`` of a flat table ``{name, entries?, code?, <conf fields>}``."""
+    if not isinstance(table, dict):
+        raise ValueError("a scenario is a table {name, entries?, code?, active?, startup?, timeout?, file?, params?}")
+    rest = dict(table)
+    name = check_name(rest.pop("name", None))
+    entries = rest.pop("entries", None)
+    code = rest.pop("code", None)
+    if code is not None and not isinstance(code, str):
+        raise ValueError("code is the text of a Python file")
+    return name, rest, entries, code
+
+
+class ScenarioManager:
+    """The scenarios of one Core: definitions, files, runs, triggers, storage."""
+
+    def __init__(self, api: Api, store: Store | None = None, scenarios_dir: Path | None = None,
+                 allow_remote_code: bool = False, default_timeout: float = DEFAULT_TIMEOUT,
+                 stop_grace: float = 2.0) -> None:
+        self.api = api
+        self.store = store
+        self.scenarios_dir = scenarios_dir
+        self.allow_remote_code = allow_remote_code
+        self.default_timeout = default_timeout
+        self.stop_grace = stop_grace
+        self.scenarios: dict[str, Scenario] = {}
+        self.abandoned: list[str] = []
+        #: False until the store was read: writing the list of names before would drop stored ones
+        self.loaded = store is None
+        self._lock = threading.RLock()
+
+    # -- files ---------------------------------------------------------------------------
+
+    def path_of(self, scenario: Scenario) -> Path:
+        """The scenario's file: the owner's directory first, then the shipped examples."""
+        for folder in (self.scenarios_dir, SHIPPED_DIR):
+            if folder is not None and (folder / scenario.file).is_file():
+                return folder / scenario.file
+        raise FileNotFoundError(f"no scenario file {scenario.file} in {self.scenarios_dir} or {SHIPPED_DIR}")
+
+    def _write_code(self, file: str, code: str) -> None:
+        """Write remote code (only when allowed) to the owner's directory: write, fsync, rename."""
+        if self.scenarios_dir is None:
+            raise ValueError("no scenarios directory to write code to")
+        self.scenarios_dir.mkdir(parents=True, exist_ok=True)
+        target = self.scenarios_dir / file
+        tmp = target.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            out.write(code)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+
+    def _check_code(self, code: str | None, file: str) -> None:
+        if code is None:
+            return
+        if not self.allow_remote_code:
+            raise Forbidden("adding code over the network is off: the owner puts scenario "
+                                            "files on the Pi, or sets allow_remote_code = true")
+        try:
+            compile(code, file, "exec")
+        except SyntaxError as exc:
+            raise ValueError(f"code does not compile: {exc}") from None
+
+    # -- definitions -------------------------------------------------------------------------
+
+    def all(self) -> list[Scenario]:
+        """Every scenario, by name (a copy: the service threads must not see the dict change)."""
+        with self._lock:
+            return [scenario for _, scenario in sorted(self.scenarios.items())]
+
+    def get(self, name: Any) -> Scenario:
+        scenario = self.scenarios.get(name) if isinstance(name, str) else None
+        if scenario is None:
+            raise KeyError(f"no scenario {name!r}")
+        return scenario
+
+    def add(self, table: Any, source: str = "runtime", persist: bool = True) -> Scenario:
+        """Add a scenario from a flat table; its file must exist unless code comes with it."""
+        name, conf, entries, code = split_table(table)
+        with self._lock:
+            if name in self.scenarios:
+                raise ValueError(f"scenario {name!r} exists; update or delete it")
+            scenario = Scenario(name, check_conf(conf), check_entries(entries or {}), source)
+            self._check_code(code, scenario.file)
+            if code is None:
+                self.path_of(scenario)
+            if persist:
+                self._save(scenario, with_keys=[*self.scenarios, name])
+            if code is not None:
+                self._write_code(scenario.file, code)
+            self.scenarios[name] = scenario
+            self._publish(scenario)
+            log.info("scenario %s added (%s)", name, source)
+            return scenario
+
+    def update(self, table: Any) -> Scenario:
+        """Change conf fields, entries or (if allowed) code of a scenario; the rest stays."""
+        name, conf, entries, code = split_table(table)
+        with self._lock:
+            scenario = self.get(name)
+            new_conf = check_conf(conf, scenario.conf)
+            new_entries = scenario.entries if entries is None else check_entries(entries)
+            candidate = Scenario(name, new_conf, new_entries)
+            self._check_code(code, candidate.file)
+            if code is None:
+                self.path_of(candidate)
+            self._save(candidate)
+            if code is not None:
+                self._write_code(candidate.file, code)
+            return self._apply(scenario, new_conf, new_entries)
+
+    def _apply(self, scenario: Scenario, conf: dict[str, Any], entries: dict[str, dict[str, Any]]) -> Scenario:
+        was_active = scenario.conf["active"]
+        if entries != scenario.entries:
+            scenario.seen.clear()
+        scenario.conf, scenario.entries, scenario.source = conf, entries, "runtime"
+        if was_active and not conf["active"]:
+            scenario.stop_event.set()
+        elif conf["active"] and not was_active and conf["startup"] and scenario.fire(self.api.get):
+            self.start(scenario, None)
+        self._publish(scenario)
+        return scenario
+
+    def set_active(self, name: str, active: bool) -> Scenario:
+        """Enable or disable; disabling stops a running scenario, enabling starts a startup one."""
+        with self._lock:
+            scenario = self.get(name)
+            conf = {**scenario.conf, "active": active}
+            self._save(Scenario(name, conf, scenario.entries))
+            return self._apply(scenario, conf, scenario.entries)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            scenario = self.get(name)
+            if self.store is not None:
+                self._check_loaded()
+                self.store.set(MAIN_SECTION, KEYS, sorted(set(self.scenarios) - {name}))
+                for key in ("conf", "entries"):
+                    self.store.delete(section(name), key)
+            scenario.stop_event.set()
+            del self.scenarios[name]
+
+    def load_config(self, tables: list[Any]) -> None:
+        """Scenarios of the configuration file; a bad one stops start-up with its reason."""
+        for index, table in enumerate(tables):
+            try:
+                if isinstance(table, dict) and "code" in table:
+                    raise ValueError("a configured scenario names its file; code belongs in that file")
+                self.add(table, source="config", persist=False)
+            except (ValueError, FileNotFoundError) as exc:
+                raise ValueError(f"scenarios[{index}]: {exc}") from None
+
+    # -- the store --------------------------------------------------------------------------
+
+    def _save(self, scenario: Scenario, with_keys: list[str] | None = None) -> None:
+        if self.store is None:
+            return
+        self.store.set(section(scenario.name), "conf", scenario.conf)
+        self.store.set(section(scenario.name), "entries", scenario.entries)
+        if with_keys is not None:
+            self._check_loaded()
+            self.store.set(MAIN_SECTION, KEYS, sorted(with_keys))
+
+    def _check_loaded(self) -> None:
+        if not self.loaded:
+            raise StoreError("scenarios not loaded from the store yet (is Titanic running?); try again")
+
+    def store_all(self) -> int:
+        """Write every scenario's conf and entries, and the list of names."""
+        with self._lock:
+            self._check_loaded()
+            for scenario in self.scenarios.values():
+                self._save(scenario)
+            if self.store is not None:
+                self.store.set(MAIN_SECTION, KEYS, sorted(self.scenarios))
+            return len(self.scenarios)
+
+    def load_store(self) -> int:
+        """Stored conf and entries override the configuration's; stored-only scenarios are added."""
+        if self.store is None:
+            return 0
+        names = self.store.get(MAIN_SECTION, KEYS) or []
+        with self._lock:
+            for name in names:
+                conf = self.store.get(section(name), "conf")
+                entries = self.store.get(section(name), "entries")
+                try:
+                    if name in self.scenarios:
+                        self._apply(self.scenarios[name], check_conf(conf or {}, self.scenarios[name].conf),
+                                    check_entries(entries or {}))
+                    else:
+                        self.add({"name": name, **(conf or {}), "entries": entries or {}}, persist=False)
+                except (ValueError, FileNotFoundError) as exc:
+                    log.error("stored scenario %s ignored: %s", name, exc)
+            self.loaded = True
+        return len(names)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def fire(self, name: str, entry: dict[str, Any] | None = None) -> bool:
+        """Start a scenario if it must run (see :meth:`Scenario.fire`); whether it started."""
+        with self._lock:
+            scenario = self.get(name)
+            if not scenario.fire(self.api.get):
+                return False
+            self.start(scenario, entry)
+            return True
+
+    def on_update(self, key: str, value: Any) -> list[str]:
+        """A key/value update: fire the scenarios whose entry on ``key`` became true."""
+        started = []
+        with self._lock:
+            for scenario in list(self.scenarios.values()):
+                if key in scenario.entries and scenario.triggered(key, value):
+                    if self.fire(scenario.name, {"key": key, "value": value}):
+                        started.append(scenario.name)
+        return started
+
+    def prime(self, items: list[tuple[str, Any]]) -> None:
+        """Values already there at start: remembered, so only later changes trigger."""
+        with self._lock:
+            for key, value in items:
+                for scenario in self.scenarios.values():
+                    if key in scenario.entries:
+                        scenario.triggered(key, value)
+
+    def start_startup(self) -> list[str]:
+        """Start the active startup scenarios (Core's start)."""
+        with self._lock:
+            names = [s.name for s in self.scenarios.values() if s.conf["startup"] and s.conf["active"]]
+            for name in names:
+                self.fire(name, None)
+            return names
+
+    def start(self, scenario: Scenario, entry: dict[str, Any] | None) -> None:
+        """Run the scenario's file in a new thread, with a fresh stop event."""
+        scenario.stop_event = threading.Event()
+        context = Context(scenario, self.api, entry)
+        timeout = scenario.conf["timeout"] or (None if scenario.conf["startup"] else self.default_timeout)
+        scenario.deadline = None if timeout is None else time.monotonic() + timeout
+        scenario.runs += 1
+        scenario.busy = True
+        scenario.last_run = time.time()
+        scenario.thread = threading.Thread(target=self._run, args=(scenario, context),
+                                           name=f"scenario-{scenario.name}", daemon=True)
+        scenario.thread.start()
+        self._publish(scenario)
+
+    def _run(self, scenario: Scenario, context: Context) -> None:
+        """The scenario thread: load the file, call ``run(ctx)``, record the outcome."""
+        try:
+            path = self.path_of(scenario)
+            namespace: dict[str, Any] = {"__name__": f"raspy.scenario.{scenario.name}", "__file__": str(path)}
+            exec(compile(path.read_text(), str(path), "exec"), namespace)
+            run = namespace.get("run")
+            if not callable(run):
+                raise TypeError(f"{path} defines no run(ctx)")
+            scenario.last_result = {"ok": True, "value": _plain(run(context))}
+        except (Exception, SystemExit) as exc:
+            scenario.failures += 1
+            scenario.last_result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            log.exception("scenario %s failed", scenario.name)
+        finally:
+            scenario.deadline = None
+            scenario.busy = False
+            self._publish(scenario)
+
+    def check_timeouts(self, now: float | None = None) -> list[str]:
+        """Ask scenarios past their timeout to stop; abandon those still running after the grace."""
+        now = time.monotonic() if now is None else now
+        late = []
+        with self._lock:
+            for scenario in self.scenarios.values():
+                if scenario.deadline is None or now < scenario.deadline or not scenario.running:
+                    continue
+                if not scenario.stop_event.is_set():
+                    scenario.stop_event.set()
+                    scenario.timeouts += 1
+                    scenario.deadline = now + self.stop_grace
+                    log.warning("scenario %s timed out; asked it to stop", scenario.name)
+                else:
+                    self._abandon(scenario)
+                late.append(scenario.name)
+                self._publish(scenario)
+        return late
+
+    def _abandon(self, scenario: Scenario) -> None:
+        scenario.deadline = None
+        scenario.abandoned = True
+        self.abandoned.append(scenario.name)
+        log.error("scenario %s ignores its stop event: abandoned as a daemon thread", scenario.name)
+
+    def stop(self, timeout: float = 5.0) -> list[str]:
+        """Stop every running scenario within ``timeout`` in all; the names of those abandoned."""
+        deadline = time.monotonic() + timeout
+        running = [s for s in self.scenarios.values() if s.running]
+        for scenario in running:
+            scenario.stop_event.set()
+        left = [s.name for s in running if s.abandoned]
+        for scenario in running:
+            if not scenario.abandoned and scenario.thread is not None:
+                scenario.thread.join(max(0.0, deadline - time.monotonic()))
+                if scenario.thread.is_alive():
+                    self._abandon(scenario)
+                    left.append(scenario.name)
+        return sorted(left)
+
+    def _publish(self, scenario: Scenario) -> None:
+        """Publish ``/scenario/<name>``; a key/value failure is logged, never raised."""
+        try:
+            self.api.publish(state_key(scenario.name), scenario.state())
+        except Exception as exc:
+            log.warning("cannot publish the state of scenario %s: %s", scenario.name, exc)
+
+
+def _plain(value: Any) -> Any:
+    """A run's result as something msgpack can carry (its repr otherwise)."""
+    try:
+        p.pack(value)
+        return value
+    except Exception:
+        return repr(value)
+
+
+# -- services -----------------------------------------------------------------------------
+
+def _refusals(action: Callable[[], Any]) -> Any:
+    """Run ``action`` with errors turned into service statuses."""
+    try:
+        with stored():
+            return action()
+    except KeyError as exc:
+        raise not_found(exc.args[0]) from None
+    except Forbidden as exc:
+        raise ServiceError(p.FORBIDDEN, str(exc)) from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise bad_request(str(exc)) from None
+
+
+class ScenariosService(Service):
+    """``<host>.core.scenarios``: the collection (list, add, update, delete, store, load)."""
+
+    def __init__(self, manager: ScenarioManager) -> None:
+        self.manager = manager
+
+    def do_list_keys(self, args: Any) -> list[str]:
+        return [s.name for s in self.manager.all()]
+
+    def do_list(self, args: Any) -> list[dict[str, Any]]:
+        return [s.definition() for s in self.manager.all()]
+
+    def do_add(self, args: Any) -> dict[str, Any]:
+        """args: ``{name, entries?, code?, active?, startup?, timeout?, file?, params?}``."""
+        return _refusals(lambda: self.manager.add(args).definition())
+
+    def do_update(self, args: Any) -> dict[str, Any]:
+        """args: ``{name, <fields to change>}``."""
+        return _refusals(lambda: self.manager.update(args).definition())
+
+    def do_delete(self, args: Any) -> None:
+        _refusals(lambda: self.manager.delete(args))
+
+    def do_store(self, args: Any) -> int:
+        return _refusals(self.manager.store_all)
+
+    def do_load(self, args: Any) -> int:
+        return _refusals(self.manager.load_store)
+
+
+class ScenarioService(Service):
+    """``<host>.core.scenario``: one scenario by name (info, enable, disable, fire)."""
+
+    def __init__(self, manager: ScenarioManager) -> None:
+        self.manager = manager
+
+    def do_info(self, args: Any) -> dict[str, Any]:
+        scenario = _refusals(lambda: self.manager.get(args))
+        return {**scenario.definition(), "state": scenario.state(), "source": scenario.source}
+
+    def do_enable(self, args: Any) -> dict[str, Any]:
+        return _refusals(lambda: self.manager.set_active(args, True).state())
+
+    def do_disable(self, args: Any) -> dict[str, Any]:
+        return _refusals(lambda: self.manager.set_active(args, False).state())
+
+    def do_fire(self, args: Any) -> bool:
+        """args: a name; result: whether it started (false: inactive, unsatisfied or running)."""
+        return _refusals(lambda: self.manager.fire(args, {"fired": "request"}))

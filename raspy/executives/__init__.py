@@ -1,0 +1,1 @@
+"""One module per executive ``kind``: what the supervisor forks."""

@@ -1,0 +1,153 @@
+"""Core: the executive that runs cron jobs and scenarios.
+
+Services: ``<host>.core.cron``, ``<host>.core.scenarios`` (the collection),
+``<host>.core.scenario`` (one scenario by name) and ``<host>.core.mmi``.
+Core wires the managers to the world: key/value publishing and watching
+(raspy.state.kv), requests through the broker, and Titanic's store for what must
+survive a restart. Titanic may start after Core: loading is retried, and
+startup scenarios wait for it at most ``store_wait`` seconds.
+
+Options (``Settings.options``): ``jobs``, ``scenarios`` (lists of tables),
+``scenarios_dir`` (default ``<state_dir>/scenarios``), ``allow_remote_code``
+(default false), ``missed`` (``run_once`` or ``skip``), ``scenario_timeout``,
+``stop_timeout``, ``store_wait``.
+See docs/core.md.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from raspy.automation.cron import Actions, CronManager, CronService
+from raspy.automation.scenario import Api, ScenarioManager, ScenarioService, ScenariosService
+from raspy.automation.store import StoreError, TitanicStore
+from raspy.house.executive import Counters, Server, Settings
+from raspy.mdp import protocol as p
+from raspy.mdp.client import MajorDomoClient
+from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
+
+log = logging.getLogger(__name__)
+
+#: Seconds between attempts to load the store while Titanic does not answer.
+LOAD_RETRY = 5.0
+#: Seconds between writes of the cron marks file.
+MARKS_FLUSH = 30.0
+
+
+class Core(Server):
+    """Cron and scenarios in one executive."""
+
+    def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        super().__init__(settings, slot)
+        options = settings.options
+        self.request_timeout = float(options.get("request_timeout", 2.5))
+        self.stop_timeout = float(options.get("stop_timeout", 5.0))
+        self.store_wait = float(options.get("store_wait", 10.0))
+        self.publisher = KvPublisherClient(settings.kv_collector)
+        self.subscriber = KvSubscriberClient("", settings.kv_snapshot, settings.kv_publisher)
+        store = TitanicStore(lambda: MajorDomoClient(settings.broker, timeout=1.0, retries=2), self.service)
+        state_dir = Path(settings.state_dir)
+        self.cron = CronManager(Actions(self.publish, self.request, self.fire_scenario), store,
+                                missed=options.get("missed", "run_once"), marks_path=state_dir / "cron-marks.json")
+        self.scenarios = ScenarioManager(
+            Api(self.publish, self.request, self.get), store,
+            Path(options.get("scenarios_dir", state_dir / "scenarios")),
+            allow_remote_code=options.get("allow_remote_code", False) is True,
+            default_timeout=float(options.get("scenario_timeout", 60.0)))
+        self.cron.load_config(list(options.get("jobs", [])))
+        self.scenarios.load_config(list(options.get("scenarios", [])))
+        self.add_service("cron", CronService(self.cron))
+        self.add_service("scenarios", ScenariosService(self.scenarios))
+        self.add_service("scenario", ScenarioService(self.scenarios))
+        self.loaded = False
+        self._started_at = 0.0
+        self._next_flush = 0.0
+        self._startup_done = False
+        self._watching = False
+
+    # -- what jobs and scenarios can do -------------------------------------------------
+
+    def publish(self, key: str, value: Any) -> None:
+        """Set a key/value key to a msgpack value."""
+        self.publisher.send("", key, p.pack(value))
+
+    def request(self, service: str, command: str, args: Any = None) -> tuple[int, Any]:
+        """One RasPy request through the broker (a socket per call: callers are many threads)."""
+        with MajorDomoClient(self.settings.broker, timeout=self.request_timeout) as client:
+            return client.call(service, command) if args is None else client.call(service, command, args)
+
+    def get(self, key: str) -> Any:
+        """The current value of a key/value key, or None."""
+        body = self.subscriber.get(key)
+        if body is None:
+            return None
+        try:
+            return p.unpack(body)
+        except p.ProtocolError:
+            return body
+
+    def fire_scenario(self, name: str, entry: dict[str, Any]) -> bool:
+        return self.scenarios.fire(name, entry)
+
+    def _on_kv(self, key: str, body: bytes | None, properties: dict[str, str]) -> None:
+        if body is not None:
+            try:
+                value = p.unpack(body)
+            except p.ProtocolError:
+                value = body
+            self.scenarios.on_update(key, value)
+
+    # -- life ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per run is too much on an SD card
+        self._started_at = time.time()
+        self.subscriber.start()
+        self.cron.start()
+        threading.Thread(target=self._load_store, name="core-store-load", daemon=True).start()
+        super().run()
+
+    def tick(self, now: float) -> None:
+        self.cron.check_clock()
+        self.scenarios.check_timeouts()
+        if not self._watching and (self.subscriber.wait_synced(0) or now >= self._started_at + self.store_wait):
+            self._watch()
+        if not self._startup_done and (self.loaded or now >= self._started_at + self.store_wait):
+            self._startup_done = True
+            log.info("startup scenarios: %s", self.scenarios.start_startup())
+        if now >= self._next_flush:
+            self._next_flush = now + MARKS_FLUSH
+            self.cron.marks.flush()
+
+    def _watch(self) -> None:
+        """Values already in key/value are primed; later updates fire scenarios."""
+        self._watching = True
+        self.scenarios.prime([(key, self.get(key)) for key, _ in self.subscriber.items()])
+        self.subscriber.callback = self._on_kv
+
+    def _load_store(self) -> None:
+        """Load what Titanic keeps, retrying while it does not answer (a thread: the beat goes on)."""
+        while True:
+            try:
+                jobs = self.cron.load_store()
+                names = self.scenarios.load_store()
+            except StoreError as exc:
+                log.warning("store not loaded, retrying in %.0fs: %s", LOAD_RETRY, exc)
+                if self._stop.wait(LOAD_RETRY):
+                    return
+                continue
+            self.loaded = True
+            log.info("loaded from the store: %d cron jobs, %d scenarios", jobs, names)
+            return
+
+    def close(self) -> None:
+        self.cron.shutdown()
+        abandoned = self.scenarios.stop(self.stop_timeout)
+        if abandoned:
+            log.error("scenarios abandoned at shutdown (they ignore their stop event): %s", abandoned)
+        self.subscriber.stop()
+        self.publisher.close()
+        super().close()

@@ -1,0 +1,68 @@
+"""A device server: an executive that serves ``<host>.<service>.devices`` and publishes readings.
+
+Readings go to the key/value publisher under ``/device/<host>.<service>.<name>``
+from a thread of their own: a 1-Wire conversion takes ~750 ms per sensor, and
+neither the executive's beat nor the MDP workers may wait for it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from raspy.devices.service import DeviceService
+from raspy.house.executive import Counters, Server, Settings
+from raspy.mdp import protocol as p
+from raspy.mdp.protocol import Frames
+from raspy.state.kv.client import KvPublisherClient
+
+log = logging.getLogger(__name__)
+
+DEVICE_SUBTREE = "/device/"
+
+
+class DeviceServer(Server):
+    """Serves a :class:`DeviceService` and publishes what its ``due(now)`` returns."""
+
+    #: seconds between two looks at which readings are due
+    publish_interval = 0.5
+
+    def __init__(self, settings: Settings, devices: DeviceService, slot: Counters | None = None) -> None:
+        super().__init__(settings, slot)
+        self.devices = devices
+        self._lock = threading.Lock()  # the handler and the publisher share the devices
+        self.add_service("devices", self._locked)
+        self.publisher = KvPublisherClient(settings.kv_collector)
+        self.add_thread(self._publish_loop, name="publisher")
+
+    def _locked(self, frames: Frames) -> Frames:
+        with self._lock:
+            return self.devices(frames)
+
+    def reading_body(self, name: str, reading: Any) -> bytes:
+        """What subscribers get: value, unit, timestamp and the poll interval (to judge staleness)."""
+        with self._lock:
+            poll = self.devices.device(name).poll()
+        return p.pack({**reading.as_dict(), "poll": poll})
+
+    def publish_due(self, now: float) -> int:
+        with self._lock:
+            due = self.devices.due(now)
+        for name, reading in due:
+            try:
+                self.publisher.send(DEVICE_SUBTREE, f"{self.service}.{name}", self.reading_body(name, reading))
+            except TimeoutError as exc:
+                log.warning("reading of %s not published: %s", name, exc)
+        return len(due)
+
+    def _publish_loop(self) -> None:
+        while not self.stopping(self.publish_interval):
+            try:
+                self.publish_due(time.time())
+            except Exception:
+                log.exception("publishing readings failed")
+
+    def close(self) -> None:
+        super().close()
+        self.publisher.close()

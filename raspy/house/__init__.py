@@ -1,0 +1,1 @@
+"""The house: configuration, executives, the supervisor and its shared-memory board."""

@@ -1,0 +1,240 @@
+"""The supervisor's configuration: a TOML file, or the embedded default house.
+
+A bad file stops start-up with the file, the key, its line and the reason
+(:class:`ConfigError`); nothing is started from a half-understood file.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raspy.house.executive import Settings, load_kind
+
+#: The default house, in start order: executive name -> its options. An entry whose
+#: kind is not (yet) in ``raspy.house.executive.KINDS`` is left out, so a new executive
+#: joins the default house by registering its kind.
+DEFAULT_HOUSE: dict[str, dict[str, Any]] = {
+    "broker": {},
+    "kv": {},
+    "titanic": {},
+    "core": {},
+    "fake": {"devices": [  # something to watch on a house without hardware
+        {"name": "aquarium", "kind": "cyclic", "cycle": 86400, "min": 24.0, "max": 27.0, "unit": "C", "poll": 10},
+        {"name": "outside", "kind": "cyclic", "cycle": 86400, "min": 4.0, "max": 16.0, "unit": "C", "poll": 30},
+        {"name": "heater", "kind": "switch", "poll": 30},
+    ]},
+    "web": {},
+    "onewire": {},
+}
+
+#: Executives of the default house that only make sense when this path exists.
+NEEDS_PATH = {"onewire": Path("/sys/bus/w1/devices")}
+
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}\Z")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names file, key, line and reason."""
+
+    def __init__(self, path: Path | None, key: str, reason: str, line: int | None = None) -> None:
+        where = str(path) if path else "<default configuration>"
+        if line:
+            where += f", line {line}"
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+        self.path, self.key, self.line, self.reason = path, key, line, reason
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/raspy``, else ``~/.local/state/raspy``."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "raspy"
+
+
+@dataclass(frozen=True)
+class ExecutiveConfig:
+    """One ``[executives.NAME]`` table."""
+
+    name: str
+    kind: str
+    enabled: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """The ``[raspy]`` table (times in seconds) and the executives, in file order."""
+
+    path: Path | None = None
+    hostname: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    state_dir: Path = field(default_factory=default_state_dir)
+    broker: str = "tcp://127.0.0.1:5514"
+    kv_snapshot: str = ""            # key/value endpoints; by default the broker's port + 1, + 2, + 3
+    kv_publisher: str = ""
+    kv_collector: str = ""
+    heartbeat: float = 2.5
+    liveness: int = 3
+    backoff_start: float = 0.5       # delay before the second quick restart; doubles from there
+    backoff_cap: float = 60.0        # longest delay between restarts
+    backoff_reset: float = 30.0      # running this long counts as stable: back-off starts over
+    give_up_after: int = 5           # quick exits in a row before the executive is given up
+    gave_up_retry: float = 600.0     # a given-up executive is tried once more after this
+    stop_timeout: float = 5.0        # SIGTERM, then SIGKILL after this
+    hang_timeout: float = 15.0       # no heartbeat for this long: killed and restarted
+    log_max_bytes: int = 1_000_000   # an executive's log is rotated at this size (one old file kept)
+    executives: dict[str, ExecutiveConfig] = field(default_factory=dict)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def enabled(self) -> list[ExecutiveConfig]:
+        return [e for e in self.executives.values() if e.enabled]
+
+    def settings(self, name: str) -> Settings:
+        """What the executive ``name`` is constructed with."""
+        executive = self.executives[name]
+        return Settings(name=name, hostname=self.hostname, broker=self.broker, state_dir=self.state_dir,
+                        kv_snapshot=self.kv_snapshot, kv_publisher=self.kv_publisher, kv_collector=self.kv_collector,
+                        kind=executive.kind, options=dict(executive.options),
+                        heartbeat=self.heartbeat, liveness=self.liveness)
+
+
+#: ``[raspy]`` keys: name -> (accepted types, check of the value or None, what the check wants).
+_POSITIVE = (lambda v: v > 0, "a number > 0")
+_RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "hostname": ((str,), lambda v: bool(re.fullmatch(r"[A-Za-z0-9_-]+", v)), "letters, digits, '_' or '-'"),
+    "state_dir": ((str,), bool, "a path"),
+    "broker": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
+    "kv_snapshot": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
+    "kv_publisher": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
+    "kv_collector": ((str,), lambda v: bool(re.match(r"(tcp|ipc|inproc)://.", v)), "a ZeroMQ endpoint"),
+    "heartbeat": ((int, float), *_POSITIVE),
+    "liveness": ((int,), lambda v: v >= 1, "an integer >= 1"),
+    "backoff_start": ((int, float), *_POSITIVE),
+    "backoff_cap": ((int, float), *_POSITIVE),
+    "backoff_reset": ((int, float), *_POSITIVE),
+    "give_up_after": ((int,), lambda v: v >= 1, "an integer >= 1"),
+    "gave_up_retry": ((int, float), *_POSITIVE),
+    "stop_timeout": ((int, float), *_POSITIVE),
+    "hang_timeout": ((int, float), *_POSITIVE),
+    "log_max_bytes": ((int,), lambda v: v >= 1024, "an integer >= 1024"),
+}
+
+
+def find_line(text: str, table: str, key: str | None) -> int | None:
+    """Line (1-based) of ``key`` in ``[table]``, else of the table's first header; a plain scan, no parser."""
+    name = r"\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split(".")))
+    exact, prefix = re.compile(name + r"\s*\]"), re.compile(name + r"\s*[\].]")
+    inside, header_line = False, None
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("["):
+            inside = bool(exact.match(line))
+            if header_line is None and prefix.match(line):
+                header_line = number
+        elif inside and key and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+    return header_line
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """The configuration in ``path``, or the default house when ``path`` is None."""
+    if path is None:
+        return parse_config(default_document(), None, "")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot read: {exc}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        line = int(found.group(1)) if found else len(text.splitlines()) or None  # "at end of document"
+        raise ConfigError(path, "", f"not valid TOML: {exc}", line) from None
+    return parse_config(document, path, text)
+
+
+def default_document() -> dict[str, Any]:
+    """The default house as a parsed TOML document."""
+    from raspy.house.executive import KINDS
+
+    executives = {name: dict(options) for name, options in DEFAULT_HOUSE.items()
+                  if name in KINDS and (name not in NEEDS_PATH or NEEDS_PATH[name].exists())}
+    return {"raspy": {}, "executives": executives}
+
+
+def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Config:
+    """Check a parsed document and build the :class:`Config`."""
+
+    def error(table: str, key: str | None, reason: str) -> ConfigError:
+        return ConfigError(path, f"{table}.{key}" if key else table, reason, find_line(text, table, key))
+
+    for table in document:
+        if table not in ("raspy", "executives"):
+            raise error(table, None, "unknown table; RasPy reads [raspy] and [executives.NAME]")
+    raspy = document.get("raspy", {})
+    if not isinstance(raspy, dict):
+        raise error("raspy", None, "must be a table")
+    values: dict[str, Any] = {}
+    for key, value in raspy.items():
+        if key not in _RASPY_KEYS:
+            raise error("raspy", key, f"unknown key; known: {', '.join(_RASPY_KEYS)}")
+        types, check, wanted = _RASPY_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, types) or not check(value):
+            raise error("raspy", key, f"{value!r} is not {wanted}")
+        values[key] = value
+    if "state_dir" in values:
+        values["state_dir"] = Path(values["state_dir"]).expanduser()
+        if path is not None and not values["state_dir"].is_absolute():
+            values["state_dir"] = path.parent / values["state_dir"]
+    config = Config(path=path, **values)
+    for offset, key in enumerate(("kv_snapshot", "kv_publisher", "kv_collector"), 1):
+        if not getattr(config, key):
+            tcp = re.fullmatch(r"(tcp://[^:]+):(\d+)", config.broker)
+            if tcp is None:
+                raise error("raspy", key, f"needed when the broker ({config.broker}) is not tcp://HOST:PORT")
+            setattr(config, key, f"{tcp.group(1)}:{int(tcp.group(2)) + offset}")
+    if config.backoff_start > config.backoff_cap:
+        raise error("raspy", "backoff_start", f"{config.backoff_start} is more than backoff_cap {config.backoff_cap}")
+    executives = document.get("executives", {})
+    if not isinstance(executives, dict):
+        raise error("executives", None, "must be a set of [executives.NAME] tables")
+    for name, table in executives.items():
+        config.executives[name] = _executive(config, name, table, error)
+    return config
+
+
+def _executive(config: Config, name: str, table: Any, error) -> ExecutiveConfig:
+    where = f"executives.{name}"
+    if not _NAME.match(name):
+        raise error(where, None, "an executive name is 1-32 lower-case letters, digits, '_' or '-', "
+                                 "starting with a letter")
+    if not isinstance(table, dict):
+        raise error(where, None, "must be a table")
+    options = dict(table)
+    kind = options.pop("kind", name)
+    enabled = options.pop("enabled", True)
+    if not isinstance(kind, str) or not kind:
+        raise error(where, "kind", f"{kind!r} is not a kind name or 'module:Class'")
+    if not isinstance(enabled, bool):
+        raise error(where, "enabled", f"{enabled!r} is not true or false")
+    try:
+        cls = load_kind(kind)  # imports it now: a typo stops start-up, and forked children share the pages
+    except ValueError as exc:
+        raise error(where, "kind", str(exc)) from None
+    try:
+        cls.check_options(options)
+    except ValueError as exc:
+        raise error(where, None, str(exc)) from None
+    if kind == "broker":
+        options.setdefault("bind", config.broker)
+    return ExecutiveConfig(name, kind, enabled, options)
+
+
+__all__ = ["Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "default_state_dir", "find_line",
+           "load_config", "parse_config"]

@@ -1,0 +1,428 @@
+"""The supervisor: forks one process per executive and keeps each one running.
+
+One thread, one ``selectors`` loop. Signals arrive through ``signal.set_wakeup_fd``
+(so a SIGCHLD wakes the loop at once and a killed executive is forked again
+within milliseconds); the executives' output arrives through one pipe each and
+is written to size-capped log files; ``raspy stop|restart|reload`` arrive on a
+Unix socket in the state directory. The only timers are the back-off delays,
+the stop timeout, the systemd watchdog and the hang check, which reads each
+executive's heartbeat from the shared-memory board. See docs/supervisor.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from pathlib import Path
+
+from raspy.house import systemd
+from raspy.house.board import Board, BoardBusy, LastExit, State, board_name
+from raspy.house.config import Config, ConfigError, ExecutiveConfig, load_config
+from raspy.house.control import CONTROL_SOCKET
+from raspy.house.logs import CappedLog
+from raspy.house.process import SIGNALS, ExecutiveProcess, signal_group
+
+log = logging.getLogger(__name__)
+
+#: Free board slots kept for executives added by a reload.
+SPARE_SLOTS = 8
+
+
+class Supervisor:
+    """Runs the executives of a :class:`Config` until stopped (SIGTERM, SIGINT or ``raspy stop``)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.processes: dict[str, ExecutiveProcess] = {}
+        self.board: Board | None = None
+        self._selector = selectors.DefaultSelector()
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._control: socket.socket | None = None
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._watchdog = systemd.watchdog_interval()
+        self._next_watchdog = 0.0
+
+    @property
+    def control_path(self) -> Path:
+        return self.config.state_dir / CONTROL_SOCKET
+
+    # -- life -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start every enabled executive, then supervise until stopped; always cleans up."""
+        try:
+            self._open()
+            for executive in self.config.enabled():
+                self._start(self._add(executive))
+            systemd.notify(READY=1, STATUS=self._summary())
+            log.info("supervisor %d: %s (state %s)", os.getpid(), self._summary(), self.config.state_dir)
+            self._loop()
+        finally:
+            self._close()
+
+    def _open(self) -> None:
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        config.log_dir.mkdir(exist_ok=True, mode=0o700)
+        # signals first: a SIGTERM from now on is handled by the loop, which removes the board
+        for sock in (self._wakeup_r, self._wakeup_w):
+            sock.setblocking(False)
+        self._selector.register(self._wakeup_r, selectors.EVENT_READ, self._on_signals)
+        signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
+        for sig in SIGNALS:
+            signal.signal(sig, lambda *_: None)  # the work is done in the loop, from the wakeup bytes
+        names = [e.name for e in config.enabled()]
+        self.board = Board.create(board_name(config.state_dir), len(names) + SPARE_SLOTS, names)
+        self._listen()
+
+    def _listen(self) -> None:
+        path = self.control_path
+        try:
+            path.unlink()  # a stale socket; a live supervisor was ruled out by Board.create
+        except FileNotFoundError:
+            pass
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        control.bind(str(path))
+        os.chmod(path, 0o600)
+        control.listen(8)
+        control.setblocking(False)
+        self._control = control
+        self._selector.register(control, selectors.EVENT_READ, self._on_control)
+
+    def _close(self) -> None:
+        for proc in self.processes.values():
+            if proc.pid:
+                signal_group(proc.pid, signal.SIGKILL)
+        for proc in self.processes.values():
+            if proc.pid:
+                os.waitpid(proc.pid, 0)
+                proc.pid = 0
+            if proc.pipe is not None:
+                os.close(proc.pipe)
+                proc.pipe = None
+            proc.output.close()
+        signal.set_wakeup_fd(-1)
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        if self._control is not None:
+            self._control.close()
+            try:
+                self.control_path.unlink()
+            except FileNotFoundError:
+                pass
+        self._selector.close()
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+        if self.board is not None:
+            self.board.unlink()
+            self.board.close()
+        log.info("supervisor %d stopped", os.getpid())
+
+    def _close_inherited(self) -> None:
+        """In a forked child: drop the supervisor's descriptors (signals, control, other pipes)."""
+        self._selector.close()
+        self._wakeup_r.close()
+        self._wakeup_w.close()
+        if self._control is not None:
+            self._control.close()
+        for proc in self.processes.values():
+            if proc.pipe is not None:
+                os.close(proc.pipe)
+            proc.output.close()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._on_timers(now)
+            if self._stopping and not any(proc.pid for proc in self.processes.values()):
+                return
+            timeout = max(0.0, self._next_wakeup(now) - time.monotonic())
+            for key, _ in self._selector.select(timeout):
+                key.data(key.fileobj)
+
+    def _next_wakeup(self, now: float) -> float:
+        starting = any(p.state == State.STARTING for p in self.processes.values())
+        times = [now + (0.05 if starting else min(1.0, self.config.hang_timeout / 4))]
+        for proc in self.processes.values():
+            times += [t for t in (proc.next_start, proc.kill_at) if t is not None]
+        if self._watchdog:
+            times.append(self._next_watchdog)
+        return min(times)
+
+    def _on_timers(self, now: float) -> None:
+        for proc in list(self.processes.values()):
+            if not proc.pid:
+                if proc.next_start is not None and now >= proc.next_start and not self._stopping:
+                    self._start(proc)
+                continue
+            if proc.kill_at is not None:
+                if now >= proc.kill_at:
+                    log.warning("%s (pid %d) did not stop in %.1fs: SIGKILL", proc.name, proc.pid,
+                                self.config.stop_timeout)
+                    signal_group(proc.pid, signal.SIGKILL)
+                    proc.kill_at = None
+                continue
+            if proc.state == State.STOPPING:
+                continue
+            try:
+                state = proc.slot.read()
+            except BoardBusy:  # it died mid-write: its SIGCHLD is on the way, the reap recovers the slot
+                continue
+            if state.is_stale(now, self.config.hang_timeout):
+                proc.kill_reason = f"hung: no heartbeat for {state.heartbeat_age(now):.1f}s"
+                log.error("%s (pid %d) %s: SIGKILL", proc.name, proc.pid, proc.kill_reason)
+                signal_group(proc.pid, signal.SIGKILL)
+            elif proc.state == State.STARTING and state.heartbeat_mono > state.started_mono:
+                proc.set_state(State.RUNNING)
+                systemd.notify(STATUS=self._summary())
+        if self._watchdog and now >= self._next_watchdog:
+            systemd.notify(WATCHDOG=1)
+            self._next_watchdog = now + self._watchdog
+
+    def _on_signals(self, sock: socket.socket) -> None:
+        try:
+            received = sock.recv(4096)
+        except BlockingIOError:
+            return
+        for signum in dict.fromkeys(received):  # each signal once, in order
+            if signum == signal.SIGCHLD:
+                self._reap()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.stop(now=self._stopping)  # a second one does not wait
+            elif signum == signal.SIGHUP:
+                self.reload()
+
+    # -- executives ----------------------------------------------------------------------
+
+    def _add(self, executive: ExecutiveConfig) -> ExecutiveProcess:
+        assert self.board is not None
+        name = executive.name
+        slot = self.board.slot(name) if name in self.board.names() else self.board.assign(name)
+        output = CappedLog(self.config.log_dir / f"{name}.log", self.config.log_max_bytes)
+        proc = ExecutiveProcess(executive, self.config.settings(name), slot, output)
+        self.processes[name] = proc
+        return proc
+
+    def _start(self, proc: ExecutiveProcess) -> None:
+        try:
+            proc.start(self._close_inherited)
+        except (OSError, ValueError) as exc:  # fork failed (memory) or the kind cannot load
+            log.error("cannot start %s: %s", proc.name, exc)
+            self._exited(proc, LastExit(1, f"cannot start: {exc}", time.time()), uptime=0.0)
+            return
+        self._selector.register(proc.pipe, selectors.EVENT_READ, lambda _, proc=proc: self._on_output(proc))
+
+    def _on_output(self, proc: ExecutiveProcess) -> None:
+        if not self._drain(proc):
+            self._close_pipe(proc)
+
+    def _drain(self, proc: ExecutiveProcess) -> bool:
+        """Copy what the executive wrote to its log; False at end of file."""
+        while proc.pipe is not None:
+            try:
+                data = os.read(proc.pipe, 65536)
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            proc.output.write(data)
+        return False
+
+    def _close_pipe(self, proc: ExecutiveProcess) -> None:
+        if proc.pipe is not None:
+            self._selector.unregister(proc.pipe)
+            os.close(proc.pipe)
+            proc.pipe = None
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            proc = next((p for p in self.processes.values() if p.pid == pid), None)
+            if proc is None:
+                continue
+            uptime = time.monotonic() - proc.started
+            signal_group(pid, signal.SIGKILL)  # whatever it left behind in its group
+            self._drain(proc)
+            self._close_pipe(proc)
+            proc.slot.recover()
+            proc.pid = 0
+            proc.kill_at = None
+            # a crash explains itself in its last line (the exception); a signal needs no detail
+            crashed = os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0
+            detail = proc.kill_reason or (proc.output.last_line() if crashed else "")
+            self._exited(proc, LastExit.from_wait_status(status, detail), uptime)
+
+    def _exited(self, proc: ExecutiveProcess, last: LastExit, uptime: float) -> None:
+        """Decide what follows an exit: nothing (stopping), removal, a restart now, back-off, or giving up."""
+        proc.output.note(f"exited after {uptime:.1f}s: {last.reason}")
+        proc.slot.set_supervised(pid=0, last_exit=last)
+        if self._stopping:
+            proc.set_state(State.STOPPED)
+            return
+        if proc.then == "remove":
+            assert self.board is not None
+            self.board.release(proc.name)
+            proc.output.close()
+            del self.processes[proc.name]
+            log.info("%s removed", proc.name)
+            return
+        if proc.then == "restart":
+            proc.then, proc.failures = "", 0
+            self._start(proc)
+            return
+        config = self.config
+        proc.failures = 1 if uptime >= config.backoff_reset else proc.failures + 1
+        if proc.failures >= config.give_up_after:
+            delay, state = config.gave_up_retry, State.GAVE_UP
+            log.error("%s gave up after %d quick exits (%s); retry in %.0fs", proc.name, proc.failures,
+                      last.reason, delay)
+        else:
+            delay = 0.0 if proc.failures == 1 else min(config.backoff_start * 2 ** (proc.failures - 2),
+                                                       config.backoff_cap)
+            state = State.BACKOFF
+            log.warning("%s exited after %.1fs (%s); restart in %.2fs", proc.name, uptime, last.reason, delay)
+        proc.set_state(state, next_start=time.time() + delay)
+        proc.next_start = time.monotonic() + delay
+        if delay == 0:
+            self._start(proc)
+        systemd.notify(STATUS=self._summary())
+
+    def _terminate(self, proc: ExecutiveProcess, then: str) -> None:
+        """SIGTERM now, SIGKILL after the stop timeout; ``then`` says what follows the exit."""
+        proc.then = then
+        proc.next_start = None
+        if proc.pid:
+            signal_group(proc.pid, signal.SIGTERM)
+            proc.kill_at = time.monotonic() + self.config.stop_timeout
+            proc.set_state(State.STOPPING)
+
+    # -- control --------------------------------------------------------------------------
+
+    def stop(self, now: bool = False) -> None:
+        """Stop every executive and then the supervisor; ``now`` skips the SIGTERM grace."""
+        if not self._stopping:
+            log.info("stopping %d executives", sum(1 for p in self.processes.values() if p.pid))
+            systemd.notify(STOPPING=1)
+        self._stopping = True
+        for proc in self.processes.values():
+            if now and proc.pid:
+                signal_group(proc.pid, signal.SIGKILL)
+            elif proc.state != State.STOPPING:
+                self._terminate(proc, "")
+                if not proc.pid:
+                    proc.set_state(State.STOPPED)
+
+    def restart(self, name: str) -> str:
+        """Restart one executive now (also one that was given up)."""
+        proc = self.processes.get(name)
+        if proc is None:
+            raise KeyError(f"no executive {name!r}; running: {', '.join(self.processes)}")
+        if proc.pid:
+            self._terminate(proc, "restart")
+            return f"restarting {name} (pid {proc.pid})"
+        proc.failures = 0
+        self._start(proc)
+        return f"started {name}"
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration: restart changed executives, start new ones, stop removed ones."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return False, str(exc)
+        if new.state_dir != self.config.state_dir:
+            reason = f"state_dir cannot change on reload ({self.config.state_dir} -> {new.state_dir})"
+            log.error("reload refused: %s", reason)
+            return False, reason
+        self.config = new
+        wanted = {e.name: e for e in new.enabled()}
+        changes: list[str] = []
+        for name, proc in list(self.processes.items()):
+            if name not in wanted:
+                changes.append(f"-{name}")
+                if proc.pid:
+                    self._terminate(proc, "remove")
+                else:
+                    self._exited_for_good(proc)
+            elif new.settings(name) != proc.settings or proc.then == "remove":
+                changes.append(f"~{name}")
+                proc.config, proc.settings = wanted[name], new.settings(name)
+                if proc.pid:
+                    self._terminate(proc, "restart")
+                else:
+                    proc.failures = 0
+                    self._start(proc)
+        for name, executive in wanted.items():
+            if name not in self.processes:
+                changes.append(f"+{name}")
+                self._start(self._add(executive))
+        message = f"reloaded: {' '.join(changes) or 'nothing changed'}"
+        log.info(message)
+        return True, message
+
+    def _exited_for_good(self, proc: ExecutiveProcess) -> None:
+        proc.then = "remove"
+        self._exited(proc, LastExit(0, "removed from the configuration", time.time()), 0.0)
+
+    def _on_control(self, control: socket.socket) -> None:
+        try:
+            conn, _ = control.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        buffer = bytearray()
+        self._selector.register(conn, selectors.EVENT_READ, lambda c: self._on_request(c, buffer))
+
+    def _on_request(self, conn: socket.socket, buffer: bytearray) -> None:
+        try:
+            data = conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        buffer += data
+        if data and b"\n" not in buffer and len(buffer) < 4096:
+            return
+        self._selector.unregister(conn)
+        with conn:
+            words = bytes(buffer).split(b"\n")[0].decode("utf-8", "replace").split()
+            ok, message = self._command(words)
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            try:
+                conn.sendall(json.dumps({"ok": ok, "message": message, "pid": os.getpid()}).encode() + b"\n")
+            except OSError:
+                pass
+        if words == ["stop"]:
+            self.stop()
+
+    def _command(self, words: list[str]) -> tuple[bool, str]:
+        match words:
+            case ["stop"]:
+                return True, "stopping"
+            case ["reload"]:
+                return self.reload()
+            case ["restart", name]:
+                try:
+                    return True, self.restart(name)
+                except KeyError as exc:
+                    return False, exc.args[0]
+            case _:
+                return False, f"unknown command {' '.join(words)!r}; known: stop, reload, restart NAME"
+
+    def _summary(self) -> str:
+        running = sum(1 for p in self.processes.values() if p.state == State.RUNNING)
+        return f"{running}/{len(self.processes)} executives running"

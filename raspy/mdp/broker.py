@@ -1,0 +1,57 @@
+"""The Majordomo broker (7/MDP with 8/MMI): one ROUTER socket for clients and workers."""
+from __future__ import annotations
+
+import logging
+import threading
+
+import zmq
+
+from raspy.mdp import _fast
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5514"
+
+
+class Broker:
+    """Binds the endpoint and runs the dispatch core until :meth:`stop`.
+
+    Timings are in seconds: workers are heartbeated every ``heartbeat`` and
+    declared dead after ``liveness`` silent intervals; a request waiting
+    ``request_expiry`` for a worker is dropped; a worker busy with one request
+    for ``busy_timeout`` is dropped.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        heartbeat: float = 2.5,
+        liveness: int = 3,
+        request_expiry: float = 30.0,
+        busy_timeout: float = 300.0,
+        context: zmq.Context | None = None,
+        core: type | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.linger = 0
+        self.socket.router_mandatory = True  # an unroutable send fails: see _fast.pure.send
+        self.socket.bind(endpoint)
+        self.core = (core or _fast.BrokerCore)(
+            self.socket, heartbeat=heartbeat, liveness=liveness,
+            request_expiry=request_expiry, busy_timeout=busy_timeout,
+        )
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` is called (from a signal handler or another thread)."""
+        log.info("broker on %s (%s core)", self.endpoint, _fast.IMPLEMENTATION)
+        try:
+            self.core.serve(self._stop.is_set)
+        finally:
+            self.socket.close()
+            log.info("broker on %s stopped", self.endpoint)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,1 +1,0 @@
-"""Executives that offer services: core, fake devices, 1-Wire sensors."""

@@ -1,0 +1,347 @@
+"""Key/value clients: publish updates, and keep a live copy of a subtree."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+import zmq
+
+from raspy.mdp.protocol import ProtocolError
+from raspy.state.kv.message import (
+    BATCH,
+    COLLECTOR_ENDPOINT,
+    EPOCH_SHIFT,
+    HUGZ,
+    HWM,
+    KTHXBAI,
+    PUBLISHER_ENDPOINT,
+    RESERVED_KEYS,
+    SNAPSHOT_ENDPOINT,
+    Callback,
+    KVMsg,
+    check_frames,
+    decode_properties,
+    epoch_of,
+    icanhaz,
+    join_key,
+    parse_ttl,
+)
+
+log = logging.getLogger(__name__)
+
+
+class KvPublisherClient:
+    """Pushes updates to the server's collector.
+
+    ``send`` waits at most ``timeout`` seconds for the collector to take the
+    update (ZMQ_IMMEDIATE: nothing is queued for a server that is not there)
+    and raises :class:`TimeoutError` otherwise. Safe to share between threads.
+    """
+
+    def __init__(self, collector_endpoint: str = COLLECTOR_ENDPOINT, timeout: float = 2.5,
+                 context: zmq.Context | None = None) -> None:
+        self.collector_endpoint = collector_endpoint
+        self.timeout = timeout
+        self._socket = (context or zmq.Context.instance()).socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.IMMEDIATE, 1)
+        self._socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        self._socket.setsockopt(zmq.LINGER, int(timeout * 1000))
+        self._socket.connect(collector_endpoint)
+        self._lock = threading.Lock()
+        # Unique per update without a syscall each: a random prefix and a counter.
+        self._uuid_prefix = os.urandom(8)
+        self._counter = 0
+
+    def send(self, subtree: str, key: str, body: bytes | str, ttl: float | None = None) -> None:
+        """Set ``join_key(subtree, key)`` to ``body`` (str is sent as UTF-8); empty body deletes."""
+        full = join_key(subtree, key)
+        if full.encode() in RESERVED_KEYS:
+            raise ValueError(f"key {full!r} is reserved")
+        properties = {}
+        if ttl is not None:
+            properties["ttl"] = repr(float(ttl))
+            parse_ttl(properties["ttl"])
+        if isinstance(body, str):
+            body = body.encode()
+        with self._lock:
+            self._counter += 1
+            frames = KVMsg(full, 0, self._uuid_prefix + self._counter.to_bytes(8, "big"), properties, body).frames()
+            try:
+                self._socket.send_multipart(frames)
+            except zmq.Again:
+                raise TimeoutError(f"kv collector {self.collector_endpoint} took nothing for {self.timeout}s") from None
+
+    def close(self) -> None:
+        """Close the socket; queued updates get up to ``timeout`` to leave."""
+        self._socket.close()
+
+    def __enter__(self) -> KvPublisherClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Resync(Exception):
+    """The local map can no longer be trusted; take a new snapshot."""
+
+
+class KvSubscriberClient:
+    """A live copy of one subtree of the map, kept by a background thread.
+
+    The thread subscribes to the subtree and to HUGZ, waits until something
+    arrives (so the subscription is in effect), takes a snapshot, then applies
+    updates numbered above the snapshot's in order. It takes a new snapshot by
+    itself when the server falls silent for ``server_timeout`` seconds, when the
+    epoch of the sequence changes (the server restarted) or goes backwards, and,
+    for a subscriber of everything (``subtree=""``), when a sequence is skipped
+    (a gap). With a narrower subtree, the numbers of other subtrees' updates are
+    missing by design, so gaps cannot be seen there.
+
+    ``callback(key, body_or_None, properties)`` runs in that thread for each
+    change, including changes a resync reveals. Reads (``get``, ``items``,
+    ``dict``) are safe from any thread.
+    """
+
+    def __init__(self, subtree: str = "", snapshot_endpoint: str = SNAPSHOT_ENDPOINT,
+                 publisher_endpoint: str = PUBLISHER_ENDPOINT, callback: Callback | None = None, *,
+                 snapshot_timeout: float = 2.0, server_timeout: float = 3.0,
+                 context: zmq.Context | None = None) -> None:
+        self.subtree = subtree
+        self.snapshot_endpoint = snapshot_endpoint
+        self.publisher_endpoint = publisher_endpoint
+        self.callback = callback
+        self.snapshot_timeout = snapshot_timeout
+        self.server_timeout = server_timeout
+        self.context = context or zmq.Context.instance()
+        self.sequence = 0
+        self.updates = 0
+        self.resyncs = 0
+        self.gaps = 0
+        self._prefix = subtree.encode()
+        self._strict = not subtree
+        self._catching_up = True  # until an update newer than the snapshot arrives
+        self._map: dict[bytes, list[bytes]] = {}  # key -> its five frames, as received
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- reading --
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._map.get(key.encode())
+        return None if entry is None else entry[4]
+
+    def items(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return [(key.decode(), frames[4]) for key, frames in self._map.items()]
+
+    def dict(self) -> dict[str, bytes]:
+        return dict(self.items())
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """True once the first snapshot is in, False after ``timeout`` seconds."""
+        return self._synced.wait(timeout)
+
+    # -- thread --
+
+    def start(self) -> KvSubscriberClient:
+        if self._thread is not None:
+            raise RuntimeError("subscriber already started")
+        self._thread = threading.Thread(target=self._run, name=f"kv-sub {self.subtree}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> KvSubscriberClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        sub = self.context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, HWM)
+        sub.subscribe(self._prefix)
+        if self._prefix:
+            sub.subscribe(HUGZ)
+        sub.connect(self.publisher_endpoint)
+        try:
+            while self._sync(sub):
+                try:
+                    self._follow(sub)
+                except _Resync as why:
+                    log.info("kv subscriber %r resynchronises: %s", self.subtree, why)
+                    self.resyncs += 1
+        except Exception:
+            log.exception("kv subscriber %r failed", self.subtree)
+        finally:
+            sub.close()
+
+    def _wait(self, sock: zmq.Socket, seconds: float) -> bool:
+        """Poll ``sock`` for up to ``seconds`` in short slices; False if stopping or nothing came."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if sock.poll(min(remaining, 0.1) * 1000):
+                return True
+        return False
+
+    def _sync(self, sub: zmq.Socket) -> bool:
+        """Take a snapshot once the subscription provably works; False when stopping.
+
+        A message on the SUB socket shows the subscription reached the server,
+        so nothing published after it can be missed; the snapshot asked after it
+        covers everything before. That message must be of the snapshot's epoch.
+        """
+        while not self._stopping.is_set():
+            if not self._wait(sub, self.server_timeout):
+                continue
+            try:
+                live = KVMsg.recv(sub).sequence
+            except ProtocolError as exc:
+                log.warning("kv subscriber dropped a malformed update: %s", exc)
+                continue
+            snapshot = self._fetch_snapshot()
+            if snapshot is None or epoch_of(snapshot[0]) != epoch_of(live):
+                continue
+            self._install(*snapshot)
+            return True
+        return False
+
+    def _fetch_snapshot(self) -> tuple[int, dict[bytes, list[bytes]]] | None:
+        """``(sequence, map)`` of one ICANHAZ exchange, or ``None`` when it stalls."""
+        try:
+            sequence, entries = request_snapshot(self.context, self.snapshot_endpoint, self.subtree,
+                                                 lambda dealer: self._wait(dealer, self.snapshot_timeout))
+        except (TimeoutError, ProtocolError) as exc:
+            if not self._stopping.is_set():
+                log.info("kv snapshot from %s failed (%s); asking again", self.snapshot_endpoint, exc)
+            return None
+        return sequence, {frames[0]: frames for frames in entries if frames[4]}
+
+    def _install(self, sequence: int, entries: dict[bytes, list[bytes]]) -> None:
+        with self._lock:
+            old, self._map = self._map, entries
+            self.sequence = sequence
+        self._catching_up = True
+        self._synced.set()
+        if self.callback:
+            changes = [(key, None, b"") for key in old if key not in entries]
+            changes += [(key, frames[4], frames[3]) for key, frames in entries.items()
+                        if key not in old or old[key][3:] != frames[3:]]
+            self._notify(changes)
+
+    def _follow(self, sub: zmq.Socket) -> None:
+        """Apply updates until stopping; raises :class:`_Resync` when the copy is in doubt."""
+        while not self._stopping.is_set():
+            if not self._wait(sub, self.server_timeout):
+                if self._stopping.is_set():
+                    return
+                raise _Resync(f"no HUGZ for {self.server_timeout}s")
+            changes: list = []
+            try:
+                with self._lock:
+                    self._apply_batch(sub, changes)
+            finally:
+                if changes:
+                    self._notify(changes)
+
+    def _apply_batch(self, sub: zmq.Socket, changes: list) -> None:
+        """Up to BATCH queued updates, under the lock: the subscriber's hot path."""
+        recv, store, prefix, strict = sub.recv_multipart, self._map, self._prefix, self._strict
+        last, catching_up, callback, applied = self.sequence, self._catching_up, self.callback, 0
+        try:
+            for _ in range(BATCH):
+                try:
+                    frames = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) != 5 or len(frames[1]) != 8:
+                    log.warning("kv subscriber dropped a malformed update of %d frames", len(frames))
+                    continue
+                key, sequence = frames[0], int.from_bytes(frames[1], "big")
+                hugz = key == HUGZ
+                if sequence < last or (sequence == last and not hugz):
+                    if catching_up:
+                        continue  # already in the snapshot
+                    raise _Resync(f"sequence went back from {last} to {sequence}")
+                catching_up = False
+                if sequence >> EPOCH_SHIFT != last >> EPOCH_SHIFT:
+                    raise _Resync("the server restarted (new epoch)")
+                if strict and sequence != (last if hugz else last + 1):
+                    self.gaps += 1
+                    raise _Resync(f"gap: expected {last + 1}, got {sequence}")
+                last = sequence
+                if hugz or not key.startswith(prefix):
+                    continue
+                if frames[4]:
+                    store[key] = frames
+                else:
+                    store.pop(key, None)
+                applied += 1
+                if callback:
+                    changes.append((key, frames[4] or None, frames[3]))
+        finally:
+            self.sequence, self._catching_up = last, catching_up
+            self.updates += applied
+
+    def _notify(self, changes: list) -> None:
+        for key, body, props in changes:
+            try:
+                self.callback(key.decode(errors="replace"), body, decode_properties(props))
+            except Exception:
+                log.exception("kv subscriber callback failed for %r", key)
+
+
+def request_snapshot(context: zmq.Context, endpoint: str, subtree: str,
+                     wait: Callable[[zmq.Socket], bool]) -> tuple[int, list[list[bytes]]]:
+    """``(sequence, KVSYNC frames)`` of one ICANHAZ exchange on a fresh DEALER.
+
+    ``wait(dealer)`` says whether a reply came in time; when it says no, this
+    raises :class:`TimeoutError` (a fresh socket per attempt, so a late reply
+    is never taken for the next one). Malformed replies raise :class:`ProtocolError`.
+    """
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(endpoint)
+    entries = []
+    try:
+        dealer.send_multipart(icanhaz(subtree))
+        while wait(dealer):
+            frames = dealer.recv_multipart()
+            check_frames(frames)
+            if frames[0] == KTHXBAI:
+                return int.from_bytes(frames[1], "big"), entries
+            entries.append(frames)
+        raise TimeoutError(f"kv snapshot server {endpoint} stopped answering")
+    finally:
+        dealer.close()
+
+
+def fetch_snapshot(subtree: str, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, timeout: float = 2.5,
+                   context: zmq.Context | None = None) -> tuple[int, dict[str, KVMsg]]:
+    """One snapshot of ``subtree`` with no subscription: ``(sequence, {key: KVMsg})``.
+
+    For one-off reads (``raspy kv get``); raises :class:`TimeoutError` when the
+    server is silent for ``timeout`` seconds.
+    """
+    sequence, entries = request_snapshot(context or zmq.Context.instance(), snapshot_endpoint, subtree,
+                                         lambda dealer: dealer.poll(timeout * 1000))
+    messages = (KVMsg.from_frames(frames) for frames in entries)
+    return sequence, {msg.key: msg for msg in messages}

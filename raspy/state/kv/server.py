@@ -1,0 +1,259 @@
+"""The key/value server: snapshot, publisher and collector sockets in one thread."""
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+from raspy.droplog import DropLog
+from raspy.mdp.protocol import ProtocolError
+from raspy.state.kv.message import (
+    BATCH,
+    COLLECTOR_ENDPOINT,
+    EPOCH_SHIFT,
+    HUGZ,
+    HWM,
+    KTHXBAI,
+    PUBLISHER_ENDPOINT,
+    SNAPSHOT_ENDPOINT,
+    check_kvset,
+    epoch_of,
+    parse_icanhaz,
+)
+from raspy.state.kv.statefile import StateFile
+
+log = logging.getLogger(__name__)
+
+
+class KvServer:
+    """The ``kv`` executive: holds the map, numbers updates, serves snapshots.
+
+    ``run()`` binds and loops until ``stop()`` (callable from any thread; the
+    loop notices within 100 ms). Signals are the caller's business.
+    """
+
+    def __init__(self, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, publisher_endpoint: str = PUBLISHER_ENDPOINT,
+                 collector_endpoint: str = COLLECTOR_ENDPOINT, state_path: str | Path | None = None,
+                 flush_interval: float = 5.0, hugz_interval: float = 1.0,
+                 context: zmq.Context | None = None) -> None:
+        self.snapshot_endpoint = snapshot_endpoint
+        self.publisher_endpoint = publisher_endpoint
+        self.collector_endpoint = collector_endpoint
+        self.flush_interval = flush_interval
+        self.hugz_interval = hugz_interval
+        self.context = context or zmq.Context.instance()
+        self.ready = threading.Event()
+        self.sequence = 0
+        self.stats = {"updates": 0, "snapshots": 0, "expired": 0}
+        self.dropped = DropLog(log)
+        self._store = StateFile(state_path) if state_path else None
+        self._map: dict[bytes, list[bytes]] = {}      # key -> the published frames
+        self._deadlines: dict[bytes, float] = {}      # key -> monotonic expiry, for ttl keys
+        self._expiry: list[tuple[float, bytes]] = []  # heap of (deadline, key); stale ones skipped
+        self._ceiling = 0
+        self._dirty = False
+        self._writer: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- loop --
+
+    def run(self) -> None:
+        self._open_epoch()
+        ctx = self.context
+        snapshot, publisher, collector = ctx.socket(zmq.ROUTER), ctx.socket(zmq.PUB), ctx.socket(zmq.PULL)
+        try:
+            for sock in (snapshot, publisher, collector):
+                sock.setsockopt(zmq.LINGER, 0)
+            snapshot.setsockopt(zmq.SNDHWM, HWM)
+            snapshot.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            publisher.setsockopt(zmq.SNDHWM, HWM)
+            snapshot.bind(self.snapshot_endpoint)
+            publisher.bind(self.publisher_endpoint)
+            collector.bind(self.collector_endpoint)
+            self._loop(snapshot, publisher, collector)
+        finally:
+            self._flush(wait=True)
+            for sock in (snapshot, publisher, collector):
+                sock.close()
+            log.info("kv stopped at sequence %d", self.sequence)
+
+    def _loop(self, snapshot: zmq.Socket, publisher: zmq.Socket, collector: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(collector, zmq.POLLIN)
+        poller.register(snapshot, zmq.POLLIN)
+        self.ready.set()
+        log.info("kv serving: snapshot %s, publisher %s, collector %s, sequence %d",
+                 self.snapshot_endpoint, self.publisher_endpoint, self.collector_endpoint, self.sequence)
+        now = time.monotonic()
+        next_hugz, next_flush = now, now + self.flush_interval
+        while not self._stopping.is_set():
+            wake = min(next_hugz, self._expiry[0][0] if self._expiry else math.inf,
+                       next_flush if self._dirty else math.inf)
+            timeout = min(max(wake - time.monotonic(), 0.0), 0.1)
+            events = dict(poller.poll(timeout * 1000))
+            if collector in events:
+                self._collect(collector, publisher)
+            if snapshot in events:
+                self._serve_snapshots(snapshot)
+            now = time.monotonic()
+            if self._expiry and self._expiry[0][0] <= now:
+                self._expire(publisher, now)
+            if now >= next_hugz:
+                publisher.send_multipart([HUGZ, self.sequence.to_bytes(8, "big"), b"", b"", b""])
+                next_hugz = now + self.hugz_interval
+            if self._dirty and now >= next_flush:
+                # A write still busy on a slow SD card: look again shortly, do not spin.
+                next_flush = now + (self.flush_interval if self._flush() else 0.1)
+
+    def _collect(self, collector: zmq.Socket, publisher: zmq.Socket) -> None:
+        """Number, store and republish up to BATCH updates: the hot path."""
+        recv, send, store = collector.recv_multipart, publisher.send_multipart, self._map
+        deadlines = self._deadlines
+        sequence, ceiling, accepted = self.sequence, self._ceiling, 0
+        try:
+            for _ in range(BATCH):
+                try:
+                    frames = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    ttl = check_kvset(frames)
+                except ProtocolError as exc:
+                    self.dropped(f"collector: {exc}")
+                    continue
+                if sequence >= ceiling:
+                    self.sequence = sequence
+                    self._next_epoch()
+                    sequence, ceiling = self.sequence, self._ceiling
+                sequence += 1
+                frames[1] = sequence.to_bytes(8, "big")
+                send(frames)
+                key = frames[0]
+                if frames[4]:
+                    store[key] = frames
+                else:
+                    store.pop(key, None)
+                if ttl is None:
+                    if deadlines:
+                        deadlines.pop(key, None)
+                elif frames[4]:
+                    self._set_deadline(key, time.monotonic() + ttl)
+                accepted += 1
+        finally:
+            self.sequence = sequence
+            if accepted:
+                self.stats["updates"] += accepted
+                self._dirty = True
+
+    def _set_deadline(self, key: bytes, deadline: float) -> None:
+        self._deadlines[key] = deadline
+        heapq.heappush(self._expiry, (deadline, key))
+
+    def _expire(self, publisher: zmq.Socket, now: float) -> None:
+        """Delete keys whose ttl ran out, and publish each deletion."""
+        while self._expiry and self._expiry[0][0] <= now:
+            deadline, key = heapq.heappop(self._expiry)
+            if self._deadlines.get(key) != deadline:
+                continue  # the key changed since; that deadline is stale
+            del self._deadlines[key]
+            self._map.pop(key, None)
+            self.sequence += 1
+            publisher.send_multipart([key, self.sequence.to_bytes(8, "big"), b"", b"", b""])
+            self.stats["expired"] += 1
+            self._dirty = True
+
+    def _serve_snapshots(self, snapshot: zmq.Socket) -> None:
+        for _ in range(BATCH):
+            try:
+                frames = snapshot.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                identity, subtree = parse_icanhaz(frames)
+            except ProtocolError as exc:
+                self.dropped(f"snapshot: {exc}")
+                continue
+            self._send_snapshot(snapshot, identity, subtree)
+
+    def _send_snapshot(self, snapshot: zmq.Socket, identity: bytes, subtree: bytes) -> None:
+        try:
+            for key, frames in self._map.items():
+                if key.startswith(subtree):
+                    snapshot.send_multipart([identity, key, frames[1], b"", frames[3], frames[4]], zmq.NOBLOCK)
+            snapshot.send_multipart([identity, KTHXBAI, self.sequence.to_bytes(8, "big"), b"", b"", subtree],
+                                    zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or queue full
+            log.warning("snapshot for %r abandoned: %s", subtree, exc)
+            return
+        self.stats["snapshots"] += 1
+
+    # -- sequence and persistence --
+
+    def _open_epoch(self) -> None:
+        """Restore the map and start an epoch above any this server used before."""
+        state = self._store.load() if self._store else None
+        previous = 0
+        if state:
+            previous = state["epoch"]
+            wall, mono = time.time(), time.monotonic()
+            for key, sequence, properties, body, expires in state["entries"]:
+                if expires is not None and expires <= wall:
+                    continue
+                self._map[key] = [key, sequence.to_bytes(8, "big"), b"", properties, body]
+                if expires is not None:
+                    self._set_deadline(key, mono + expires - wall)
+            log.info("kv restored %d keys from %s", len(self._map), self._store.path)
+        # The wall clock keeps epochs rising even without a state file; the
+        # stored epoch keeps them rising when the clock is behind (a Pi has no RTC).
+        self._start_epoch(max(previous + 1, int(time.time())))
+
+    def _next_epoch(self) -> None:
+        log.info("kv sequence counter of epoch %d exhausted, opening the next", epoch_of(self.sequence))
+        self._start_epoch(epoch_of(self.sequence) + 1)
+
+    def _start_epoch(self, epoch: int) -> None:
+        self.sequence = epoch << EPOCH_SHIFT
+        self._ceiling = self.sequence + (1 << EPOCH_SHIFT) - 1
+        self._flush(wait=True)  # the epoch is on disk before any sequence of it is published
+
+    def _entries(self) -> list:
+        wall, mono = time.time(), time.monotonic()
+        entries = []
+        for key, frames in self._map.items():
+            deadline = self._deadlines.get(key)
+            expires = None if deadline is None else wall + deadline - mono
+            entries.append([key, int.from_bytes(frames[1], "big"), frames[3], frames[4], expires])
+        return entries
+
+    def _flush(self, wait: bool = False) -> bool:
+        """Write the map; in the background unless ``wait``. False if a write is still busy."""
+        if self._store is None:
+            self._dirty = False
+            return True
+        if self._writer is not None and self._writer.is_alive():
+            if not wait:
+                return False
+            self._writer.join()
+        data = StateFile.dump(epoch_of(self.sequence), self._entries())
+        self._dirty = False
+        if wait:
+            self._store.save(data)
+        else:
+            self._writer = threading.Thread(target=self._write, args=(data,), name="kv-state", daemon=True)
+            self._writer.start()
+        return True
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._store.save(data)
+        except OSError as exc:
+            log.error("kv could not write %s: %s; will retry", self._store.path, exc)
+            self._dirty = True
