@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -30,6 +29,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from raspy.atomic import atomic_write
 from raspy.automation.store import Store, stored
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, bad_request, not_found
@@ -192,16 +192,11 @@ class Marks:
         self._dirty |= self.marks.pop(job_id, None) is not None
 
     def flush(self) -> None:
-        """Write the marks if they changed (write, fsync, rename)."""
+        """Write the marks if they changed, atomically."""
         if not self._dirty or self.path is None:
             return
         self._dirty = False
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as out:
-            json.dump(self.marks, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(self.marks))
 
 
 class CronManager:

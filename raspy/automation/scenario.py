@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import operator
-import os
 import re
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from raspy.atomic import atomic_write
 from raspy.automation.store import Store, StoreError, stored
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, ServiceError, bad_request, not_found
@@ -245,17 +245,10 @@ class ScenarioManager:
         raise FileNotFoundError(f"no scenario file {scenario.file} in {self.scenarios_dir} or {SHIPPED_DIR}")
 
     def _write_code(self, file: str, code: str) -> None:
-        """Write remote code (only when allowed) to the owner's directory: write, fsync, rename."""
+        """Write remote code (only when allowed) to the owner's directory, atomically."""
         if self.scenarios_dir is None:
             raise ValueError("no scenarios directory to write code to")
-        self.scenarios_dir.mkdir(parents=True, exist_ok=True)
-        target = self.scenarios_dir / file
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "w") as out:
-            out.write(code)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
+        atomic_write(self.scenarios_dir / file, code)
 
     def _check_code(self, code: str | None, file: str) -> None:
         if code is None:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import msgpack
 
+from raspy.atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 
 class StateFile:
     """The map on disk as one msgpack document, replaced atomically.
 
-    A crash leaves either the old file or the new one, never half of one:
-    write a temporary file, fsync it, rename it over the old, fsync the directory.
+    A crash leaves either the old file or the new one, never half of one (:func:`atomic_write`).
     """
 
     FORMAT = 1
@@ -48,18 +49,7 @@ class StateFile:
             return None
 
     def save(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        dirfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        atomic_write(self.path, data)
 
     @classmethod
     def dump(cls, epoch: int, entries: list) -> bytes:
