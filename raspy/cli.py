@@ -10,6 +10,7 @@ import sys
 from typing import Any, Callable
 
 from raspy import __version__, kvcli
+from raspy.errors import RequestTimeout
 from raspy.house.board import BoardError
 from raspy.house.config import Config, ConfigError, load_config
 from raspy.house.control import NotRunning, send_command, status_report, wait_gone
@@ -17,7 +18,7 @@ from raspy.house.executive import load_kind
 from raspy.mdp import _fast
 from raspy.mdp import protocol as p
 from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
-from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.client import MajorDomoClient
 
 log = logging.getLogger("raspy")
 

@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
+from raspy.errors import RequestTimeout
 from raspy.mdp import protocol
 from raspy.mdp.protocol import ProtocolError
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient, fetch_snapshot
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         endpoints_from_config(args)
         return command(args)
-    except (TimeoutError, ValueError) as exc:
+    except (RequestTimeout, ValueError) as exc:
         print(f"raspy kv {args.kv_command}: {exc}", file=sys.stderr)
         return 1
 

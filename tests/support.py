@@ -41,7 +41,8 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
 
 def ask(endpoint: str, service: str | bytes, *body: bytes, timeout: float = 0.5) -> list[bytes] | None:
     """One request, one attempt: the reply frames, or ``None`` when nothing answered in ``timeout`` s."""
-    from raspy.mdp.client import MajorDomoClient, RequestTimeout
+    from raspy.errors import RequestTimeout
+    from raspy.mdp.client import MajorDomoClient
 
     with MajorDomoClient(endpoint, timeout=timeout, retries=1) as client:
         try:

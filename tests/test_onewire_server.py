@@ -7,10 +7,11 @@ import pytest
 from fake_w1 import FakeW1Tree, w1_slave
 from support import free_endpoint, wait_for
 
+from raspy.errors import RequestTimeout
 from raspy.executives.onewire import OneWire
 from raspy.house.executive import Settings
 from raspy.mdp import protocol as p
-from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.client import MajorDomoClient
 from raspy.state.kv.client import KvSubscriberClient
 from raspy.state.kv.server import KvServer
 

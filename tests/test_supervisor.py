@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from support import ROOT, free_endpoint, wait_for
 
+from raspy.errors import RequestTimeout
 from raspy.house import systemd
 from raspy.house.board import State, board_name, house_states
 from raspy.house.config import ConfigError, load_config
 from raspy.house.control import alive
 from raspy.house.logs import CappedLog
 from raspy.mdp import protocol as p
-from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.client import MajorDomoClient
 
 HOST = "t"
 ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}

@@ -12,10 +12,11 @@ import time
 import pytest
 from support import ask, broker_up, free_endpoint, live, wait_for, write_config
 
+from raspy.errors import RequestTimeout
 from raspy.executives.titanic import Titanic
 from raspy.house.executive import load_kind
 from raspy.mdp import protocol as p
-from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.client import MajorDomoClient
 from raspy.mdp.worker import MajorDomoWorker
 from raspy.state.titanic.client import TitanicClient, TitanicError
 from raspy.state.titanic.journal import Journal

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from raspy.atomic import atomic_write
 from raspy.automation.store import Store, StoreError, stored
+from raspy.errors import RaspyError
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, ServiceError, bad_request, not_found
 
@@ -114,7 +115,7 @@ def holds(cond: dict[str, Any], value: Any) -> bool:
         return False
 
 
-class Forbidden(Exception):
+class Forbidden(RaspyError):
     """Code sent over the network while the configuration does not allow it (status 403)."""
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol
 
+from raspy.errors import RaspyError
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
 from raspy.mdp.service import ServiceError
 from raspy.state.titanic.client import STORE_SERVICE
 
 
-class StoreError(Exception):
+class StoreError(RaspyError):
     """The store did not take or give a value (Titanic down or refusing)."""
 
 

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping
 
+from raspy.errors import RaspyError
+
 logger = logging.getLogger(__name__)
 
 #: Device names: no dots, since a dot separates a device from its sub-device.
@@ -30,7 +32,7 @@ NOT_POLLABLE = -1
 NOT_POLLED = 0
 
 
-class DeviceError(ValueError):
+class DeviceError(RaspyError, ValueError):
     """A device, configuration or reading that is refused, with the reason."""
 
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from raspy.devices.service import DeviceService
+from raspy.errors import RequestTimeout
 from raspy.house.executive import Counters, Server, Settings
 from raspy.mdp import protocol as p
 from raspy.mdp.protocol import Frames
@@ -52,7 +53,7 @@ class DeviceServer(Server):
         for name, reading in due:
             try:
                 self.publisher.send(DEVICE_SUBTREE, f"{self.service}.{name}", self.reading_body(name, reading))
-            except TimeoutError as exc:
+            except RequestTimeout as exc:
                 log.warning("reading of %s not published: %s", name, exc)
         return len(due)
 

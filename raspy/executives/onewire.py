@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from raspy.devices import BaseDevice, Reading, SensorTemperature
 from raspy.devices.service import DeviceService, name_arg, reading_result
+from raspy.errors import RaspyError
 from raspy.executives.device_server import DeviceServer
 from raspy.house.executive import Counters, Settings
 from raspy.house.statistics import SNMPCounter, oid
@@ -42,7 +43,7 @@ _SENSOR_ID = re.compile(r"([0-9a-fA-F]{2})-[0-9a-fA-F]{12}\Z")
 _TEMPERATURE = re.compile(r"\bt=(-?\d+)\Z")
 
 
-class OneWireError(Exception):
+class OneWireError(RaspyError):
     """The bus cannot be listed, or a sensor gave no good reading."""
 
 

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 from multiprocessing import resource_tracker, shared_memory
 from typing import Iterator, Sequence
 
+from raspy.errors import RaspyError
+
 __all__ = [
     "Board", "BoardBusy", "BoardError", "LastExit", "Slot", "SlotState", "State", "board_name",
     "NAME_SIZE", "REASON_SIZE",
@@ -76,7 +78,7 @@ MAX_STEP = 2 ** 32
 READ_TIMEOUT = 0.1
 
 
-class BoardError(RuntimeError):
+class BoardError(RaspyError, RuntimeError):
     """The board cannot be created, found or used as asked."""
 
 

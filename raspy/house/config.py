@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raspy.errors import RaspyError
 from raspy.house.executive import Settings, load_kind
 
 #: The default house, in start order: executive name -> its options. An entry whose
@@ -38,7 +39,7 @@ NEEDS_PATH = {"onewire": Path("/sys/bus/w1/devices")}
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}\Z")
 
 
-class ConfigError(ValueError):
+class ConfigError(RaspyError, ValueError):
     """A configuration that cannot be used; the message names file, key, line and reason."""
 
     def __init__(self, path: Path | None, key: str, reason: str, line: int | None = None) -> None:

@@ -7,6 +7,7 @@ import socket
 import time
 from pathlib import Path
 
+from raspy.errors import RaspyError
 from raspy.house.board import Board, BoardError, SlotState, State, board_name
 
 #: The supervisor's control socket, in the state directory.
@@ -15,7 +16,7 @@ CONTROL_SOCKET = "control.sock"
 LOG_LINES = 3
 
 
-class NotRunning(RuntimeError):
+class NotRunning(RaspyError, RuntimeError):
     """No supervisor runs for this state directory."""
 
 

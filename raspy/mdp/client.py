@@ -15,15 +15,12 @@ from typing import Any, Iterable
 
 import zmq
 
+from raspy.errors import RequestTimeout
 from raspy.mdp import protocol as p
 
 log = logging.getLogger(__name__)
 
 _NOARGS = object()
-
-
-class RequestTimeout(Exception):
-    """No reply after every attempt: the service or the broker is not there."""
 
 
 class MajorDomoClient:

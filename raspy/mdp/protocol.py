@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import msgpack
 
+from raspy.errors import RaspyError
+
 #: 7/MDP headers.
 CLIENT = b"MDPC01"
 WORKER = b"MDPW01"
@@ -42,7 +44,7 @@ _NAME = re.compile(r"[A-Za-z0-9_\-]+\Z")
 Frames = list[bytes]
 
 
-class ProtocolError(ValueError):
+class ProtocolError(RaspyError, ValueError):
     """A message that does not follow the protocol; the receiver drops it."""
 
 

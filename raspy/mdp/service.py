@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from raspy.errors import RaspyError
 from raspy.mdp import protocol
 from raspy.mdp.protocol import Frames, ProtocolError
 
 log = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
+class ServiceError(RaspyError):
     """A request that gets a non-200 status, with the reason sent back."""
 
     def __init__(self, status: int, reason: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import bottle
 
+from raspy.errors import RaspyError
 from raspy.house.control import duration as compact_duration
 from raspy.web import metrics
 
@@ -26,7 +27,7 @@ TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 
 
-class Unavailable(Exception):
+class Unavailable(RaspyError):
     """A source cannot answer now (no board, no supervisor to restart with)."""
 
 

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from raspy.errors import RequestTimeout
 from raspy.house.board import Board, BoardError, SlotState, State
 from raspy.house.control import NotRunning, send_command
 from raspy.mdp import protocol as p
-from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.client import MajorDomoClient
 from raspy.state.kv.client import KvSubscriberClient
 from raspy.state.kv.message import PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT
 from raspy.web.app import Unavailable

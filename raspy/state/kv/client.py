@@ -9,6 +9,7 @@ from typing import Callable
 
 import zmq
 
+from raspy.errors import RequestTimeout
 from raspy.mdp.protocol import ProtocolError
 from raspy.state.kv.message import (
     BATCH,
@@ -38,7 +39,7 @@ class KvPublisherClient:
 
     ``send`` waits at most ``timeout`` seconds for the collector to take the
     update (ZMQ_IMMEDIATE: nothing is queued for a server that is not there)
-    and raises :class:`TimeoutError` otherwise. Safe to share between threads.
+    and raises :class:`~raspy.errors.RequestTimeout` otherwise. Safe to share between threads.
     """
 
     def __init__(self, collector_endpoint: str = COLLECTOR_ENDPOINT, timeout: float = 2.5,
@@ -72,7 +73,7 @@ class KvPublisherClient:
             try:
                 self._socket.send_multipart(frames)
             except zmq.Again:
-                raise TimeoutError(f"kv collector {self.collector_endpoint} took nothing for {self.timeout}s") from None
+                raise RequestTimeout(f"kv collector {self.collector_endpoint} took nothing for {self.timeout}s") from None
 
     def close(self) -> None:
         """Close the socket; queued updates get up to ``timeout`` to leave."""
@@ -229,7 +230,7 @@ class KvSubscriberClient:
         try:
             sequence, entries = request_snapshot(self.context, self.snapshot_endpoint, self.subtree,
                                                  lambda dealer: self._wait(dealer, self.snapshot_timeout))
-        except (TimeoutError, ProtocolError) as exc:
+        except (RequestTimeout, ProtocolError) as exc:
             if not self._stopping.is_set():
                 log.info("kv snapshot from %s failed (%s); asking again", self.snapshot_endpoint, exc)
             return None
@@ -314,7 +315,7 @@ def request_snapshot(context: zmq.Context, endpoint: str, subtree: str,
     """``(sequence, KVSYNC frames)`` of one ICANHAZ exchange on a fresh DEALER.
 
     ``wait(dealer)`` says whether a reply came in time; when it says no, this
-    raises :class:`TimeoutError` (a fresh socket per attempt, so a late reply
+    raises :class:`~raspy.errors.RequestTimeout` (a fresh socket per attempt, so a late reply
     is never taken for the next one). Malformed replies raise :class:`ProtocolError`.
     """
     dealer = context.socket(zmq.DEALER)
@@ -329,7 +330,7 @@ def request_snapshot(context: zmq.Context, endpoint: str, subtree: str,
             if frames[0] == KTHXBAI:
                 return int.from_bytes(frames[1], "big"), entries
             entries.append(frames)
-        raise TimeoutError(f"kv snapshot server {endpoint} stopped answering")
+        raise RequestTimeout(f"kv snapshot server {endpoint} stopped answering")
     finally:
         dealer.close()
 
@@ -338,7 +339,7 @@ def fetch_snapshot(subtree: str, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, tim
                    context: zmq.Context | None = None) -> tuple[int, dict[str, KVMsg]]:
     """One snapshot of ``subtree`` with no subscription: ``(sequence, {key: KVMsg})``.
 
-    For one-off reads (``raspy kv get``); raises :class:`TimeoutError` when the
+    For one-off reads (``raspy kv get``); raises :class:`~raspy.errors.RequestTimeout` when the
     server is silent for ``timeout`` seconds.
     """
     sequence, entries = request_snapshot(context or zmq.Context.instance(), snapshot_endpoint, subtree,

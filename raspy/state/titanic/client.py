@@ -6,8 +6,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
+from raspy.errors import RaspyError, RequestTimeout
 from raspy.mdp import protocol as p
-from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.client import MajorDomoClient
 from raspy.mdp.protocol import Frames
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ CLOSE_SERVICE = "titanic.close"
 STORE_SERVICE = "titanic.store"
 
 
-class TitanicError(Exception):
+class TitanicError(RaspyError):
     """Titanic answered with a status that is not what the call needs."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -99,7 +100,7 @@ class TitanicClient:
             if status != 300:
                 raise TitanicError(status, f"no reply for {key}")
             if time.monotonic() + delay > deadline:
-                raise TimeoutError(f"no reply for {key} after {timeout}s")
+                raise RequestTimeout(f"no reply for {key} after {timeout}s")
             time.sleep(delay)
             delay = min(delay * 2, self.poll_max)
 

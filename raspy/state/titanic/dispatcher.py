@@ -6,8 +6,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from raspy.errors import RequestTimeout
 from raspy.mdp import protocol as p
-from raspy.mdp.client import MajorDomoClient, RequestTimeout
+from raspy.mdp.client import MajorDomoClient
 from raspy.state.titanic.journal import Journal
 
 log = logging.getLogger(__name__)
