@@ -72,10 +72,10 @@ def run_executive(name: str, rest: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``raspy run broker|echo [options]`` as before; any other NAME, or ``--config``, runs an executive."""
-    legacy = {"broker": broker_parser, "echo": echo_parser}
-    if args.name in legacy and not any(a == "--config" or a.startswith("--config=") for a in args.rest):
-        options = legacy[args.name]().parse_args(args.rest)
+    """``raspy run broker|echo [options]`` runs that part alone; any other NAME, or ``--config``, an executive."""
+    standalone = {"broker": broker_parser, "echo": echo_parser}
+    if args.name in standalone and not any(a == "--config" or a.startswith("--config=") for a in args.rest):
+        options = standalone[args.name]().parse_args(args.rest)
         return options.func(options)
     return run_executive(args.name, args.rest)
 

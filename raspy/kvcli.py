@@ -6,8 +6,8 @@ sends the float, ``set k on`` the string ``"on"``). ``get`` and ``watch``
 unpack and print JSON; a body that is not msgpack prints as its UTF-8 text, or
 as hex when it is not text either.
 
-Wire into ``raspy/cli.py`` with ``kvcli.add_parser(subparsers)``; the parser it
-adds sets ``func=run``, so ``args.func(args)`` is the exit status.
+:func:`add_parser` adds ``kv`` to ``raspy``'s parser (see :mod:`raspy.cli`); it
+sets ``func=run``, so ``args.func(args)`` is the exit status.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from raspy.automation.cron import Marks
-from raspy.automation.scenario import ScenarioManager, ScenariosService
+from raspy.automation.scenario import ScenarioCollectionService, ScenarioManager
 from raspy.mdp import protocol as p
 from raspy.state.kv.statefile import StateFile
 
@@ -60,7 +60,7 @@ def test_cron_marks(tmp_path, synced):
 def test_scenario_code_written_at_run_time(tmp_path, synced):
     folder = tmp_path / "scenarios"
     manager = ScenarioManager(None, None, folder, allow_remote_code=True)
-    status, _ = p.parse_reply(ScenariosService(manager)(
+    status, _ = p.parse_reply(ScenarioCollectionService(manager)(
         p.request("add", {"name": "new", "code": "def run(ctx):\n    return 1\n"})))
     assert status == p.OK
     assert (folder / "new.py").read_text().startswith("def run")

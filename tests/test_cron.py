@@ -10,7 +10,8 @@ import pytest
 from memstore import MemoryStore
 from support import wait_for
 
-from raspy.automation.cron import Actions, CronManager, CronService, build_trigger, check_spec, event_key
+from raspy.automation.actions import Actions
+from raspy.automation.cron import CronManager, CronService, build_trigger, check_spec, event_key
 from raspy.mdp import protocol as p
 
 
@@ -25,7 +26,10 @@ class Recorder:
         self.lock = threading.Lock()
 
     def actions(self) -> Actions:
-        return Actions(self.publish, self.request, self.fire)
+        return Actions(self.publish, self.request, self.get, self.fire)
+
+    def get(self, key: str) -> object:
+        return None
 
     def publish(self, key: str, value: object) -> None:
         with self.lock:

@@ -19,8 +19,9 @@ from support import ROOT, free_endpoint, wait_for, write_config
 
 from raspy.mdp import protocol
 from raspy.mdp.protocol import ProtocolError
+from raspy.state.keys import join_key
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient, fetch_snapshot
-from raspy.state.kv.message import EPOCH_SHIFT, HUGZ, KTHXBAI, KVMsg, check_kvset, join_key, parse_icanhaz
+from raspy.state.kv.message import EPOCH_SHIFT, HUGZ, KTHXBAI, KVMsg, check_kvset, parse_icanhaz
 from raspy.state.kv.server import KvServer
 from raspy.state.kv.statefile import StateFile
 

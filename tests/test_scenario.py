@@ -9,7 +9,14 @@ import pytest
 from memstore import MemoryStore
 from support import wait_for
 
-from raspy.automation.scenario import Api, ScenarioManager, ScenarioService, ScenariosService, check_entries, state_key
+from raspy.automation.actions import Actions
+from raspy.automation.scenario import (
+    ScenarioCollectionService,
+    ScenarioManager,
+    ScenarioService,
+    check_entries,
+    state_key,
+)
 from raspy.automation.store import StoreError
 from raspy.mdp import protocol as p
 from raspy.scenarios.thermostat import decide
@@ -25,15 +32,18 @@ FILES = {
 
 
 class Kv:
-    """The Api on a dict: publish stores, get reads."""
+    """The house's actions on a dict: publish stores, get reads."""
 
     def __init__(self) -> None:
         self.values: dict[str, object] = {}
         self.requests: list[tuple] = []
         self.lock = threading.Lock()
 
-    def api(self) -> Api:
-        return Api(self.publish, self.request, self.values.get)
+    def api(self) -> Actions:
+        return Actions(self.publish, self.request, self.values.get, self.fire)
+
+    def fire(self, name: str, entry: dict) -> bool:
+        raise AssertionError("scenarios cannot fire scenarios")
 
     def publish(self, key: str, value: object) -> None:
         with self.lock:
@@ -159,7 +169,7 @@ def test_stop_abandons_what_ignores_its_stop_event(manager):
 def test_remote_code_is_refused_by_default(kv, folder, tmp_path):
     marker = tmp_path / "ran"
     code = f"open({str(marker)!r}, 'w').close()\ndef run(ctx):\n    pass\n"
-    service = ScenariosService(ScenarioManager(kv.api(), None, folder))
+    service = ScenarioCollectionService(ScenarioManager(kv.api(), None, folder))
     status, reason = call(service, "add", {"name": "evil", "code": code})
     assert status == p.FORBIDDEN and "allow_remote_code" in reason
     call(service, "add", {"name": "hello"})
@@ -172,7 +182,7 @@ def test_remote_code_is_refused_by_default(kv, folder, tmp_path):
 
 def test_remote_code_when_the_configuration_allows_it(kv, folder):
     manager = ScenarioManager(kv.api(), None, folder, allow_remote_code=True)
-    service = ScenariosService(manager)
+    service = ScenarioCollectionService(manager)
     assert call(service, "add", {"name": "new", "code": "def run(ctx):\n    return 42\n"})[0] == p.OK
     assert call(service, "add", {"name": "bad", "code": "def run(:\n"})[0] == p.BAD_REQUEST
     manager.fire("new")
@@ -190,7 +200,7 @@ def test_remote_code_when_the_configuration_allows_it(kv, folder):
     ({"name": "a.b"}, "scenario name"),
 ])
 def test_bad_tables_are_400_and_change_nothing(manager, table, reason):
-    service = ScenariosService(manager)
+    service = ScenarioCollectionService(manager)
     status, why = call(service, "add", table)
     assert status == p.BAD_REQUEST and reason in why
     assert call(service, "list_keys") == (p.OK, [])
@@ -230,7 +240,7 @@ def test_shipped_examples_are_found(kv, tmp_path):
 
 
 def test_the_service_pair(manager, kv):
-    scenarios, scenario = ScenariosService(manager), ScenarioService(manager)
+    scenarios, scenario = ScenarioCollectionService(manager), ScenarioService(manager)
     call(scenarios, "add", {"name": "hello", "params": {"x": 1}})
     assert call(scenarios, "list")[1][0]["conf"]["params"] == {"x": 1}
     assert call(scenario, "disable", "hello")[1]["active"] is False

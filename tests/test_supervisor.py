@@ -15,9 +15,8 @@ from support import ROOT, free_endpoint, wait_for
 
 from raspy.errors import RequestTimeout
 from raspy.house import systemd
-from raspy.house.board import State, board_name, house_states
+from raspy.house.board import State, board_name, house_states, pid_alive
 from raspy.house.config import ConfigError, load_config
-from raspy.house.control import alive
 from raspy.house.logs import CappedLog
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
@@ -215,7 +214,7 @@ def test_kill_9_of_an_executive_is_back_at_once(house):
     os.kill(old, signal.SIGKILL)
     assert house.echo("one", timeout=0.1, retries=30)
     assert time.monotonic() - killed < 1.5
-    assert house.pid("one") != old and not alive(old)
+    assert house.pid("one") != old and not pid_alive(old)
     wait_for(lambda: house.states("one")["one"].state == State.RUNNING, what="one running again")
     line = next(line for line in house.raspy("status").stdout.splitlines() if line.startswith("one "))
     assert line.split()[1] == "running"
@@ -249,7 +248,7 @@ def test_a_hung_executive_is_killed_and_restarted(house):
     flag.touch()
     wait_for(lambda: house.states("frozen")["frozen"].restarts == 1, timeout=5, what="frozen restarted")
     state = house.states("frozen")["frozen"]
-    assert state.pid != old and not alive(old)
+    assert state.pid != old and not pid_alive(old)
     assert state.last_exit.reason.startswith("killed by SIGKILL: hung: no heartbeat for ")
     wait_for(lambda: house.echo("frozen"), what="frozen answers again")
 
@@ -262,7 +261,7 @@ def test_sigterm_stops_everything_and_leaves_nothing(house):
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=5) == 0
     assert time.monotonic() - started < 1.0 + 1.5  # stop_timeout, then SIGKILL for the stubborn one
-    assert not any(alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert not Path(f"/dev/shm/{board_name(house.state_dir)}").exists()
     assert not (house.state_dir / "control.sock").exists()
     assert "stubborn (pid" in (house.tmp / "supervisor.out").read_text()  # it needed the SIGKILL
@@ -273,7 +272,7 @@ def test_sigkill_of_the_supervisor_leaves_no_orphan_and_the_next_start_cleans_up
     pids = [s.pid for s in house.states().values()]
     supervisor.kill()
     supervisor.wait(timeout=5)
-    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=3, what="executives gone")
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), timeout=3, what="executives gone")
     assert house.raspy("status").returncode == 3  # the stale board is reported
     house.start()  # the stale board and control socket are replaced
     assert house.echo("one")
@@ -295,7 +294,7 @@ def test_sighup_restarts_only_the_changed_executive(house):
     result = house.raspy("reload")
     assert result.returncode == 0 and "-three" in result.stdout
     wait_for(lambda: "three" not in house.states(), what="three removed")
-    assert not alive(after["three"])
+    assert not pid_alive(after["three"])
 
 
 def test_control_commands(house):

@@ -87,7 +87,7 @@ def house(children, tmp_path):
 def client(house):
     c = house.client()
     yield c
-    c.shutdown()
+    c.close()
 
 
 def replies(client: TitanicClient, uuids: list[str]) -> dict[str, tuple[int, p.Frames]]:
@@ -125,7 +125,7 @@ def test_tsp_statuses_and_idempotence(house, client):
 def test_closing_a_pending_request_cancels_it(house, client):
     seen = []
     cancelled = client.request("counted", b"cancelled")
-    client.close(cancelled)
+    client.close_request(cancelled)
     kept = client.request("counted", b"kept")
     house.worker("counted", lambda frames: seen.append(frames[0]) or frames)
     assert client.wait(kept, timeout=10) == [b"kept"]
@@ -215,7 +215,7 @@ def test_kill_9_while_dispatching_loses_nothing(house, client, capsys):
             except (RequestTimeout, TitanicError):
                 pass
             time.sleep(0.005)
-        submitter.shutdown()
+        submitter.close()
 
     house.worker("count", counting)
     wait_for(lambda: sum(counts[b"q%d" % i] > 0 for i in range(total)) >= 60, timeout=15, what="dispatch under way")
@@ -380,7 +380,7 @@ def test_client_raises_on_refused_request(house):
     client = house.client()
     with pytest.raises(TitanicError):
         client.request("", b"x")
-    client.shutdown()
+    client.close()
 
 
 def test_statistics_show_the_queue_and_the_commits(house, client):
@@ -394,6 +394,6 @@ def test_statistics_show_the_queue_and_the_commits(house, client):
     assert gauge("requests_pending") == 5
     commits = gauge("commits")
     assert 1 <= commits <= gauge("writes")
-    client.close(uuids[0])
+    client.close_request(uuids[0])
     assert (gauge("requests_pending"), gauge("requests_closed")) == (4, 1)
     assert gauge("commits") > commits

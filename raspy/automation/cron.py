@@ -1,7 +1,7 @@
 """Cron: jobs that publish an event, send a request or fire a scenario on a schedule.
 
 APScheduler 3 (``BackgroundScheduler``) does the timing; one APScheduler job
-per :class:`Cron`. Jobs come from the configuration and from the service
+per :class:`CronJob`. Jobs come from the configuration and from the service
 ``<host>.core.cron``; those changed at run time are kept in the :class:`Store`.
 
 The Pi has no battery clock, so runs can be missed while Core is down or when
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -30,15 +29,17 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from raspy.atomic import atomic_write
+from raspy.automation.actions import Actions
 from raspy.automation.store import Store, stored
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, bad_request, not_found
+from raspy.state.keys import EVENT, join_key
 
 log = logging.getLogger(__name__)
 
 MISSED_POLICIES = ("run_once", "skip")
 ACTIONS = ("event", "request", "scenario")
-TRIGGERS = ("cron", "interval", "date")
+SCHEDULES = ("cron", "interval", "date")
 #: Seconds a ``skip`` job may be late and still run: a busy Pi is not a missed run.
 SKIP_GRACE = 30
 #: A wall clock that moves this many seconds more or less than the monotonic clock has jumped.
@@ -46,22 +47,21 @@ CLOCK_JUMP = 2.0
 #: Store section of jobs added or changed at run time (key: job id).
 SECTION = "cron"
 
-_ID = re.compile(r"[A-Za-z0-9_\-]+\Z")
 _INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
-_KEYS = {"id", "paused", "missed", "action", "data", "service", "command", "args", "scenario", *TRIGGERS}
+_KEYS = {"id", "paused", "missed", "action", "data", "service", "command", "args", "scenario", *SCHEDULES}
 
 
 def event_key(job_id: str) -> str:
     """Key/value key of a job's events."""
-    return f"/event/cron/{job_id}"
+    return join_key(EVENT, f"cron/{job_id}")
 
 
 def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
     """The APScheduler trigger of a job table; a bad expression raises ValueError."""
-    kinds = [k for k in TRIGGERS if k in spec]
+    kinds = [k for k in SCHEDULES if k in spec]
     if len(kinds) != 1:
-        raise ValueError(f"a job needs exactly one trigger of {list(TRIGGERS)}, got {kinds}")
+        raise ValueError(f"a job needs exactly one trigger of {list(SCHEDULES)}, got {kinds}")
     kind, value = kinds[0], spec[kinds[0]]
     try:
         if kind == "cron":
@@ -107,7 +107,7 @@ def check_spec(spec: Any, default_missed: str = "run_once") -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown job fields {sorted(unknown)}; known: {sorted(_KEYS)}")
     job = dict(spec)
-    if not isinstance(job.get("id"), str) or not _ID.match(job["id"]):
+    if not isinstance(job.get("id"), str) or not p.NAME.match(job["id"]):
         raise ValueError("job id: letters, digits, '_' and '-' only")
     action = job.get("action")
     if action not in ACTIONS:
@@ -127,16 +127,7 @@ def check_spec(spec: Any, default_missed: str = "run_once") -> dict[str, Any]:
 
 
 @dataclass
-class Actions:
-    """What a job can do, injected so that cron is testable without sockets."""
-
-    publish: Callable[[str, Any], None]
-    request: Callable[[str, str, Any], tuple[int, Any]]
-    fire_scenario: Callable[[str, dict[str, Any]], bool]
-
-
-@dataclass
-class Cron:
+class CronJob:
     """One job: its checked table, where it came from, and its APScheduler job."""
 
     spec: dict[str, Any]
@@ -211,7 +202,7 @@ class CronManager:
         self.missed = missed
         self.clock = clock
         self.marks = Marks(marks_path)
-        self.jobs: dict[str, Cron] = {}
+        self.jobs: dict[str, CronJob] = {}
         self._lock = threading.RLock()
         self._clock_seen = (clock(), time.monotonic())
         self.scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
@@ -231,7 +222,7 @@ class CronManager:
 
     # -- jobs -----------------------------------------------------------------------
 
-    def add(self, spec: Any, source: str = "runtime", persist: bool = True) -> Cron:
+    def add(self, spec: Any, source: str = "runtime", persist: bool = True) -> CronJob:
         """Add or replace a job; a bad table raises ValueError and changes nothing."""
         job = check_spec(spec, self.missed)
         trigger = build_trigger(job)
@@ -241,7 +232,7 @@ class CronManager:
             if persist:
                 self._save(job)
             self._unschedule(job["id"])
-            cron = Cron(job, source)
+            cron = CronJob(job, source)
             self._schedule(cron)
             self.jobs[cron.id] = cron
             log.info("cron job %s added (%s)", cron.id, source)
@@ -269,12 +260,12 @@ class CronManager:
                 log.error("stored cron job %s ignored: %s", job_id, exc)
         return count
 
-    def all(self) -> list[Cron]:
+    def all(self) -> list[CronJob]:
         """Every job, by id (a copy: the service thread must not see the dict change)."""
         with self._lock:
             return [cron for _, cron in sorted(self.jobs.items())]
 
-    def get(self, job_id: Any) -> Cron:
+    def get(self, job_id: Any) -> CronJob:
         cron = self.jobs.get(job_id) if isinstance(job_id, str) else None
         if cron is None:
             raise KeyError(f"no cron job {job_id!r}")
@@ -289,7 +280,7 @@ class CronManager:
             del self.jobs[job_id]
             self.marks.forget(job_id)
 
-    def set_paused(self, job_id: str, paused: bool) -> Cron:
+    def set_paused(self, job_id: str, paused: bool) -> CronJob:
         """Pause or resume a job; the change is stored, so it survives a restart."""
         with self._lock:
             cron = self.get(job_id)
@@ -309,7 +300,7 @@ class CronManager:
 
     # -- APScheduler --------------------------------------------------------------------
 
-    def _schedule(self, cron: Cron) -> None:
+    def _schedule(self, cron: CronJob) -> None:
         spec = cron.spec
         trigger = build_trigger(spec)
         now = self.clock()
@@ -411,7 +402,7 @@ class CronService(Service):
     def __init__(self, manager: CronManager) -> None:
         self.manager = manager
 
-    def _job(self, args: Any) -> Cron:
+    def _job(self, args: Any) -> CronJob:
         try:
             return self.manager.get(args)
         except KeyError as exc:

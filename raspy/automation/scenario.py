@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raspy.atomic import atomic_write
+from raspy.automation.actions import Actions
 from raspy.automation.store import Store, StoreError, stored
 from raspy.errors import RaspyError
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, ServiceError, bad_request, not_found
+from raspy.state.keys import SCENARIO, join_key
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +42,18 @@ DEFAULT_TIMEOUT = 60.0
 COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
-TRIGGERS = ("change", "event")
+EVENT_OPS = ("change", "event")
 CONF_DEFAULTS: dict[str, Any] = {"active": True, "startup": False, "timeout": None, "file": None, "params": {}}
-#: Store sections and keys, as the 2015 manual names them.
+#: Store sections and keys.
 MAIN_SECTION, KEYS = "scenario.main", "keys"
 
-_NAME = re.compile(r"[A-Za-z0-9_\-]+\Z")
 _FILE = re.compile(r"[A-Za-z0-9_\-]+\.py\Z")
 _MISSING = object()
 
 
 def state_key(name: str) -> str:
     """Key/value key where a scenario's state is published."""
-    return f"/scenario/{name}"
+    return join_key(SCENARIO, name)
 
 
 def section(name: str) -> str:
@@ -62,7 +63,7 @@ def section(name: str) -> str:
 # -- checking tables -------------------------------------------------------------------
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or name == "main":
+    if not isinstance(name, str) or not p.NAME.match(name) or name == "main":
         raise ValueError("scenario name: letters, digits, '_' and '-' only (and not 'main')")
     return name
 
@@ -96,8 +97,8 @@ def check_entries(entries: Any) -> dict[str, dict[str, Any]]:
     for key, cond in entries.items():
         if not isinstance(key, str) or not key.startswith("/"):
             raise ValueError(f"entry key {key!r} is a key/value key starting with '/'")
-        if not isinstance(cond, dict) or cond.get("op") not in (*COMPARISONS, *TRIGGERS):
-            raise ValueError(f"entry {key}: condition is {{op: one of {[*COMPARISONS, *TRIGGERS]}, value?}}")
+        if not isinstance(cond, dict) or cond.get("op") not in (*COMPARISONS, *EVENT_OPS):
+            raise ValueError(f"entry {key}: condition is {{op: one of {[*COMPARISONS, *EVENT_OPS]}, value?}}")
         if cond["op"] in COMPARISONS and "value" not in cond:
             raise ValueError(f"entry {key}: a comparison needs a value")
         if set(cond) - {"op", "value"}:
@@ -121,25 +122,16 @@ class Forbidden(RaspyError):
 
 # -- scenarios -----------------------------------------------------------------------------
 
-@dataclass
-class Api:
-    """What scenario code may do, injected by Core (and by tests)."""
-
-    publish: Callable[[str, Any], None]
-    request: Callable[[str, str, Any], tuple[int, Any]]
-    get: Callable[[str], Any]
-
-
 class Context:
-    """What ``run(ctx)`` gets: the entry that fired it, the Api, a logger and its stop event."""
+    """What ``run(ctx)`` gets: the entry that fired it, the Actions, a logger and its stop event."""
 
-    def __init__(self, scenario: "Scenario", api: Api, entry: dict[str, Any] | None) -> None:
+    def __init__(self, scenario: "Scenario", actions: Actions, entry: dict[str, Any] | None) -> None:
         self.name = scenario.name
         self.entry = entry
         self.params = dict(scenario.conf["params"])
-        self.publish = api.publish
-        self.request = api.request
-        self.get = api.get
+        self.publish = actions.publish
+        self.request = actions.request
+        self.get = actions.get
         self.log = logging.getLogger(f"raspy.scenario.{scenario.name}")
         self.stop_event = scenario.stop_event
 
@@ -221,10 +213,10 @@ def split_table(table: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None,
 class ScenarioManager:
     """The scenarios of one Core: definitions, files, runs, triggers, storage."""
 
-    def __init__(self, api: Api, store: Store | None = None, scenarios_dir: Path | None = None,
+    def __init__(self, actions: Actions, store: Store | None = None, scenarios_dir: Path | None = None,
                  allow_remote_code: bool = False, default_timeout: float = DEFAULT_TIMEOUT,
                  stop_grace: float = 2.0) -> None:
-        self.api = api
+        self.actions = actions
         self.store = store
         self.scenarios_dir = scenarios_dir
         self.allow_remote_code = allow_remote_code
@@ -317,7 +309,7 @@ class ScenarioManager:
         scenario.conf, scenario.entries, scenario.source = conf, entries, "runtime"
         if was_active and not conf["active"]:
             scenario.stop_event.set()
-        elif conf["active"] and not was_active and conf["startup"] and scenario.fire(self.api.get):
+        elif conf["active"] and not was_active and conf["startup"] and scenario.fire(self.actions.get):
             self.start(scenario, None)
         self._publish(scenario)
         return scenario
@@ -402,7 +394,7 @@ class ScenarioManager:
         """Start a scenario if it must run (see :meth:`Scenario.fire`); whether it started."""
         with self._lock:
             scenario = self.get(name)
-            if not scenario.fire(self.api.get):
+            if not scenario.fire(self.actions.get):
                 return False
             self.start(scenario, entry)
             return True
@@ -436,7 +428,7 @@ class ScenarioManager:
     def start(self, scenario: Scenario, entry: dict[str, Any] | None) -> None:
         """Run the scenario's file in a new thread, with a fresh stop event."""
         scenario.stop_event = threading.Event()
-        context = Context(scenario, self.api, entry)
+        context = Context(scenario, self.actions, entry)
         timeout = scenario.conf["timeout"] or (None if scenario.conf["startup"] else self.default_timeout)
         scenario.deadline = None if timeout is None else time.monotonic() + timeout
         scenario.runs += 1
@@ -509,7 +501,7 @@ class ScenarioManager:
     def _publish(self, scenario: Scenario) -> None:
         """Publish ``/scenario/<name>``; a key/value failure is logged, never raised."""
         try:
-            self.api.publish(state_key(scenario.name), scenario.state())
+            self.actions.publish(state_key(scenario.name), scenario.state())
         except Exception as exc:
             log.warning("cannot publish the state of scenario %s: %s", scenario.name, exc)
 
@@ -538,7 +530,7 @@ def _refusals(action: Callable[[], Any]) -> Any:
         raise bad_request(str(exc)) from None
 
 
-class ScenariosService(Service):
+class ScenarioCollectionService(Service):
     """``<host>.core.scenarios``: the collection (list, add, update, delete, store, load)."""
 
     def __init__(self, manager: ScenarioManager) -> None:

@@ -1,10 +1,10 @@
-"""The device model of the 2015 manual: a named, configurable thing a server offers.
+"""The device model: a named, configurable thing a server offers.
 
 A device class has an ``oid`` (``sensor.temperature``, ``media.tv``, ...), a
 read-only ``template`` (its default configuration) and says whether it can be
 polled. An instance owns a deep copy of its configuration, a bounded log and
-its latest reading; nothing mutable is shared between instances (the 2015
-code kept them in class-level dicts, so every device saw every other's).
+its latest reading; nothing mutable is shared between instances (class-level
+dicts would let every device see every other's).
 
 Every refusal raises :class:`DeviceError` with a reason a user can act on;
 a service turns it into ``400``.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -21,11 +20,11 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Mapping
 
 from raspy.errors import RaspyError
+from raspy.mdp.protocol import NAME
 
 logger = logging.getLogger(__name__)
 
 #: Device names: no dots, since a dot separates a device from its sub-device.
-_NAME = re.compile(r"[A-Za-z0-9_\-]+\Z")
 
 #: ``poll`` values: -1 not pollable, 0 not polled, n > 0 polled every n seconds.
 NOT_POLLABLE = -1
@@ -92,7 +91,7 @@ class BaseDevice:
         if "name" not in json:
             raise DeviceError("a device needs a 'name'")
         name = json["name"]
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not NAME.match(name):
             raise DeviceError(f"bad device name {name!r}: letters, digits, '_' and '-' only")
         oid = json.get("oid", cls.oid)
         if oid != cls.oid:
@@ -114,7 +113,7 @@ class BaseDevice:
         """Store a checked full configuration (the oid is the class's, not stored)."""
         self._config = {"name": full["name"], **{k: copy.deepcopy(v) for k, v in full.items() if k != "oid"}}
 
-    # -- what the manual's commands read and write -------------------------
+    # -- what the device commands read and write ---------------------------
 
     @property
     def name(self) -> str:

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raspy.automation.cron import Actions, CronManager, CronService
-from raspy.automation.scenario import Api, ScenarioManager, ScenarioService, ScenariosService
+from raspy.automation.actions import Actions
+from raspy.automation.cron import CronManager, CronService
+from raspy.automation.scenario import ScenarioCollectionService, ScenarioManager, ScenarioService
 from raspy.automation.store import StoreError, TitanicStore
 from raspy.house.executive import Counters, Server, Settings
 from raspy.mdp import protocol as p
@@ -50,17 +51,18 @@ class Core(Server):
         self.subscriber = KvSubscriberClient("", settings.kv_snapshot, settings.kv_publisher)
         store = TitanicStore(lambda: MajorDomoClient(settings.broker, timeout=1.0, retries=2), self.service)
         state_dir = Path(settings.state_dir)
-        self.cron = CronManager(Actions(self.publish, self.request, self.fire_scenario), store,
+        actions = Actions(self.publish, self.request, self.get, self.fire_scenario)
+        self.cron = CronManager(actions, store,
                                 missed=options.get("missed", "run_once"), marks_path=state_dir / "cron-marks.json")
         self.scenarios = ScenarioManager(
-            Api(self.publish, self.request, self.get), store,
+            actions, store,
             Path(options.get("scenarios_dir", state_dir / "scenarios")),
             allow_remote_code=options.get("allow_remote_code", False) is True,
             default_timeout=float(options.get("scenario_timeout", 60.0)))
         self.cron.load_config(list(options.get("jobs", [])))
         self.scenarios.load_config(list(options.get("scenarios", [])))
         self.add_service("cron", CronService(self.cron))
-        self.add_service("scenarios", ScenariosService(self.scenarios))
+        self.add_service("scenarios", ScenarioCollectionService(self.scenarios))
         self.add_service("scenario", ScenarioService(self.scenarios))
         self.loaded = False
         self._started_at = 0.0

@@ -16,11 +16,10 @@ from raspy.errors import RequestTimeout
 from raspy.house.executive import Counters, Server, Settings
 from raspy.mdp import protocol as p
 from raspy.mdp.protocol import Frames
+from raspy.state import keys
 from raspy.state.kv.client import KvPublisherClient
 
 log = logging.getLogger(__name__)
-
-DEVICE_SUBTREE = "/device/"
 
 
 class DeviceServer(Server):
@@ -52,7 +51,7 @@ class DeviceServer(Server):
             due = self.devices.due(now)
         for name, reading in due:
             try:
-                self.publisher.send(DEVICE_SUBTREE, f"{self.service}.{name}", self.reading_body(name, reading))
+                self.publisher.send(keys.DEVICE, f"{self.service}.{name}", self.reading_body(name, reading))
             except RequestTimeout as exc:
                 log.warning("reading of %s not published: %s", name, exc)
         return len(due)

@@ -230,16 +230,15 @@ def _unlink_shm(shm: shared_memory.SharedMemory) -> None:
         shm.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, IndexError):
         return False
-    except PermissionError:  # exists, owned by someone else
-        pass
-    return True
 
 
 def _words(buf: memoryview) -> memoryview:
@@ -557,7 +556,7 @@ class Board:
             return
         try:
             pid = _HEADER.unpack_from(shm.buf, 0)[4] if shm.size >= _HEADER.size else 0
-            if pid != os.getpid() and _pid_alive(pid):
+            if pid != os.getpid() and pid_alive(pid):
                 raise BoardError(f"board {name!r} is in use by the supervisor with pid {pid}")
             _unlink_shm(shm)
         finally:

@@ -1,23 +1,96 @@
 """Talking to a running supervisor without the broker: its board (``raspy status``) and its
-control socket in the state directory (``raspy stop``, ``raspy restart NAME``, ``raspy reload``)."""
+control socket in the state directory (``raspy stop``, ``raspy restart NAME``, ``raspy reload``).
+
+Both ends live here: :class:`ControlServer` in the supervisor's selector loop,
+:func:`send_command` and :func:`status_report` in the CLI and the page.
+"""
 from __future__ import annotations
 
 import json
+import os
+import selectors
 import socket
 import time
 from pathlib import Path
+from typing import Callable
 
 from raspy.errors import RaspyError
-from raspy.house.board import Board, BoardError, SlotState, State, board_name
+from raspy.house.board import Board, BoardError, SlotState, State, board_name, pid_alive
 
 #: The supervisor's control socket, in the state directory.
 CONTROL_SOCKET = "control.sock"
 #: Lines of a failing executive's log shown by ``raspy status``.
 LOG_LINES = 3
+#: Longest command line the supervisor reads.
+MAX_COMMAND = 4096
+
+Command = Callable[[list[str]], "tuple[bool, str]"]
 
 
 class NotRunning(RaspyError, RuntimeError):
     """No supervisor runs for this state directory."""
+
+
+class ControlServer:
+    """The supervisor's end: one command line in, one JSON line ``{ok, message, pid}`` out, per connection.
+
+    Runs in the supervisor's selector loop and never blocks it: a client that
+    sends nothing just holds its connection until it closes.
+    """
+
+    def __init__(self, path: Path, selector: selectors.BaseSelector, command: Command) -> None:
+        self.path = path
+        self.selector = selector
+        self.command = command
+        try:
+            path.unlink()  # a stale socket; the caller has ruled out a live supervisor
+        except FileNotFoundError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        os.chmod(path, 0o600)
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        selector.register(self.sock, selectors.EVENT_READ, self._accept)
+
+    def _accept(self, sock: socket.socket) -> None:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        buffer = bytearray()
+        self.selector.register(conn, selectors.EVENT_READ, lambda c: self._read(c, buffer))
+
+    def _read(self, conn: socket.socket, buffer: bytearray) -> None:
+        try:
+            data = conn.recv(MAX_COMMAND)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        buffer += data
+        if data and b"\n" not in buffer and len(buffer) < MAX_COMMAND:
+            return
+        self.selector.unregister(conn)
+        with conn:
+            words = bytes(buffer).split(b"\n")[0].decode("utf-8", "replace").split()
+            ok, message = self.command(words)
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            try:
+                conn.sendall(json.dumps({"ok": ok, "message": message, "pid": os.getpid()}).encode() + b"\n")
+            except OSError:
+                pass
+
+    def close(self, unlink: bool = True) -> None:
+        """Stop listening; ``unlink=False`` in a forked child, whose parent still serves the path."""
+        self.sock.close()
+        if unlink:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def send_command(state_dir: Path, command: str, timeout: float = 15.0) -> dict:
@@ -43,7 +116,7 @@ def wait_gone(pid: int, timeout: float) -> bool:
     """Wait until process ``pid`` has exited; False if it still runs after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.05)
     return False
@@ -91,19 +164,10 @@ def status_report(state_dir: Path) -> tuple[list[str], int]:
     for state in states:
         if state.state in (State.BACKOFF, State.GAVE_UP):
             lines += [f"    {state.name}: {text}" for text in _log_tail(state_dir, state.name)]
-    if not alive(creator):
+    if not pid_alive(creator):
         lines.append(f"the supervisor (pid {creator}) is gone: this board is stale")
         return lines, 3
     return lines, 0 if all(state.state == State.RUNNING for state in states) else 1
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, exited but not yet reaped by its parent, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def _log_tail(state_dir: Path, name: str) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import enum
 import os
 import signal
 import sys
@@ -40,6 +41,14 @@ def signal_group(pid: int, sig: int) -> None:
         pass
 
 
+class AfterExit(enum.Enum):
+    """What the supervisor does when an executive exits."""
+
+    SUPERVISE = "supervise"  # the restart policy decides
+    RESTART = "restart"      # asked for: start again at once
+    REMOVE = "remove"        # gone from the configuration: forget it
+
+
 class ExecutiveProcess:
     """One executive's process: forked from the supervisor, which has already imported its code.
 
@@ -62,7 +71,7 @@ class ExecutiveProcess:
         self.next_start: float | None = None  # monotonic; None: not scheduled
         self.kill_at: float | None = None     # SIGKILL deadline after a SIGTERM
         self.kill_reason = ""          # why the supervisor killed it (a hang)
-        self.then = ""                 # after the exit: "" (supervise), "restart" or "remove"
+        self.then = AfterExit.SUPERVISE
         self.state = State.STOPPED
 
     @property

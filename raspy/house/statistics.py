@@ -14,12 +14,13 @@ import re
 from typing import Any, Callable
 
 from raspy.house.board import Board, Slot
+from raspy.mdp.protocol import NAME_PART
 from raspy.mdp.service import Service, bad_request, not_found
 
 __all__ = ["SNMP", "SNMPCounter", "SNMPFloat", "SNMPGauge", "SNMPString", "SlotCounter", "Statistics",
            "StatisticsService"]
 
-_OID = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*\.snmp\.[A-Za-z0-9_\-]+\Z")
+_OID = re.compile(rf"{NAME_PART}(\.{NAME_PART})*\.snmp\.{NAME_PART}\Z")
 COUNTER32 = 2 ** 32
 
 #: The counters every executive has: key (a field of the board slot) -> doc.

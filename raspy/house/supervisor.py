@@ -10,7 +10,6 @@ executive's heartbeat from the shared-memory board. See docs/supervisor.md.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
@@ -22,9 +21,10 @@ from pathlib import Path
 from raspy.house import systemd
 from raspy.house.board import Board, BoardBusy, LastExit, State, board_name
 from raspy.house.config import Config, ConfigError, ExecutiveConfig, load_config
-from raspy.house.control import CONTROL_SOCKET
+from raspy.house.control import CONTROL_SOCKET, ControlServer
 from raspy.house.logs import CappedLog
-from raspy.house.process import SIGNALS, ExecutiveProcess, signal_group
+from raspy.house.process import SIGNALS, AfterExit, ExecutiveProcess, signal_group
+from raspy.house.restart import next_restart
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Supervisor:
         self.board: Board | None = None
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
-        self._control: socket.socket | None = None
+        self._control: ControlServer | None = None
         self._stopping = False
         self._stop_deadline = 0.0
         self._watchdog = systemd.watchdog_interval()
@@ -78,21 +78,7 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)  # the work is done in the loop, from the wakeup bytes
         names = [e.name for e in config.enabled()]
         self.board = Board.create(board_name(config.state_dir), len(names) + SPARE_SLOTS, names)
-        self._listen()
-
-    def _listen(self) -> None:
-        path = self.control_path
-        try:
-            path.unlink()  # a stale socket; a live supervisor was ruled out by Board.create
-        except FileNotFoundError:
-            pass
-        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        control.bind(str(path))
-        os.chmod(path, 0o600)
-        control.listen(8)
-        control.setblocking(False)
-        self._control = control
-        self._selector.register(control, selectors.EVENT_READ, self._on_control)
+        self._control = ControlServer(self.control_path, self._selector, self._command)
 
     def _close(self) -> None:
         for proc in self.processes.values():
@@ -111,10 +97,6 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)
         if self._control is not None:
             self._control.close()
-            try:
-                self.control_path.unlink()
-            except FileNotFoundError:
-                pass
         self._selector.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
@@ -129,7 +111,7 @@ class Supervisor:
         self._wakeup_r.close()
         self._wakeup_w.close()
         if self._control is not None:
-            self._control.close()
+            self._control.close(unlink=False)
         for proc in self.processes.values():
             if proc.pipe is not None:
                 os.close(proc.pipe)
@@ -271,26 +253,24 @@ class Supervisor:
         if self._stopping:
             proc.set_state(State.STOPPED)
             return
-        if proc.then == "remove":
+        if proc.then is AfterExit.REMOVE:
             assert self.board is not None
             self.board.release(proc.name)
             proc.output.close()
             del self.processes[proc.name]
             log.info("%s removed", proc.name)
             return
-        if proc.then == "restart":
-            proc.then, proc.failures = "", 0
+        if proc.then is AfterExit.RESTART:
+            proc.then, proc.failures = AfterExit.SUPERVISE, 0
             self._start(proc)
             return
-        config = self.config
-        proc.failures = 1 if uptime >= config.backoff_reset else proc.failures + 1
-        if proc.failures >= config.give_up_after:
-            delay, state = config.gave_up_retry, State.GAVE_UP
+        decision = next_restart(proc.failures, uptime, self.config)
+        proc.failures, delay = decision.failures, decision.delay
+        if decision.gave_up:
+            state = State.GAVE_UP
             log.error("%s gave up after %d quick exits (%s); retry in %.0fs", proc.name, proc.failures,
                       last.reason, delay)
         else:
-            delay = 0.0 if proc.failures == 1 else min(config.backoff_start * 2 ** (proc.failures - 2),
-                                                       config.backoff_cap)
             state = State.BACKOFF
             log.warning("%s exited after %.1fs (%s); restart in %.2fs", proc.name, uptime, last.reason, delay)
         proc.set_state(state, next_start=time.time() + delay)
@@ -299,7 +279,7 @@ class Supervisor:
             self._start(proc)
         systemd.notify(STATUS=self._summary())
 
-    def _terminate(self, proc: ExecutiveProcess, then: str) -> None:
+    def _terminate(self, proc: ExecutiveProcess, then: AfterExit) -> None:
         """SIGTERM now, SIGKILL after the stop timeout; ``then`` says what follows the exit."""
         proc.then = then
         proc.next_start = None
@@ -320,7 +300,7 @@ class Supervisor:
             if now and proc.pid:
                 signal_group(proc.pid, signal.SIGKILL)
             elif proc.state != State.STOPPING:
-                self._terminate(proc, "")
+                self._terminate(proc, AfterExit.SUPERVISE)
                 if not proc.pid:
                     proc.set_state(State.STOPPED)
 
@@ -330,7 +310,7 @@ class Supervisor:
         if proc is None:
             raise KeyError(f"no executive {name!r}; running: {', '.join(self.processes)}")
         if proc.pid:
-            self._terminate(proc, "restart")
+            self._terminate(proc, AfterExit.RESTART)
             return f"restarting {name} (pid {proc.pid})"
         proc.failures = 0
         self._start(proc)
@@ -354,14 +334,14 @@ class Supervisor:
             if name not in wanted:
                 changes.append(f"-{name}")
                 if proc.pid:
-                    self._terminate(proc, "remove")
+                    self._terminate(proc, AfterExit.REMOVE)
                 else:
                     self._exited_for_good(proc)
-            elif new.settings(name) != proc.settings or proc.then == "remove":
+            elif new.settings(name) != proc.settings or proc.then is AfterExit.REMOVE:
                 changes.append(f"~{name}")
                 proc.config, proc.settings = wanted[name], new.settings(name)
                 if proc.pid:
-                    self._terminate(proc, "restart")
+                    self._terminate(proc, AfterExit.RESTART)
                 else:
                     proc.failures = 0
                     self._start(proc)
@@ -374,44 +354,13 @@ class Supervisor:
         return True, message
 
     def _exited_for_good(self, proc: ExecutiveProcess) -> None:
-        proc.then = "remove"
+        proc.then = AfterExit.REMOVE
         self._exited(proc, LastExit(0, "removed from the configuration", time.time()), 0.0)
-
-    def _on_control(self, control: socket.socket) -> None:
-        try:
-            conn, _ = control.accept()
-        except BlockingIOError:
-            return
-        conn.setblocking(False)
-        buffer = bytearray()
-        self._selector.register(conn, selectors.EVENT_READ, lambda c: self._on_request(c, buffer))
-
-    def _on_request(self, conn: socket.socket, buffer: bytearray) -> None:
-        try:
-            data = conn.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        buffer += data
-        if data and b"\n" not in buffer and len(buffer) < 4096:
-            return
-        self._selector.unregister(conn)
-        with conn:
-            words = bytes(buffer).split(b"\n")[0].decode("utf-8", "replace").split()
-            ok, message = self._command(words)
-            conn.setblocking(True)
-            conn.settimeout(1.0)
-            try:
-                conn.sendall(json.dumps({"ok": ok, "message": message, "pid": os.getpid()}).encode() + b"\n")
-            except OSError:
-                pass
-        if words == ["stop"]:
-            self.stop()
 
     def _command(self, words: list[str]) -> tuple[bool, str]:
         match words:
             case ["stop"]:
+                self.stop()
                 return True, "stopping"
             case ["reload"]:
                 return self.reload()

@@ -39,7 +39,9 @@ NOT_IMPLEMENTED = 501
 STATUSES = frozenset({OK, PENDING, BAD_REQUEST, FORBIDDEN, NOT_FOUND, ERROR, NOT_IMPLEMENTED})
 
 _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
-_NAME = re.compile(r"[A-Za-z0-9_\-]+\Z")
+#: One part of a dotted name (host, service, device, job, scenario): letters, digits, ``_`` and ``-``.
+NAME_PART = r"[A-Za-z0-9_\-]+"
+NAME = re.compile(NAME_PART + r"\Z")
 
 Frames = list[bytes]
 
@@ -49,10 +51,10 @@ class ProtocolError(RaspyError, ValueError):
 
 
 def routing_key(hostname: str, service: str, suffix: str | None = None) -> str:
-    """Service name ``<hostname>.<service>[.<suffix>]`` of DESIGN.md."""
+    """The service name ``<hostname>.<service>[.<suffix>]``."""
     parts = [hostname, service] + ([suffix] if suffix else [])
     for part in parts:
-        if not _NAME.match(part):
+        if not NAME.match(part):
             raise ProtocolError(f"bad name part {part!r}: letters, digits, '_' and '-' only")
     return ".".join(parts)
 

@@ -172,7 +172,7 @@ class _Serving:
 class MajorDomoWorker(_Serving):
     """Serves one service name through the broker at ``broker``.
 
-    Two forms, as in the 2015 manual: ``recv(reply)`` sends the previous reply
+    Two forms: ``recv(reply)`` sends the previous reply
     and returns the next request (``None`` once shut down), or ``run()`` which
     calls ``handler(request) -> reply`` until :meth:`shutdown`.
     """

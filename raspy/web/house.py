@@ -16,11 +16,12 @@ from raspy.house.board import Board, BoardError, SlotState, State
 from raspy.house.control import NotRunning, send_command
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
+from raspy.state import keys
 from raspy.state.kv.client import KvSubscriberClient
 from raspy.state.kv.message import PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT
 from raspy.web.app import Unavailable
 from raspy.web.host import host_health
-from raspy.web.readings import DEVICE_PREFIX, EVENT_PREFIX, DeviceReadings, EventLog
+from raspy.web.readings import DeviceReadings, EventLog
 
 
 def executive_view(state: SlotState, now_mono: float, stale_after: float) -> dict[str, Any]:
@@ -141,8 +142,8 @@ class House:
         self._board: Board | None = None
         self._board_lock = threading.Lock()
         self._subscribers = [
-            KvSubscriberClient(DEVICE_PREFIX, kv_snapshot, kv_publisher, callback=self.readings.update),
-            KvSubscriberClient(EVENT_PREFIX, kv_snapshot, kv_publisher, callback=self.event_log.update),
+            KvSubscriberClient(keys.DEVICE, kv_snapshot, kv_publisher, callback=self.readings.update),
+            KvSubscriberClient(keys.EVENT, kv_snapshot, kv_publisher, callback=self.event_log.update),
         ]
 
     def start(self) -> "House":

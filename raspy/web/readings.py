@@ -16,11 +16,10 @@ from typing import Any
 
 from raspy.droplog import DropLog
 from raspy.mdp import protocol as p
+from raspy.state import keys
 
 log = logging.getLogger(__name__)
 
-DEVICE_PREFIX = "/device/"
-EVENT_PREFIX = "/event/"
 #: A value is stale when older than this many poll intervals: one interval is
 #: the normal age just before the next poll, the rest allows for a slow read.
 STALE_FACTOR = 1.5
@@ -61,7 +60,7 @@ class DeviceReadings:
 
     def update(self, key: str, body: bytes | None, properties: dict[str, str] | None = None) -> None:
         """Record a change of ``/device/<name>`` (``body`` ``None`` means the device is gone)."""
-        name = key[len(DEVICE_PREFIX):] if key.startswith(DEVICE_PREFIX) else key
+        name = keys.name_in(keys.DEVICE, key)
         if body is None:
             with self._lock:
                 self._devices.pop(name, None)
@@ -125,7 +124,7 @@ class EventLog:
             value = _jsonable(p.unpack(body))
         except p.ProtocolError:
             value = body.decode("utf-8", "replace")
-        name = key[len(EVENT_PREFIX):] if key.startswith(EVENT_PREFIX) else key
+        name = keys.name_in(keys.EVENT, key)
         with self._lock:
             self._events.appendleft({"name": name, "value": value, "time": time.time()})
 

@@ -173,7 +173,7 @@ cdef class Request:
         return as_bytes(&self.client_msg)
 
 
-cdef class Service:
+cdef class ServiceQueue:
     """One service name: requests in arrival order, idle workers longest-idle first."""
 
     cdef public bytes name
@@ -192,12 +192,12 @@ cdef class Worker:
     """A worker connection: its service, when it expires, what it is doing."""
 
     cdef public bytes identity
-    cdef public Service service
+    cdef public ServiceQueue service
     cdef public double expiry
     cdef public Request request
     cdef public double busy_since
 
-    def __init__(self, bytes identity, Service service, double expiry):
+    def __init__(self, bytes identity, ServiceQueue service, double expiry):
         self.identity = identity
         self.service = service
         self.expiry = expiry
@@ -209,7 +209,7 @@ cdef class BrokerCore:
     """MDP routing between clients and workers on one ROUTER socket."""
 
     compiled = True
-    service_type = Service
+    service_type = ServiceQueue
     worker_type = Worker
     # READY, HEARTBEAT, DISCONNECT, malformed worker messages and losing a worker are rare:
     # the twin's methods serve both cores
@@ -373,7 +373,7 @@ cdef class BrokerCore:
     cdef int _on_client(self, Py_ssize_t n) except -1:
         cdef msg_t *m = self.msgs
         cdef bytes service = as_bytes(&m[3])
-        cdef Service svc
+        cdef ServiceQueue svc
         cdef Request request
         cdef Py_ssize_t i
         self.requests += 1
@@ -382,7 +382,7 @@ cdef class BrokerCore:
             return 0
         svc = self.services.get(service)
         if svc is None:
-            svc = self.services[service] = Service(service)
+            svc = self.services[service] = ServiceQueue(service)
         request = Request.__new__(Request)
         msg_move(&request.client_msg, &m[0])
         if n > 4:
@@ -410,7 +410,7 @@ cdef class BrokerCore:
         cdef msg_t *m = self.msgs
         cdef bytes identity = as_bytes(&m[0])
         cdef Worker worker = self.workers.get(identity)
-        cdef Service svc
+        cdef ServiceQueue svc
         cdef Py_ssize_t i
         if worker is None:
             self.disconnect(identity, "REPLY from unknown worker")
@@ -435,7 +435,7 @@ cdef class BrokerCore:
             self.dispatch(svc)
         return 0
 
-    cpdef int dispatch(self, Service svc) except -1:
+    cpdef int dispatch(self, ServiceQueue svc) except -1:
         """Hand queued requests of ``svc`` to its idle workers, oldest first."""
         cdef Worker worker
         cdef Request request

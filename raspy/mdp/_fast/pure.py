@@ -107,7 +107,7 @@ class Worker:
 
     __slots__ = ("identity", "service", "expiry", "request", "busy_since")
 
-    def __init__(self, identity: bytes, service: "Service", expiry: float) -> None:
+    def __init__(self, identity: bytes, service: "ServiceQueue", expiry: float) -> None:
         self.identity = identity
         self.service = service
         self.expiry = expiry
@@ -115,7 +115,7 @@ class Worker:
         self.busy_since = 0.0
 
 
-class Service:
+class ServiceQueue:
     """One service name: requests in arrival order, idle workers longest-idle first."""
 
     __slots__ = ("name", "requests", "idle", "workers")
@@ -131,7 +131,7 @@ class BrokerCore:
     """MDP routing between clients and workers on one ROUTER socket."""
 
     compiled = False
-    service_type = Service
+    service_type = ServiceQueue
     worker_type = Worker
 
     def __init__(
@@ -147,7 +147,7 @@ class BrokerCore:
         self.liveness = liveness
         self.request_expiry = request_expiry
         self.busy_timeout = busy_timeout
-        self.services: dict[bytes, Service] = {}
+        self.services: dict[bytes, ServiceQueue] = {}
         self.workers: dict[bytes, Worker] = {}
         self.drop = DropLog(log)
         self.requests = 0
@@ -209,7 +209,7 @@ class BrokerCore:
             return
         svc = self.services.get(service)
         if svc is None:
-            svc = self.services[service] = Service(service)
+            svc = self.services[service] = ServiceQueue(service)
         svc.requests.append(Request(client, body, time.monotonic()))
         self.dispatch(svc)
 
@@ -303,7 +303,7 @@ class BrokerCore:
         else:
             log.warning("worker %s lost with a requeued request for %s: dropped", worker.identity.hex(), svc.name)
 
-    def dispatch(self, svc: Service) -> None:
+    def dispatch(self, svc: ServiceQueue) -> None:
         """Hand queued requests of ``svc`` to its idle workers, oldest first."""
         requests, idle = svc.requests, svc.idle
         now = 0.0

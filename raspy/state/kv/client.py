@@ -11,6 +11,7 @@ import zmq
 
 from raspy.errors import RequestTimeout
 from raspy.mdp.protocol import ProtocolError
+from raspy.state.keys import join_key
 from raspy.state.kv.message import (
     BATCH,
     COLLECTOR_ENDPOINT,
@@ -27,7 +28,6 @@ from raspy.state.kv.message import (
     decode_properties,
     epoch_of,
     icanhaz,
-    join_key,
     parse_ttl,
 )
 

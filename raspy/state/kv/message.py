@@ -168,16 +168,5 @@ def check_kvset(frames: Sequence[bytes]) -> float | None:
     return parse_ttl(properties["ttl"]) if "ttl" in properties else None
 
 
-def join_key(subtree: str, key: str) -> str:
-    """``subtree`` and ``key`` with exactly one ``/`` between them.
-
-    ``join_key("/device/", "pi.fake.t")`` and ``join_key("/device", "/pi.fake.t")``
-    are both ``/device/pi.fake.t``; an empty subtree leaves the key as it is.
-    """
-    if not subtree:
-        return key
-    return subtree.rstrip("/") + "/" + key.lstrip("/")
-
-
 def epoch_of(sequence: int) -> int:
     return sequence >> EPOCH_SHIFT

@@ -83,8 +83,8 @@ class TitanicClient:
     def status(self, key: str) -> int:
         return self.reply(key)[0]
 
-    def close(self, key: str) -> None:
-        """Tell Titanic the reply is no longer needed."""
+    def close_request(self, key: str) -> None:
+        """Tell Titanic the reply of ``key`` is no longer needed (9/TSP's close)."""
         frames = self._client().send(CLOSE_SERVICE, [key.encode("ascii")])
         if frames[:1] != [p.status_frame(p.OK)]:
             raise TitanicError(p.parse_status(frames[0]) if frames else 500, f"close of {key} refused")
@@ -118,7 +118,7 @@ class TitanicClient:
                     callback(key, frames)
                 except Exception:
                     log.exception("callback for %s failed", key)
-                self.close(key)
+                self.close_request(key)
             else:
                 log.warning("request %s is unknown to Titanic (%d); dropping its callback", key, status)
             with self._lock:
@@ -174,10 +174,16 @@ class TitanicClient:
     def store_list(self, service: str, section: str | None = None) -> list[str]:
         return self._store("list", {"service": service, **({"section": section} if section else {})})
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         """Stop :meth:`run` and close the sockets of every thread."""
         self.stop()
         with self._lock:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
+
+    def __enter__(self) -> TitanicClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
