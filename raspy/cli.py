@@ -1,4 +1,9 @@
-"""The ``raspy`` command."""
+"""The ``raspy`` command.
+
+Commands that only talk to services (``call``, ``mmi``, ``kv``) load no part of
+the house: the supervisor's modules are imported by the commands that use them,
+which keeps ``raspy call`` quick to start on a slow Pi.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,18 +12,17 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from raspy import __version__, kvcli
 from raspy.errors import RequestTimeout
-from raspy.house.board import BoardError
-from raspy.house.config import Config, ConfigError, load_config
-from raspy.house.control import NotRunning, send_command, status_report, wait_gone
-from raspy.house.executive import load_kind
 from raspy.mdp import _fast
 from raspy.mdp import protocol as p
 from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
 from raspy.mdp.client import MajorDomoClient
+
+if TYPE_CHECKING:
+    from raspy.house.config import Config
 
 log = logging.getLogger("raspy")
 
@@ -57,6 +61,8 @@ def run_echo(args: argparse.Namespace) -> int:
 
 def run_executive(name: str, rest: list[str]) -> int:
     """``raspy run NAME --config FILE``: one executive of the configuration, alone, in the foreground."""
+    from raspy.house.executive import load_kind
+
     parser = argparse.ArgumentParser(prog=f"raspy run {name}")
     config_option(parser)
     options = parser.parse_args(rest)
@@ -83,6 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- raspy start / status / stop / restart / reload --------------------------------
 
 def load_or_exit(path: str | None) -> Config:
+    from raspy.house.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -91,6 +99,7 @@ def load_or_exit(path: str | None) -> Config:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from raspy.house.board import BoardError
     from raspy.house.supervisor import Supervisor
 
     config = load_or_exit(args.config)
@@ -103,12 +112,16 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from raspy.house.control import status_report
+
     lines, code = status_report(load_or_exit(args.config).state_dir)
     print("\n".join(lines))
     return code
 
 
 def control(args: argparse.Namespace, command: str) -> tuple[dict | None, Config]:
+    from raspy.house.control import NotRunning, send_command
+
     config = load_or_exit(args.config)
     try:
         return send_command(config.state_dir, command), config
@@ -118,6 +131,8 @@ def control(args: argparse.Namespace, command: str) -> tuple[dict | None, Config
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from raspy.house.control import wait_gone
+
     reply, config = control(args, "stop")
     if reply is None:
         return 3

@@ -69,6 +69,7 @@ CLIENTS = [
     "from raspy.automation.store import TitanicStore",
     "from raspy.devices import BaseDevice, DeviceRegister",
     "import raspy.kvcli",
+    "import raspy.cli",
 ]
 
 
