@@ -5,12 +5,18 @@ The storage tests at the end run the journal in-process, on a real file.
 from __future__ import annotations
 
 import collections
+import os
+import re
 import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from support import ask, broker_up, free_endpoint, live, wait_for, write_config
+from support import ROOT, ask, broker_up, free_endpoint, live, wait_for, write_config
 
 from raspy.errors import RequestTimeout
 from raspy.executives.titanic import Titanic
@@ -20,6 +26,7 @@ from raspy.mdp.client import MajorDomoClient
 from raspy.mdp.worker import MajorDomoWorker
 from raspy.state.titanic.client import TitanicClient, TitanicError
 from raspy.state.titanic.journal import Journal
+from raspy.state.titanic.marker import JournalDamaged
 
 HEARTBEAT = 0.2
 
@@ -42,16 +49,25 @@ class House:
     def live(self, service: str) -> bool:
         return live(self.endpoint, service)
 
-    def start_titanic(self, **options):
-        config = write_config(self.db.with_name("raspy.toml"),
+    def config(self, **options) -> Path:
+        return write_config(self.db.with_name("raspy.toml"),
                               {"hostname": "test", "state_dir": str(self.db.parent), "broker": self.endpoint,
                                "heartbeat": HEARTBEAT},
                               {"titanic": {"db": str(self.db), "retry_max": 0.5, "dispatch_timeout": 2, **options}})
-        self.titanic = self.children.executive(config, "titanic")
+
+    def start_titanic(self, **options):
+        self.titanic = self.children.executive(self.config(**options), "titanic")
         wait_for(lambda: all(self.live(s) for s in ("titanic.request", "titanic.reply", "titanic.close",
                                                       "titanic.store", "test.titanic.mmi")),
                  what="titanic services")
         return self.titanic
+
+    def run_titanic_until_exit(self) -> subprocess.CompletedProcess:
+        """Start Titanic on the files as they are; it must exit (refuse) on its own."""
+        proc = self.children.executive(self.config(), "titanic", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+        stdout, stderr = proc.communicate(timeout=20)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
     def start_echo(self, service: str):
         return self.children.raspy("run", "echo", "--broker", self.endpoint, "--service", service,
@@ -397,3 +413,144 @@ def test_statistics_show_the_queue_and_the_commits(house, client):
     client.close_request(uuids[0])
     assert (gauge("requests_pending"), gauge("requests_closed")) == (4, 1)
     assert gauge("commits") > commits
+
+
+# -- damaged files: Titanic refuses to serve rather than start half empty ----------------
+
+def acknowledge(client: TitanicClient, start: int, count: int) -> list[str]:
+    """``count`` requests and ``count`` store keys, each acknowledged (so committed)."""
+    uuids = [client.request("nobody.here", b"r%d" % i) for i in range(start, start + count)]
+    for i in range(start, start + count):
+        client.store_set("core", "keys", f"k{i}", i)
+    return uuids
+
+
+def checkpoint(db) -> None:
+    """Copy the -wal into the database file (as SQLite does every 1000 pages) while Titanic runs."""
+    outside = sqlite3.connect(db)
+    try:
+        assert outside.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0  # not busy
+    finally:
+        outside.close()
+
+
+def corrupt(path, at: float) -> None:
+    """Overwrite 64 bytes at a fraction ``at`` of the file's length."""
+    with open(path, "r+b") as file:
+        file.seek(int(path.stat().st_size * at))
+        file.write(b"\xa5" * 64)
+
+
+DAMAGE = {
+    # after kill -9, the commits since the last checkpoint live only in the -wal
+    "kill -9, -wal deleted": ("kill", lambda db: db.with_name(db.name + "-wal").unlink(), "the file is empty"),
+    "kill -9, -wal damaged": ("kill", lambda db: corrupt(db.with_name(db.name + "-wal"), 0.5), "-wal lost or damaged"),
+    # after a clean stop, everything is in the database file
+    "stopped, database truncated": ("stop", lambda db: os.truncate(db, db.stat().st_size // 2), "titanic.sqlite"),
+    "stopped, database emptied": ("stop", lambda db: os.truncate(db, 0), "the file is empty"),
+    "stopped, database deleted": ("stop", lambda db: db.unlink(), "the file is missing"),
+    "stopped, database damaged": ("stop", lambda db: corrupt(db, 0.6), "titanic.sqlite"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_titanic_refuses_to_serve_a_damaged_or_lost_database(house, client, damage):
+    how, harm, reason = DAMAGE[damage]
+    acknowledge(client, 0, 30)
+    house.titanic.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+    house.titanic.wait(timeout=10)
+    harm(house.db)
+    refused = house.run_titanic_until_exit()
+    assert refused.returncode != 0
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("titanic refuses to serve: ") and reason in last, refused.stderr
+
+
+def test_titanic_refuses_when_the_database_is_behind_what_it_acknowledged(house, client):
+    """Part of the work is in the database file (a checkpoint), the rest was in the -wal that is lost."""
+    acknowledge(client, 0, 10)
+    checkpoint(house.db)
+    acknowledge(client, 10, 10)
+    house.titanic.send_signal(signal.SIGKILL)
+    house.titanic.wait(timeout=10)
+    house.db.with_name(house.db.name + "-wal").unlink()
+    refused = house.run_titanic_until_exit()
+    assert re.search(r"titanic\.sqlite holds [1-9]\d* of \d+ acknowledged commits \(-wal lost", refused.stderr)
+
+
+def test_moving_the_files_aside_starts_titanic_empty(house, client):
+    """The documented fresh start: every file of the database, marker included, moved aside."""
+    uuid = acknowledge(client, 0, 5)[0]
+    house.titanic.send_signal(signal.SIGKILL)
+    house.titanic.wait(timeout=10)
+    house.db.with_name(house.db.name + "-wal").unlink()
+    assert house.run_titanic_until_exit().returncode != 0
+    aside = house.db.parent / "aside"
+    aside.mkdir()
+    for path in house.db.parent.glob(house.db.name + "*"):
+        path.rename(aside / path.name)
+    house.start_titanic()
+    assert client.status(uuid) == 400 and client.store_list("core") == []
+    assert client.status(acknowledge(client, 100, 1)[0]) == 300
+
+
+def test_a_kill_9_with_intact_files_restarts_with_everything(house, client):
+    uuids = acknowledge(client, 0, 20)
+    house.titanic.send_signal(signal.SIGKILL)
+    house.titanic.wait(timeout=10)
+    house.start_titanic()
+    assert all(client.status(uuid) == 300 for uuid in uuids)
+    assert client.store_section("core", "keys") == {f"k{i}": i for i in range(20)}
+
+
+def test_journal_accepts_a_database_ahead_of_its_marker_and_one_without_marker(tmp_path):
+    """After a power cut the marker may lag (it is not fsynced); a database from before markers has none."""
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.add_request(b"svc", [b"0"])
+    journal.close()
+    journal.marker.open(0)  # an older marker, as a power cut may leave it
+    journal.marker.close()
+    journal = Journal(tmp_path / "j.sqlite")
+    assert journal.counts()["pending"] == 1 and journal.last_commit == journal.marker.read() >= 1
+    journal.close()
+    journal.marker.path.unlink()
+    journal = Journal(tmp_path / "j.sqlite")
+    assert journal.counts()["pending"] == 1 and journal.marker.read() == journal.last_commit
+    journal.close()
+
+
+def test_journal_refuses_a_damaged_marker(tmp_path):
+    Journal(tmp_path / "j.sqlite").close()
+    marker = tmp_path / "j.sqlite.commits"
+    marker.write_bytes(marker.read_bytes().replace(b"0", b"9", 1))
+    with pytest.raises(JournalDamaged, match="commit marker"):
+        Journal(tmp_path / "j.sqlite")
+
+
+def test_raspy_status_shows_why_titanic_refuses(children, tmp_path):
+    """Under the supervisor: Titanic's exit reason is the status line's LAST EXIT, and it is given up."""
+    endpoint = free_endpoint()
+    config = write_config(tmp_path / "raspy.toml",
+                          {"hostname": "test", "state_dir": str(tmp_path / "state"), "broker": endpoint,
+                           "heartbeat": HEARTBEAT, "backoff_start": 0.05, "backoff_cap": 0.1, "give_up_after": 3},
+                          {"broker": {}, "titanic": {}})
+
+    def raspy(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "raspy", *args, "--config", str(config)], capture_output=True,
+                              text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+    def status() -> str:
+        return raspy("status").stdout
+
+    children.raspy("start", "--config", str(config), stderr=subprocess.DEVNULL)
+    wait_for(lambda: live(endpoint, "titanic.store"), what="titanic up")
+    titanic = TitanicClient(endpoint, timeout=1.0, retries=5)
+    titanic.store_set("core", "keys", "k", 1)
+    titanic.close()
+    assert raspy("stop").returncode == 0
+    (tmp_path / "state" / "titanic.sqlite").unlink()
+    children.raspy("start", "--config", str(config), stderr=subprocess.DEVNULL)
+    line = wait_for(lambda: next((l for l in status().splitlines() if l.startswith("titanic ") and "gave-up" in l), None),
+                    what="titanic given up")
+    assert "titanic refuses to serve: titanic.sqlite holds 0 of" in line, status()
+    assert raspy("stop").returncode == 0

@@ -12,12 +12,28 @@ from raspy.mdp.protocol import Frames
 from raspy.state.titanic.client import CLOSE_SERVICE, REPLY_SERVICE, REQUEST_SERVICE, STORE_SERVICE
 from raspy.state.titanic.dispatcher import Dispatcher, DispatchSettings
 from raspy.state.titanic.journal import CLOSED_STATE, REPLIED_STATE, Journal, parse_uuid
+from raspy.state.titanic.marker import JournalDamaged
 from raspy.state.titanic.store import StoreService
 
 log = logging.getLogger(__name__)
 
 #: 9/TSP's status frames.
 OK_FRAME, PENDING_FRAME, UNKNOWN_FRAME, ERROR_FRAME = map(p.status_frame, (p.OK, p.PENDING, p.BAD_REQUEST, p.ERROR))
+
+
+def open_journal(path: Path) -> Journal:
+    """The journal, or an exit with the reason when the file lost what was acknowledged.
+
+    The supervisor shows the exit's last line on ``raspy status``, restarts with
+    back-off and gives up; each attempt checks again, so Titanic serves nothing
+    until the owner has moved the files aside or restored them.
+    """
+    try:
+        return Journal(path)
+    except JournalDamaged as exc:
+        log.error("%s: %s. Nothing is served until the owner decides: move %s* aside to start empty, or "
+                  "restore a copy (docs/titanic.md, 'When Titanic refuses to start')", path, exc, path)
+        raise SystemExit(f"titanic refuses to serve: {exc}") from None
 
 
 class Titanic(Server):
@@ -39,7 +55,7 @@ class Titanic(Server):
         workers = int(options.get("request_workers", 8))
         if self.retention <= 0 or self.clean_interval <= 0 or workers < 1:
             raise ValueError("retention and clean_interval must be positive, request_workers at least 1")
-        self.journal = Journal(options.get("db") or Path(settings.state_dir) / "titanic.sqlite")
+        self.journal = open_journal(Path(options.get("db") or Path(settings.state_dir) / "titanic.sqlite"))
         self.dispatcher = Dispatcher(self.journal, settings.broker, DispatchSettings(
             timeout=float(options.get("dispatch_timeout", 10.0)),
             probe_timeout=float(options.get("probe_timeout", 1.0)),

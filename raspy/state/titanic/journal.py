@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import msgpack
 
 from raspy.mdp.protocol import Frames
+from raspy.state.titanic.marker import CommitMarker, JournalDamaged
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,13 @@ CREATE TABLE IF NOT EXISTS store (
     changed REAL NOT NULL,
     PRIMARY KEY (service, section, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    commits INTEGER NOT NULL       -- transactions committed since the file was made; the marker checks it
+);
+INSERT INTO meta SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM meta);
 """
+#: How many problems ``PRAGMA quick_check`` lists at most.
+CHECK_LINES = 3
 
 
 def pack_frames(frames: Iterable[bytes]) -> bytes:
@@ -101,16 +108,32 @@ class Journal:
     ``write(op)`` returns only after ``op``'s transaction is committed (and so
     fsynced). Reads run on a small pool of read-only connections, so they
     never wait behind an fsync.
+
+    Opening checks the file first (``PRAGMA quick_check``, and its commit count
+    against the marker beside it, see :mod:`~raspy.state.titanic.marker`) and
+    raises :class:`JournalDamaged` rather than serve a file that lost
+    acknowledged work.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.marker = CommitMarker(self.path.with_name(self.path.name + ".commits"))
+        marked = self.marker.read()
+        if marked is not None and not self.path.exists():
+            raise JournalDamaged(self._lost(0, marked, "the file is missing"))
         self._db = self._connect()
-        self._db.execute("PRAGMA page_size=1024")  # a new file only: smaller pages, fewer bytes per commit
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        try:
+            self.last_commit = self._check(marked)  # before the schema: a lost file must not pass for a new one
+            self._db.execute("PRAGMA page_size=1024")  # a new file only: smaller pages, fewer bytes per commit
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self.marker.open(self.last_commit)
+        except BaseException:
+            self._db.close()
+            raise
+        self._marker_failing = False
         self._queue: list[_Write] = []
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when no commit is under way
@@ -122,6 +145,29 @@ class Journal:
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+
+    def _check(self, marked: int | None) -> int:
+        """The file's commit count, once the file is whole and holds the ``marked`` commits the marker remembers."""
+        try:
+            problems = [row[0] for row in self._db.execute(f"PRAGMA quick_check({CHECK_LINES})")]
+            if problems != ["ok"]:
+                raise JournalDamaged(f"{self.path.name} is damaged: {'; '.join(problems)}")
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            commits = self._db.execute("SELECT commits FROM meta").fetchone()[0] if "meta" in tables else 0
+        except sqlite3.DatabaseError as exc:
+            raise JournalDamaged(f"{self.path.name} cannot be read: {exc}") from None
+        if marked is None:
+            if tables:
+                log.warning("%s has no commit marker (new, restored or from an older RasPy): writing one at "
+                            "commit %d", self.path, commits)
+            return commits
+        if commits < marked:
+            raise JournalDamaged(self._lost(commits, marked, "-wal lost or damaged, or an older copy" if tables
+                                            else "the file is empty"))
+        return commits
+
+    def _lost(self, commits: int, marked: int, cause: str) -> str:
+        return f"{self.path.name} holds {commits} of {marked} acknowledged commits ({cause})"
 
     # -- the two primitives ---------------------------------------------------
 
@@ -179,6 +225,7 @@ class Journal:
                     db.execute("ROLLBACK TO op")
                     entry.error = exc
                 db.execute("RELEASE op")
+            db.execute("UPDATE meta SET commits = ?", (self.last_commit + 1,))
             db.execute("COMMIT")
         except Exception as exc:
             log.error("commit of %d writes failed: %s", len(batch), exc)
@@ -192,6 +239,22 @@ class Journal:
         else:
             self.commits += 1
             self.writes += len(batch)
+            self.last_commit += 1
+            self._update_marker()
+
+    def _update_marker(self) -> None:
+        """Move the marker on; a failure is logged once (the marker then lags behind, which refuses nothing)."""
+        try:
+            self.marker.update(self.last_commit)
+        except OSError as exc:
+            if not self._marker_failing:
+                log.error("commit marker %s not updated (logged once until it works again): %s",
+                          self.marker.path, exc)
+            self._marker_failing = True
+        else:
+            if self._marker_failing:
+                log.info("commit marker %s updated again", self.marker.path)
+            self._marker_failing = False
 
     def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` on a read-only connection (sees every committed write)."""
@@ -212,6 +275,7 @@ class Journal:
             for db in self._all_readers:
                 db.close()
             self._db.close()
+            self.marker.close()
 
     # -- requests -------------------------------------------------------------
 
