@@ -60,6 +60,8 @@ if shutil.which(graphviz_dot) is None:
 # -- HTML --------------------------------------------------------------------
 html_theme = "alabaster"
 html_title = "RasPy"
+# lines of up to 100 characters, as in examples/, fit without a scroll bar
+html_theme_options = {"page_width": "1240px", "body_max_width": "none", "code_font_size": "0.8em"}
 html_static_path = []
 html_show_sourcelink = False
 html_show_sphinx = False
