@@ -32,6 +32,7 @@ tests: $(STAMP) browser docs
 # error (-W), all of them are reported (--keep-going), and every reference must
 # resolve (-n). The architecture picture needs Graphviz's dot.
 docs: $(STAMP) graphviz
+	@command -v dot >/dev/null 2>&1 || { echo "error: Graphviz's dot is missing: the docs cannot be built (apt-get install graphviz)" >&2; exit 1; }
 	$(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 
 devtests: $(STAMP) browser
