@@ -28,12 +28,13 @@ uninstall:
 tests: $(STAMP) browser docs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The docs: Markdown in docs/, HTML in docs/_build/html. Every warning is an
+# The docs: Markdown in docs/, HTML in docs/_build/html, built whole each time
+# (-E -a: a warning of a page that did not change is not hidden). Every warning is an
 # error (-W), all of them are reported (--keep-going), and every reference must
 # resolve (-n). The architecture picture needs Graphviz's dot.
 docs: $(STAMP) graphviz
 	@command -v dot >/dev/null 2>&1 || { echo "error: Graphviz's dot is missing: the docs cannot be built (apt-get install graphviz)" >&2; exit 1; }
-	$(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+	$(PY) -m sphinx -E -a -W --keep-going -n -q -b html docs docs/_build/html
 
 devtests: $(STAMP) browser
 	$(PY) -m coverage run --source raspy -m pytest $(PYTEST_ARGS)
