@@ -360,3 +360,79 @@ def test_enabling_a_startup_scenario_starts_it_once(manager):
     manager.add({"name": "loop", "startup": True, "active": False})
     manager.set_active("loop", True)
     wait_for(lambda: manager.get("loop").running, what="enabled startup scenario running")
+
+
+# -- what the store holds is input like any other: any client can write it ---------------------
+
+BAD_STORED = {
+    "code": {"conf": {"code": "def run(ctx):\n    pass\n"}},
+    "not-a-table": {"conf": ["startup"]},
+    "unknown-field": {"conf": {"colour": "red"}},
+    "bad-entries": {"entries": {"no-slash": {"op": "<", "value": 1}}},
+    "odd-entries": {"entries": [1, 2]},
+    "no-file": {"conf": {"file": "missing.py"}},
+    "bad name/..": {"conf": {}},
+}
+
+
+def store_bad_entries(store: MemoryStore) -> None:
+    store.set("scenario.main", "keys", ["hello", *BAD_STORED, 7])
+    store.set("scenario.hello", "conf", {"startup": False})
+    for name, fields in BAD_STORED.items():
+        for key, value in fields.items():
+            store.set(f"scenario.{name}", key, value)
+
+
+def test_bad_stored_entries_are_skipped_and_reported_and_the_rest_works(kv, folder):
+    store = MemoryStore()
+    store_bad_entries(store)
+    manager = ScenarioManager(kv.api(), store, folder)
+    assert manager.load_store() == 1
+    assert [s.name for s in manager.all()] == ["hello"]
+    assert set(manager.ignored) == {*BAD_STORED, "(int 7)"}
+    assert "code" in manager.ignored["code"] and "missing.py" in manager.ignored["no-file"]
+    assert kv.state("code") == {"ignored": manager.ignored["code"]}  # published under /scenario/
+    manager.add({"name": "loop"})                   # the store is usable: adds and deletes work
+    manager.delete("hello")
+    manager.delete("code")                          # the owner removes a bad entry
+    assert store.get("scenario.code", "conf") is None
+    assert store.get("scenario.main", "keys") == sorted({*BAD_STORED, "loop"} - {"code", "bad name/.."})
+    assert not (folder / "code.py").exists()
+
+
+def test_stored_code_is_never_written_even_when_remote_code_is_allowed(kv, folder):
+    store = MemoryStore()
+    store_bad_entries(store)
+    manager = ScenarioManager(kv.api(), store, folder, allow_remote_code=True)
+    manager.load_store()
+    assert "code" in manager.ignored and not (folder / "code.py").exists()
+
+
+def test_a_bad_stored_entry_does_not_disable_core(house, tmp_path):
+    """A scenario with code put in titanic.store by some client: Core loads the rest and keeps serving."""
+    from corehouse import HOST
+
+    from raspy.state.titanic.client import TitanicClient
+
+    house.start_titanic()
+    titanic = TitanicClient(house.broker, timeout=1.0, retries=5)
+    service = f"{HOST}.core"
+    titanic.store_set(service, "scenario.main", "keys", ["evil"])
+    titanic.store_set(service, "scenario.evil", "conf", {"code": "def run(ctx):\n    pass\n", "startup": True})
+    titanic.close()
+    (house.scenarios_dir / "hello.py").write_text(FILES["hello.py"])
+    house.start_core(store_wait=0)
+    scenarios = f"{service}.scenarios"
+    wait_for(lambda: "ignored" in house.core_log(), what="the bad entry logged")
+    assert house.call(scenarios, "add", {"name": "hello"})[0] == p.OK
+    assert house.call(scenarios, "delete", "hello")[0] == p.OK
+    status, reason = house.call(f"{service}.scenario", "info", "evil")
+    assert status == p.NOT_FOUND and "code" in reason
+    states = house.subscribe("/scenario/")
+    wait_for(lambda: states.get("/scenario/evil"), what="the ignored entry's state")
+    assert "code" in p.unpack(states.get("/scenario/evil"))["ignored"]
+    states.stop()
+    status, gauge = house.call(f"{service}.statistics", "get", f"{service}.snmp.scenarios_ignored")
+    assert status == p.OK and gauge["value"] == 1
+    assert house.call(scenarios, "delete", "evil")[0] == p.OK
+    assert house.call(f"{service}.statistics", "get", f"{service}.snmp.scenarios_ignored")[1]["value"] == 0

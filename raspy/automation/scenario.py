@@ -62,8 +62,13 @@ def section(name: str) -> str:
 
 # -- checking tables -------------------------------------------------------------------
 
+def _addressable(name: str) -> bool:
+    """Whether ``name`` can be a scenario's (and so a key's) name."""
+    return bool(p.NAME.match(name)) and name != "main"
+
+
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not p.NAME.match(name) or name == "main":
+    if not isinstance(name, str) or not _addressable(name):
         raise ValueError("scenario name: letters, digits, '_' and '-' only (and not 'main')")
     return name
 
@@ -224,6 +229,8 @@ class ScenarioManager:
         self.stop_grace = stop_grace
         self.scenarios: dict[str, Scenario] = {}
         self.abandoned: list[str] = []
+        #: stored entries skipped at loading: name (or repr of a non-string) -> why
+        self.ignored: dict[str, str] = {}
         #: False until the store was read: writing the list of names before would drop stored ones
         self.loaded = store is None
         self._lock = threading.RLock()
@@ -264,7 +271,8 @@ class ScenarioManager:
     def get(self, name: Any) -> Scenario:
         scenario = self.scenarios.get(name) if isinstance(name, str) else None
         if scenario is None:
-            raise KeyError(f"no scenario {name!r}")
+            why = f" (its stored entry is ignored: {self.ignored[name]})" if name in self.ignored else ""
+            raise KeyError(f"no scenario {name!r}{why}")
         return scenario
 
     def add(self, table: Any, source: str = "runtime", persist: bool = True) -> Scenario:
@@ -278,7 +286,7 @@ class ScenarioManager:
             if code is None:
                 self.path_of(scenario)
             if persist:
-                self._save(scenario, with_keys=[*self.scenarios, name])
+                self._save(scenario, with_keys=self._stored_names(name))
             if code is not None:
                 self._write_code(scenario.file, code)
             self.scenarios[name] = scenario
@@ -323,15 +331,18 @@ class ScenarioManager:
             return self._apply(scenario, conf, scenario.entries)
 
     def delete(self, name: str) -> None:
+        """Delete a scenario, or the stored entry of an ignored one."""
         with self._lock:
-            scenario = self.get(name)
+            scenario = None if name in self.ignored and name not in self.scenarios else self.get(name)
             if self.store is not None:
                 self._check_loaded()
-                self.store.set(MAIN_SECTION, KEYS, sorted(set(self.scenarios) - {name}))
+                self.store.set(MAIN_SECTION, KEYS, [n for n in self._stored_names() if n != name])
                 for key in ("conf", "entries"):
                     self.store.delete(section(name), key)
-            scenario.stop_event.set()
-            del self.scenarios[name]
+            self.ignored.pop(name, None)
+            if scenario is not None:
+                scenario.stop_event.set()
+                del self.scenarios[name]
 
     def load_config(self, tables: list[Any]) -> None:
         """Scenarios of the configuration file; a bad one stops start-up with its reason."""
@@ -352,7 +363,7 @@ class ScenarioManager:
         self.store.set(section(scenario.name), "entries", scenario.entries)
         if with_keys is not None:
             self._check_loaded()
-            self.store.set(MAIN_SECTION, KEYS, sorted(with_keys))
+            self.store.set(MAIN_SECTION, KEYS, with_keys)
 
     def _check_loaded(self) -> None:
         if not self.loaded:
@@ -365,28 +376,61 @@ class ScenarioManager:
             for scenario in self.scenarios.values():
                 self._save(scenario)
             if self.store is not None:
-                self.store.set(MAIN_SECTION, KEYS, sorted(self.scenarios))
+                self.store.set(MAIN_SECTION, KEYS, self._stored_names())
             return len(self.scenarios)
 
     def load_store(self) -> int:
-        """Stored conf and entries override the configuration's; stored-only scenarios are added."""
+        """Stored conf and entries override the configuration's; stored-only scenarios are added; how many loaded.
+
+        Any client can write Titanic's store, so what it holds is checked like
+        any input: an entry that does not pass is skipped, logged and kept in
+        :attr:`ignored` (published under ``/scenario/<name>``) until deleted.
+        Only a store that does not answer stops the loading (to be retried).
+        """
         if self.store is None:
             return 0
         names = self.store.get(MAIN_SECTION, KEYS) or []
         with self._lock:
+            self.ignored.clear()
+            if not isinstance(names, list):
+                self._ignore(MAIN_SECTION, ValueError(f"the list of names is a {type(names).__name__}"))
+                names = []
+            loaded = 0
             for name in names:
-                conf = self.store.get(section(name), "conf")
-                entries = self.store.get(section(name), "entries")
                 try:
-                    if name in self.scenarios:
-                        self._apply(self.scenarios[name], check_conf(conf or {}, self.scenarios[name].conf),
-                                    check_entries(entries or {}))
-                    else:
-                        self.add({"name": name, **(conf or {}), "entries": entries or {}}, persist=False)
-                except (ValueError, FileNotFoundError) as exc:
-                    log.error("stored scenario %s ignored: %s", name, exc)
+                    self._load_stored(name)
+                    loaded += 1
+                except StoreError:
+                    raise
+                except Exception as exc:  # whatever the content, the rest loads and Core keeps serving
+                    self._ignore(name, exc)
             self.loaded = True
-        return len(names)
+        return loaded
+
+    def _load_stored(self, name: Any) -> None:
+        check_name(name)
+        conf, entries = (self.store.get(section(name), key) for key in ("conf", "entries"))
+        if isinstance(conf, dict) and "code" in conf:
+            raise Forbidden("the stored conf carries code: code comes only from files on the Pi")
+        known = self.scenarios.get(name)
+        conf = check_conf(conf or {}, known.conf if known else None)
+        entries = check_entries(entries or {})
+        if known is None:
+            self.add({"name": name, **conf, "entries": entries}, persist=False)
+        else:
+            self._apply(known, conf, entries)
+
+    def _ignore(self, name: Any, exc: Exception) -> None:
+        label = name if isinstance(name, str) else f"({type(name).__name__} {name!r})"
+        reason = str(exc) if isinstance(exc, (RaspyError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
+        self.ignored[label] = reason
+        log.error("stored scenario %s ignored: %s", label, reason)
+        if _addressable(label) and label not in self.scenarios:
+            self._publish_state(label, {"ignored": reason})
+
+    def _stored_names(self, *more: str) -> list[str]:
+        """The store's list of names: the scenarios, and ignored entries until they are deleted."""
+        return sorted({*self.scenarios, *filter(_addressable, self.ignored), *more})
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -499,11 +543,17 @@ class ScenarioManager:
         return sorted(left)
 
     def _publish(self, scenario: Scenario) -> None:
+        state = scenario.state()
+        if scenario.name in self.ignored:  # a configured scenario whose stored changes were ignored
+            state["ignored"] = self.ignored[scenario.name]
+        self._publish_state(scenario.name, state)
+
+    def _publish_state(self, name: str, state: dict[str, Any]) -> None:
         """Publish ``/scenario/<name>``; a key/value failure is logged, never raised."""
         try:
-            self.actions.publish(state_key(scenario.name), scenario.state())
+            self.actions.publish(state_key(name), state)
         except Exception as exc:
-            log.warning("cannot publish the state of scenario %s: %s", scenario.name, exc)
+            log.warning("cannot publish the state of scenario %s: %s", name, exc)
 
 
 def _plain(value: Any) -> Any:

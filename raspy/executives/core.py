@@ -26,6 +26,7 @@ from raspy.automation.cron import CronManager, CronService
 from raspy.automation.scenario import ScenarioCollectionService, ScenarioManager, ScenarioService
 from raspy.automation.store import StoreError, TitanicStore
 from raspy.house.executive import Counters, Server, Settings
+from raspy.house.statistics import SNMPGauge, oid
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
@@ -64,6 +65,9 @@ class Core(Server):
         self.add_service("cron", CronService(self.cron))
         self.add_service("scenarios", ScenarioCollectionService(self.scenarios))
         self.add_service("scenario", ScenarioService(self.scenarios))
+        self.statistics.add(SNMPGauge(oid(self.service, "scenarios_ignored"),
+                                      "stored scenario entries skipped at loading (the log and /scenario/ say why)",
+                                      lambda: len(self.scenarios.ignored)))
         self.loaded = False
         self._started_at = 0.0
         self._next_flush = 0.0
