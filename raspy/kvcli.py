@@ -1,10 +1,11 @@
-"""``raspy kv get|set|watch``: the key/value map from a shell.
+"""``raspy kv get|set|delete|watch``: the key/value map from a shell.
 
 RasPy publishes msgpack-encoded values (``protocol.pack``). ``set`` packs its
 VALUE parsed as JSON, or the plain string when it is not JSON (``set k 21.5``
 sends the float, ``set k on`` the string ``"on"``). ``get`` and ``watch``
 unpack and print JSON; a body that is not msgpack prints as its UTF-8 text, or
-as hex when it is not text either.
+as hex when it is not text either. ``delete`` removes a key that is there (any
+key, also one stored before keys had a grammar).
 
 :func:`add_parser` adds ``kv`` to ``raspy``'s parser (see :mod:`raspy.cli`); it
 sets ``func=run``, so ``args.func(args)`` is the exit status.
@@ -23,13 +24,13 @@ from raspy.errors import RequestTimeout
 from raspy.mdp import protocol
 from raspy.mdp.protocol import ProtocolError
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient, fetch_snapshot
-from raspy.state.kv.message import COLLECTOR_ENDPOINT, PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT
+from raspy.state.kv.message import COLLECTOR_ENDPOINT, PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT, KVMsg
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``kv`` with its ``get``, ``set`` and ``watch`` commands."""
+    """Add ``kv`` with its ``get``, ``set``, ``delete`` and ``watch`` commands."""
     kv = subparsers.add_parser("kv", help="read, write and watch the key/value map")
-    actions = kv.add_subparsers(dest="kv_command", required=True, metavar="{get,set,watch}")
+    actions = kv.add_subparsers(dest="kv_command", required=True, metavar="{get,set,delete,watch}")
 
     get = actions.add_parser("get", help="print the value of KEY as JSON")
     get.add_argument("key")
@@ -43,11 +44,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     set_.add_argument("--collector", help=f"collector endpoint (default: the configuration's, {COLLECTOR_ENDPOINT})")
     set_.add_argument("--timeout", type=float, default=2.5, help="seconds to wait for the server")
 
+    delete = actions.add_parser("delete", help="delete KEY (an error when it is not there)")
+    delete.add_argument("key")
+    delete.add_argument("--snapshot", help=f"snapshot endpoint (default: the configuration's, {SNAPSHOT_ENDPOINT})")
+    delete.add_argument("--collector", help=f"collector endpoint (default: the configuration's, {COLLECTOR_ENDPOINT})")
+    delete.add_argument("--timeout", type=float, default=2.5, help="seconds to wait for the server")
+
     watch = actions.add_parser("watch", help="print every change under SUBTREE until interrupted")
     watch.add_argument("subtree", nargs="?", default="")
     watch.add_argument("--snapshot", help=f"snapshot endpoint (default: the configuration's, {SNAPSHOT_ENDPOINT})")
     watch.add_argument("--publisher", help=f"publisher endpoint (default: the configuration's, {PUBLISHER_ENDPOINT})")
-    for action in (get, set_, watch):
+    for action in (get, set_, delete, watch):
         action.add_argument("--config", default=os.environ.get("RASPY_CONFIG"), metavar="FILE",
                             help="take the endpoints from this configuration (default $RASPY_CONFIG)")
 
@@ -66,7 +73,7 @@ def endpoints_from_config(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    command = {"get": cmd_get, "set": cmd_set, "watch": cmd_watch}[args.kv_command]
+    command = {"get": cmd_get, "set": cmd_set, "delete": cmd_delete, "watch": cmd_watch}[args.kv_command]
     try:
         endpoints_from_config(args)
         return command(args)
@@ -96,13 +103,28 @@ def render(body: bytes) -> str:
     return json.dumps(value, ensure_ascii=False, default=lambda o: o.hex() if isinstance(o, bytes) else str(o))
 
 
-def cmd_get(args: argparse.Namespace) -> int:
+def current(args: argparse.Namespace) -> KVMsg | None:
+    """The key's message in the server's map now, or ``None`` (and the error printed)."""
     _, entries = fetch_snapshot(args.key, args.snapshot, timeout=args.timeout)
     msg = entries.get(args.key)
     if msg is None:
-        print(f"raspy kv get: no key {args.key!r}", file=sys.stderr)
+        print(f"raspy kv {args.kv_command}: no key {args.key!r}", file=sys.stderr)
+    return msg
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    msg = current(args)
+    if msg is None:
         return 1
     print(render(msg.body))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    if current(args) is None:
+        return 1
+    with KvPublisherClient(args.collector, timeout=args.timeout) as client:
+        client.send("", args.key, b"")
     return 0
 
 
@@ -127,7 +149,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m raspy.kvcli get|set|watch ...`` until ``raspy kv`` is wired in."""
+    """``python -m raspy.kvcli get|set|delete|watch ...``."""
     parser = argparse.ArgumentParser(prog="raspy")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["kv", *(sys.argv[1:] if argv is None else argv)])

@@ -100,8 +100,8 @@ def test_join_key_puts_one_slash_between_subtree_and_key():
 class Kv:
     """A ``raspy run kv`` child process on free ports."""
 
-    def __init__(self, children, state, flush_interval=0.2):
-        self.children, self.state, self.flush_interval = children, state, flush_interval
+    def __init__(self, children, state, flush_interval=0.2, **options):
+        self.children, self.state, self.flush_interval, self.options = children, state, flush_interval, options
         self.snapshot, self.publisher, self.collector = free_endpoint(), free_endpoint(), free_endpoint()
         self.proc = None
 
@@ -117,7 +117,7 @@ class Kv:
                               {"state_dir": str(self.state.parent), "kv_snapshot": self.snapshot,
                                "kv_publisher": self.publisher, "kv_collector": self.collector},
                               {"kv": {"state": str(self.state), "flush_interval": flush_interval or self.flush_interval,
-                                      "hugz_interval": 0.2}})
+                                      "hugz_interval": 0.2, **self.options}})
         return self.children.executive(config, "kv", stderr=log)
 
     def _answers(self):
@@ -217,12 +217,11 @@ def test_a_subtree_subscriber_sees_nothing_of_other_subtrees(kv, subscribers):
     with KvPublisherClient(kv.collector) as pub:
         pub.send("/event/", "door", b"open")
         pub.send("/devices-not/", "x", b"1")
-        pub.send("", "HUGZ.lookalike", b"1")  # passes the SUB filter meant for heartbeats
         pub.send("/device/", "pi.fake.t", protocol.pack(20.5))
     wait_for(lambda: sub.get("/device/pi.fake.t"), what="the /device/ update")
     assert seen == ["/device/pi.fake.t"]
     assert sub.dict() == {"/device/pi.fake.t": protocol.pack(20.5)}
-    assert set(kv.snapshot_of()) == {"/event/door", "/devices-not/x", "HUGZ.lookalike", "/device/pi.fake.t"}
+    assert set(kv.snapshot_of()) == {"/event/door", "/devices-not/x", "/device/pi.fake.t"}
 
 
 def test_a_ttl_key_expires_and_subscribers_see_the_deletion(kv, subscribers):
@@ -325,6 +324,79 @@ def test_malformed_traffic_is_dropped_and_service_goes_on(kv, subscribers):
     assert kv.proc.poll() is None
 
 
+# -- bounds: keys, values, the map ----------------------------------------------
+
+BAD_KEYS = [b"noslash", b"//", b"/device/../x", b"/device/./x", b"/a/", b"/a\n", b"/a b", b"/k\xc3\xbcche",
+            b"/" + b"k" * 1_000_000]
+
+
+def raw_push(kv, updates: list[tuple[bytes, bytes]]) -> None:
+    """Updates as any program could send them, past the client's own checks."""
+    with zmq.Context.instance().socket(zmq.PUSH) as push:
+        push.setsockopt(zmq.LINGER, 5000)
+        push.connect(kv.collector)
+        for key, body in updates:
+            push.send_multipart([key, SEQ, b"", b"", body])
+
+
+def test_bad_keys_and_oversized_values_are_refused_and_change_nothing(kv, subscribers):
+    sub = kv.subscriber()
+    subscribers.append(sub)
+    assert sub.wait_synced(5)
+    raw_push(kv, [(key, b"1") for key in BAD_KEYS] + [(b"/device/big", b"x" * 70_000), (b"/device/ok", b"1")])
+    wait_for(lambda: sub.get("/device/ok"), what="the good update")
+    raw_push(kv, [(b"/device/huge", b"x" * 5_000_000), (b"/device/after", b"2")])  # ZeroMQ cuts that connection
+    wait_for(lambda: sub.get("/device/after"), what="an update after the huge one")
+    assert kv.snapshot_of() == {"/device/ok": b"1", "/device/after": b"2"}
+    assert sub.dict() == kv.snapshot_of()  # nothing refused was published either
+    log = kv.state.with_name("kv.log").read_text()
+    assert log.count("collector refused an update") == 10 and "max_value 65536" in log
+    assert "'/device/../x' is not /segment/segment" in log and "key of 1000001 bytes (at most 255)" in log
+
+
+def test_the_map_holds_at_most_max_keys_and_max_bytes(children, tmp_path, subscribers):
+    kv = Kv(children, tmp_path / "kv.state", max_keys=5, max_bytes=400).start()
+    raw_push(kv, [(b"/k/%d" % i, b"v") for i in range(8)])
+    wait_for(lambda: len(kv.snapshot_of()) == 5, what="five keys")
+    raw_push(kv, [(b"/k/0", b"changed"), (b"/k/1", b""), (b"/k/new", b"n")])  # an update, a delete, then room
+    wait_for(lambda: kv.snapshot_of().get("/k/new") == b"n", what="the new key")
+    assert kv.snapshot_of() == {"/k/0": b"changed", "/k/2": b"v", "/k/3": b"v", "/k/4": b"v", "/k/new": b"n"}
+    raw_push(kv, [(b"/k/2", b"x" * 390), (b"/k/3", b"y")])  # 390 bytes more would pass max_bytes
+    wait_for(lambda: kv.snapshot_of()["/k/3"] == b"y", what="the next update")
+    assert kv.snapshot_of()["/k/2"] == b"v"
+    assert "max_bytes 400" in kv.state.with_name("kv.log").read_text()
+
+
+def test_a_key_stored_before_the_grammar_can_still_be_deleted(children, tmp_path):
+    StateFile(tmp_path / "kv.state").save(StateFile.dump(1, [[b"noslash", 7, b"", b"old", None],
+                                                            [b"/device/x", 8, b"", b"1", None]]))
+    kv = Kv(children, tmp_path / "kv.state").start()
+    assert kv.snapshot_of() == {"noslash": b"old", "/device/x": b"1"}
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("", "noslash", b"")
+    wait_for(lambda: kv.snapshot_of() == {"/device/x": b"1"}, what="the old key deleted")
+
+
+def test_the_publisher_refuses_what_the_server_would(kv):
+    with KvPublisherClient(kv.collector) as pub:
+        for key in BAD_KEYS[:-2] + [b"/" + b"k" * 300]:
+            with pytest.raises(ValueError, match="not /segment|at most 255"):
+                pub.send("", key.decode(), b"1")
+        with pytest.raises(ValueError, match="at most 65536"):
+            pub.send("/device/", "big", b"x" * 70_000)
+        pub.send("/device/", "fits", b"x" * 60_000)
+    wait_for(lambda: "/device/fits" in kv.snapshot_of(), what="a value within the bound")
+
+
+@pytest.mark.parametrize("option", [{"max_keys": 0}, {"max_value": "big"}, {"max_bytes": -1}, {"max_keys": 1.5}])
+def test_bad_bounds_stop_start_up(tmp_path, option):
+    from raspy.house.config import ConfigError, load_config
+
+    config = write_config(tmp_path / "raspy.toml", {"state_dir": str(tmp_path)}, {"kv": option})
+    with pytest.raises(ConfigError, match=next(iter(option))):
+        load_config(config)
+
+
 # -- stop paths and timeouts ------------------------------------------------
 
 def test_server_stop_ends_run_promptly_and_saves_the_state(tmp_path):
@@ -387,9 +459,12 @@ def test_cli_set_get_and_watch(kv, children):
     missing = cli("get", "/device/none", "--snapshot", kv.snapshot)
     assert missing.returncode == 1 and "no key" in missing.stderr
 
-    with KvPublisherClient(kv.collector) as pub:
-        pub.send("/device/", "t", b"")
+    assert cli("delete", "/device/t", "--snapshot", kv.snapshot, "--collector", kv.collector).returncode == 0
     wait_for(lambda: "/device/t" not in kv.snapshot_of(), what="the deletion")
+    gone = cli("delete", "/device/t", "--snapshot", kv.snapshot, "--collector", kv.collector)
+    assert gone.returncode == 1 and "no key '/device/t'" in gone.stderr
+    bad = cli("set", "/device/../t", "1", "--collector", kv.collector)
+    assert bad.returncode == 1 and "is not /segment/segment" in bad.stderr
     lines = []
     wait_for(lambda: lines.append(watch.stdout.readline().strip()) or "/device/t deleted" in lines,
              what="watch to print the deletion")

@@ -11,7 +11,7 @@ import zmq
 
 from raspy.errors import RequestTimeout
 from raspy.mdp.protocol import ProtocolError
-from raspy.state.keys import join_key
+from raspy.state.keys import check_key, join_key
 from raspy.state.kv.message import (
     BATCH,
     COLLECTOR_ENDPOINT,
@@ -19,6 +19,7 @@ from raspy.state.kv.message import (
     HUGZ,
     HWM,
     KTHXBAI,
+    MAX_VALUE,
     PUBLISHER_ENDPOINT,
     RESERVED_KEYS,
     SNAPSHOT_ENDPOINT,
@@ -40,12 +41,17 @@ class KvPublisherClient:
     ``send`` waits at most ``timeout`` seconds for the collector to take the
     update (ZMQ_IMMEDIATE: nothing is queued for a server that is not there)
     and raises :class:`~raspy.errors.RequestTimeout` otherwise. Safe to share between threads.
+
+    The collector answers nothing, so what the server would refuse is refused
+    here first, with the reason: a key off the grammar of :mod:`raspy.state.keys`,
+    a value above ``max_value`` bytes (the server's default bound).
     """
 
     def __init__(self, collector_endpoint: str = COLLECTOR_ENDPOINT, timeout: float = 2.5,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, max_value: int = MAX_VALUE) -> None:
         self.collector_endpoint = collector_endpoint
         self.timeout = timeout
+        self.max_value = max_value
         self._socket = (context or zmq.Context.instance()).socket(zmq.PUSH)
         self._socket.setsockopt(zmq.IMMEDIATE, 1)
         self._socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
@@ -57,7 +63,11 @@ class KvPublisherClient:
         self._counter = 0
 
     def send(self, subtree: str, key: str, body: bytes | str, ttl: float | None = None) -> None:
-        """Set ``join_key(subtree, key)`` to ``body`` (str is sent as UTF-8); empty body deletes."""
+        """Set ``join_key(subtree, key)`` to ``body`` (str is sent as UTF-8); empty body deletes.
+
+        A bad key or a value too large raises ``ValueError`` and sends nothing.
+        Any key may be deleted (one stored before keys had a grammar too).
+        """
         full = join_key(subtree, key)
         if full.encode() in RESERVED_KEYS:
             raise ValueError(f"key {full!r} is reserved")
@@ -67,9 +77,14 @@ class KvPublisherClient:
             parse_ttl(properties["ttl"])
         if isinstance(body, str):
             body = body.encode()
+        if body:
+            check_key(full)
         with self._lock:
             self._counter += 1
             frames = KVMsg(full, 0, self._uuid_prefix + self._counter.to_bytes(8, "big"), properties, body).frames()
+            if len(frames[3]) + len(body) > self.max_value:
+                raise ValueError(f"a value of {len(frames[3]) + len(body)} bytes for {full[:60]!r}: "
+                                 f"at most {self.max_value}")
             try:
                 self._socket.send_multipart(frames)
             except zmq.Again:

@@ -27,6 +27,15 @@ HWM = 100_000
 #: Messages handled per socket before the loop looks at timers and other sockets.
 BATCH = 1000
 
+#: Default bounds of the map (the kv executive's options ``max_value``, ``max_keys``, ``max_bytes``):
+#: bytes of one key's properties and body, keys, and bytes of all keys, properties and bodies.
+MAX_VALUE = 64 * 1024
+MAX_KEYS = 10_000
+MAX_BYTES = 4 * 1024 * 1024
+#: The collector does not even receive a frame above this (or above ``max_value``, if larger):
+#: ZeroMQ drops the sender's connection instead (``ZMQ_MAXMSGSIZE``), so no update can fill the memory.
+MAX_FRAME = 1024 * 1024
+
 Callback = Callable[[str, "bytes | None", "dict[str, str]"], None]
 
 

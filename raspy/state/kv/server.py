@@ -12,6 +12,7 @@ import zmq
 
 from raspy.droplog import DropLog
 from raspy.mdp.protocol import ProtocolError
+from raspy.state.keys import key_problem
 from raspy.state.kv.message import (
     BATCH,
     COLLECTOR_ENDPOINT,
@@ -19,6 +20,10 @@ from raspy.state.kv.message import (
     HUGZ,
     HWM,
     KTHXBAI,
+    MAX_BYTES,
+    MAX_FRAME,
+    MAX_KEYS,
+    MAX_VALUE,
     PUBLISHER_ENDPOINT,
     SNAPSHOT_ENDPOINT,
     check_kvset,
@@ -35,12 +40,19 @@ class KvServer:
 
     ``run()`` binds and loops until ``stop()`` (callable from any thread; the
     loop notices within 100 ms). Signals are the caller's business.
+
+    The map is bounded: a new key must follow the grammar of
+    :mod:`raspy.state.keys`; one key's properties and body hold at most
+    ``max_value`` bytes; the map at most ``max_keys`` keys and ``max_bytes``
+    bytes. An update beyond a bound is refused: counted in ``stats["refused"]``,
+    logged (rate-limited) and not published. Deleting a key always works.
     """
 
     def __init__(self, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, publisher_endpoint: str = PUBLISHER_ENDPOINT,
                  collector_endpoint: str = COLLECTOR_ENDPOINT, state_path: str | Path | None = None,
                  flush_interval: float = 5.0, hugz_interval: float = 1.0,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, *, max_value: int = MAX_VALUE, max_keys: int = MAX_KEYS,
+                 max_bytes: int = MAX_BYTES) -> None:
         self.snapshot_endpoint = snapshot_endpoint
         self.publisher_endpoint = publisher_endpoint
         self.collector_endpoint = collector_endpoint
@@ -49,8 +61,11 @@ class KvServer:
         self.context = context or zmq.Context.instance()
         self.ready = threading.Event()
         self.sequence = 0
-        self.stats = {"updates": 0, "snapshots": 0, "expired": 0}
+        self.max_value, self.max_keys, self.max_bytes = max_value, max_keys, max_bytes
+        self.stats = {"updates": 0, "snapshots": 0, "expired": 0, "refused": 0}
         self.dropped = DropLog(log)
+        self._refusals = DropLog(log)
+        self._bytes = 0  # keys, properties and bodies in the map
         self._store = StateFile(state_path) if state_path else None
         self._map: dict[bytes, list[bytes]] = {}      # key -> the published frames
         self._deadlines: dict[bytes, float] = {}      # key -> monotonic expiry, for ttl keys
@@ -75,6 +90,7 @@ class KvServer:
             snapshot.setsockopt(zmq.SNDHWM, HWM)
             snapshot.setsockopt(zmq.ROUTER_MANDATORY, 1)
             publisher.setsockopt(zmq.SNDHWM, HWM)
+            collector.setsockopt(zmq.MAXMSGSIZE, max(MAX_FRAME, self.max_value))
             snapshot.bind(self.snapshot_endpoint)
             publisher.bind(self.publisher_endpoint)
             collector.bind(self.collector_endpoint)
@@ -129,6 +145,11 @@ class KvServer:
                 except ProtocolError as exc:
                     self.dropped(f"collector: {exc}")
                     continue
+                refusal = self._admit(frames)
+                if refusal is not None:
+                    self.stats["refused"] += 1
+                    self._refusals(f"collector refused an update: {refusal}")
+                    continue
                 if sequence >= ceiling:
                     self.sequence = sequence
                     self._next_epoch()
@@ -153,6 +174,32 @@ class KvServer:
                 self.stats["updates"] += accepted
                 self._dirty = True
 
+    def _admit(self, frames: list[bytes]) -> str | None:
+        """Why an update cannot enter the map, or ``None`` (and the map's size is counted in)."""
+        key, properties, body = frames[0], frames[3], frames[4]
+        old = self._map.get(key)
+        if not body:
+            if old is None:
+                return key_problem(key)  # nothing to delete; a well-formed key is still published
+            self._bytes -= len(key) + len(old[3]) + len(old[4])
+            return None
+        size = len(properties) + len(body)
+        if size > self.max_value:
+            return f"{size} bytes of value for {key[:60]!r} (max_value {self.max_value})"
+        if old is None:
+            problem = key_problem(key)
+            if problem is not None:
+                return problem
+            if len(self._map) >= self.max_keys:
+                return f"new key {key[:60]!r}: the map holds {len(self._map)} keys (max_keys {self.max_keys})"
+            grows = len(key) + size
+        else:
+            grows = size - len(old[3]) - len(old[4])
+        if self._bytes + grows > self.max_bytes:
+            return f"{key[:60]!r}: the map would hold {self._bytes + grows} bytes (max_bytes {self.max_bytes})"
+        self._bytes += grows
+        return None
+
     def _set_deadline(self, key: bytes, deadline: float) -> None:
         self._deadlines[key] = deadline
         heapq.heappush(self._expiry, (deadline, key))
@@ -164,7 +211,9 @@ class KvServer:
             if self._deadlines.get(key) != deadline:
                 continue  # the key changed since; that deadline is stale
             del self._deadlines[key]
-            self._map.pop(key, None)
+            old = self._map.pop(key, None)
+            if old is not None:
+                self._bytes -= len(key) + len(old[3]) + len(old[4])
             self.sequence += 1
             publisher.send_multipart([key, self.sequence.to_bytes(8, "big"), b"", b"", b""])
             self.stats["expired"] += 1
@@ -208,9 +257,13 @@ class KvServer:
                 if expires is not None and expires <= wall:
                     continue
                 self._map[key] = [key, sequence.to_bytes(8, "big"), b"", properties, body]
+                self._bytes += len(key) + len(properties) + len(body)
                 if expires is not None:
                     self._set_deadline(key, mono + expires - wall)
-            log.info("kv restored %d keys from %s", len(self._map), self._store.path)
+            log.info("kv restored %d keys (%d bytes) from %s", len(self._map), self._bytes, self._store.path)
+            if len(self._map) > self.max_keys or self._bytes > self.max_bytes:
+                log.warning("kv holds more than max_keys %d or max_bytes %d: new keys are refused until keys are "
+                            "deleted", self.max_keys, self.max_bytes)
         # The wall clock keeps epochs rising even without a state file; the
         # stored epoch keeps them rising when the clock is behind (a Pi has no RTC).
         self._start_epoch(max(previous + 1, int(time.time())))
