@@ -130,6 +130,46 @@ def test_due_honours_each_poll_interval(clock):
     assert fake.due(t + 1000) == [("pump", fake.devices["pump"].reading)]
 
 
+def test_a_command_that_changes_a_switch_makes_it_due_at_once(fake, clock):
+    t = clock.now
+    assert [name for name, _ in fake.due(t)] == ["aquarium"]  # the pump is not polled
+    call(fake, "set", ["pump", True])
+    assert [(name, reading.value) for name, reading in fake.due(t + 1)] == [("pump", True)]
+    assert fake.due(t + 2) == []
+    call(fake, "reset", "pump")
+    call(fake, "config", ["pump"])  # reading the configuration changes nothing
+    assert [(name, reading.value) for name, reading in fake.due(t + 3)] == [("pump", False)]
+    call(fake, "config", ["pump", {"name": "pump", "state": True}])
+    assert [(name, reading.value) for name, reading in fake.due(t + 4)] == [("pump", True)]
+
+
 def test_bad_start_up_config_is_refused():
     with pytest.raises(DeviceError, match="'pump' exists"):
         FakeDevices([PUMP, PUMP])
+
+
+# -- the fake executive, with a broker and the key/value server -------------------------------
+
+def test_a_switch_set_through_the_service_reaches_the_map_at_once(children, tmp_path):
+    """The switch is polled every 30 s; a change made by ``set`` is published when it is made."""
+    from support import broker_up, free_endpoint, live, wait_for, write_config
+
+    from raspy.mdp.client import MajorDomoClient
+    from raspy.state.kv.client import KvSubscriberClient
+
+    broker, snapshot, publisher, collector = (free_endpoint() for _ in range(4))
+    config = write_config(tmp_path / "raspy.toml",
+                          {"hostname": "t", "state_dir": str(tmp_path), "broker": broker, "kv_snapshot": snapshot,
+                           "kv_publisher": publisher, "kv_collector": collector, "heartbeat": 0.2},
+                          {"kv": {}, "fake": {"devices": [{**PUMP, "poll": 30}]}})
+    children.raspy("run", "broker", "--bind", broker, "--heartbeat", "0.2")
+    wait_for(lambda: broker_up(broker), what="broker up")
+    children.executive(config, "kv")
+    children.executive(config, "fake")
+    wait_for(lambda: live(broker, "t.fake.devices"), what="the fake devices")
+    with KvSubscriberClient("/device/", snapshot, publisher) as sub, MajorDomoClient(broker, timeout=2) as client:
+        value = lambda: sub.get("/device/t.fake.pump") and protocol.unpack(sub.get("/device/t.fake.pump"))["value"]  # noqa: E731
+        wait_for(lambda: value() is False, what="the first reading")
+        for state in (True, False, True):
+            assert client.call("t.fake.devices", "set", ["pump", state])[0] == 200
+            wait_for(lambda: value() is state, timeout=2, interval=0.01, what=f"the pump {state} in the map")

@@ -49,10 +49,16 @@ def reading_result(reading: Reading, now: float) -> dict[str, Any]:
 
 
 class DeviceService(Service):
-    """A service over a dict of devices by name."""
+    """A service over a dict of devices by name.
+
+    A command that changes what a device reads (a switch set) adds its name to
+    :attr:`changed`; the device server then publishes it at once, not at the
+    next poll, and ``due`` gives it with the readings that are due.
+    """
 
     def __init__(self) -> None:
         self.devices: dict[str, BaseDevice] = {}
+        self.changed: set[str] = set()
 
     def device(self, name: str) -> BaseDevice:
         """The device (or sub-device) called ``name``, or ``404``."""

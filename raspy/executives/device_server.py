@@ -2,7 +2,9 @@
 
 Readings go to the key/value publisher under ``/device/<host>.<service>.<name>``
 from a thread of their own: a 1-Wire conversion takes ~750 ms per sensor, and
-neither the executive's beat nor the MDP workers may wait for it.
+neither the executive's beat nor the MDP workers may wait for it. A command
+that changes a device wakes that thread, so the change is in the map at once
+rather than at the next poll.
 """
 from __future__ import annotations
 
@@ -32,13 +34,18 @@ class DeviceServer(Server):
         super().__init__(settings, slot)
         self.devices = devices
         self._lock = threading.Lock()  # the handler and the publisher share the devices
+        self._wake = threading.Event()  # a command changed a device: publish now
         self.add_service("devices", self._locked)
         self.publisher = KvPublisherClient(settings.kv_collector)
         self.add_thread(self._publish_loop, name="publisher")
 
     def _locked(self, frames: Frames) -> Frames:
         with self._lock:
-            return self.devices(frames)
+            reply = self.devices(frames)
+            changed = bool(self.devices.changed)
+        if changed:
+            self._wake.set()
+        return reply
 
     def reading_body(self, name: str, reading: Any) -> bytes:
         """What subscribers get: value, unit, timestamp and the poll interval (to judge staleness)."""
@@ -57,12 +64,16 @@ class DeviceServer(Server):
         return len(due)
 
     def _publish_loop(self) -> None:
-        while not self.stopping(self.publish_interval):
+        while not self.stopping(0):
+            self._wake.wait(self.publish_interval)
+            self._wake.clear()
             try:
                 self.publish_due(time.time())
             except Exception:
                 log.exception("publishing readings failed")
 
     def close(self) -> None:
+        self.shutdown()
+        self._wake.set()  # the publisher thread sees the stop now
         super().close()
         self.publisher.close()

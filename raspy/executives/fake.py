@@ -7,7 +7,8 @@ Commands and their args (besides those of :mod:`raspy.devices.service`):
 - ``remove``: ``name``; result: none.
 - ``set``: ``[name, value]`` for switches (true/false, "on"/"off", 1/0); result: the reading.
 
-``due(now)`` gives the readings a publisher should send now, by each device's poll interval.
+``due(now)`` gives the readings a publisher should send now: by each device's poll interval, and
+at once for a device a command changed (a switch ``set``, its ``config`` or ``reset``).
 """
 from __future__ import annotations
 
@@ -41,14 +42,15 @@ class FakeDevices(DeviceService):
         return device
 
     def due(self, now: float) -> list[tuple[str, Reading]]:
-        """Readings of the polled devices whose interval has passed since they were last published."""
+        """Readings of the devices a command changed, and of the polled ones whose interval has passed."""
         out = []
         for name, device in sorted(self.devices.items()):
             interval = device.poll()
             last = self._published.get(name)
-            if interval > 0 and (last is None or now - last >= interval):
+            if name in self.changed or (interval > 0 and (last is None or now - last >= interval)):
                 self._published[name] = now
                 out.append((name, device.read(now)))
+        self.changed.clear()
         return out
 
     def do_get(self, args: Any) -> dict[str, Any]:
@@ -63,6 +65,19 @@ class FakeDevices(DeviceService):
         name = self.device(name_arg(args)).name
         del self.devices[name]
         self._published.pop(name, None)
+        self.changed.discard(name)
+
+    def do_config(self, args: Any) -> Mapping[str, Any]:
+        config = super().do_config(args)
+        if isinstance(self.devices.get(config["name"]), Switch) and args[1:]:
+            self.changed.add(config["name"])
+        return config
+
+    def do_reset(self, args: Any) -> Mapping[str, Any]:
+        config = super().do_reset(args)
+        if isinstance(self.devices.get(config["name"]), Switch):
+            self.changed.add(config["name"])
+        return config
 
     def do_set(self, args: Any) -> dict[str, Any]:
         name, value = name_and_value(args)
@@ -72,6 +87,7 @@ class FakeDevices(DeviceService):
         now = self.clock()
         with refusals():
             device.set(value)
+        self.changed.add(name)
         return reading_result(device.read(now), now)
 
 
