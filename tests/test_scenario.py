@@ -19,7 +19,7 @@ from raspy.automation.scenario import (
 )
 from raspy.automation.store import StoreError
 from raspy.mdp import protocol as p
-from raspy.scenarios.thermostat import decide
+from raspy.scenarios.thermostat import decide, temperature
 
 FILES = {
     "hello.py": "def run(ctx):\n    ctx.publish('/test/hello', ctx.entry)\n    return 'hi'\n",
@@ -260,7 +260,16 @@ def test_the_service_pair(manager, kv):
 def test_thermostat_decisions():
     assert [decide(t, None, 19, 21) for t in (18, 20, 22)] == [True, None, False]
     assert decide(20, True, 19, 21) is True and decide(20, False, 19, 21) is False
+    assert decide(None, True, 19, 21) is False  # no temperature: off, the safe side
     assert check_entries({}) == {}
+
+
+def test_thermostat_takes_an_old_reading_for_none():
+    reading = {"value": 20.0, "timestamp": 1000.0, "poll": 10}
+    assert temperature(reading, 1029.0) == 20.0 and temperature(reading, 1031.0) is None
+    assert temperature(reading, 1031.0, max_age=100) == 20.0
+    assert temperature({"value": 20.0, "timestamp": 0.0}, 1e9) == 20.0  # no interval, no age limit
+    assert temperature(21.5, 0) == 21.5 and temperature(True, 0) is None
 
 
 # -- end to end: broker, kv and Core processes, devices served from the test ----------------------
@@ -436,3 +445,43 @@ def test_a_bad_stored_entry_does_not_disable_core(house, tmp_path):
     assert status == p.OK and gauge["value"] == 1
     assert house.call(scenarios, "delete", "evil")[0] == p.OK
     assert house.call(f"{service}.statistics", "get", f"{service}.snmp.scenarios_ignored")[1]["value"] == 0
+
+
+def test_thermostat_reads_the_heater_back(house, children, tmp_path):
+    """The real fake executive and Core: the heater switched by hand, or reset by a restart of its
+    server, is brought back to what the temperature asks for."""
+    from corehouse import HEARTBEAT, HOST
+
+    from raspy.mdp.client import MajorDomoClient
+    from support import write_config
+
+    fake_config = write_config(tmp_path / "fake.toml",
+                               {"hostname": HOST, "state_dir": str(tmp_path), "broker": house.broker,
+                                "kv_snapshot": house.snapshot, "kv_publisher": house.publisher,
+                                "kv_collector": house.collector, "heartbeat": HEARTBEAT},
+                               {"fake": {"devices": [{"name": "tank", "kind": "linear", "start": 24.0, "poll": 1},
+                                                     {"name": "heater", "kind": "switch", "poll": 30}]}})
+    devices = f"{HOST}.fake.devices"
+
+    def start_fake():
+        proc = children.executive(fake_config, "fake")
+        wait_for(lambda: house.live(devices), what="the fake devices")
+        return proc
+
+    fake = start_fake()
+    house.start_core(store_wait=0, scenarios=[{"name": "thermostat", "startup": True, "params": {
+        "sensor": f"/device/{devices[:-8]}.tank", "service": devices, "switch": "heater", "low": 25.0,
+        "high": 26.0, "interval": 0.05}}])
+    client = MajorDomoClient(house.broker, timeout=1.0, retries=3)
+    heater = lambda: client.call(devices, "get", "heater")[1]["value"]  # noqa: E731
+    wait_for(lambda: heater() is True, what="the heater on at 24.0")
+    fake.terminate()                     # as `raspy restart fake` does: the switch comes back off
+    assert fake.wait(10) == 0
+    wait_for(lambda: not house.live(devices), what="the fake devices gone")
+    start_fake()
+    wait_for(lambda: heater() is True, what="the heater on again after the restart")
+    client.call(devices, "config", ["tank", {"name": "tank", "start": 26.7}])
+    wait_for(lambda: heater() is False, what="the heater off at 26.7")
+    assert client.call(devices, "set", ["heater", True])[0] == 200   # by hand, above the high mark
+    wait_for(lambda: heater() is False, what="the heater off again")
+    client.close()

@@ -7,24 +7,40 @@ around one set point. Params (the scenario's ``params`` table):
 - ``sensor``: key/value key of the temperature, e.g. ``/device/pi.fake.temperature``
   (a number, or a reading table with a ``value``);
 - ``service`` and ``switch``: the device service and switch name of the heater
-  (the request is ``set [switch, true|false]``);
-- ``low``, ``high``: the marks (degrees); ``interval``: seconds between checks (default 1).
+  (it is read with ``get switch`` and set with ``set [switch, true|false]``);
+- ``low``, ``high``: the marks (degrees); ``interval``: seconds between checks (default 1);
+- ``max_age``: seconds after which a reading counts as missing (default three times the
+  reading's own ``poll`` interval; none when the reading has no interval).
+
+A control loop must not trust its memory of what it drives: someone may switch
+the heater by hand, and a restarted device server comes back with its switch
+off. So every check reads the heater's real state from its service and
+compares the decision with that. And it must not trust a reading that stopped
+coming: with no temperature (none yet, or older than ``max_age``), the heater
+is switched off, the safe side for a tank.
 
 It returns the number of times it switched the heater.
 """
+import time
 
 
-def temperature(value):
-    """The number in a key/value value, or None."""
+def temperature(value, now, max_age=None):
+    """The number in a key/value value, or None when there is none or it is older than ``max_age``."""
     if isinstance(value, dict):
+        poll = value.get("poll")
+        if max_age is None and isinstance(poll, (int, float)) and poll > 0:
+            max_age = 3 * poll
+        stamp = value.get("timestamp")
+        if max_age is not None and isinstance(stamp, (int, float)) and now - stamp > max_age:
+            return None
         value = value.get("value")
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def decide(current, heating, low, high):
-    """Whether the heater should be on: on below ``low``, off above ``high``, else unchanged."""
+    """Whether the heater should be on: on below ``low``, off above ``high`` or with no temperature, else as it is."""
     if current is None:
-        return heating
+        return False
     if current < low:
         return True
     if current > high:
@@ -32,22 +48,45 @@ def decide(current, heating, low, high):
     return heating
 
 
+def heater_state(ctx, service, switch):
+    """The heater's state as its service reads it now, or None when the service does not say."""
+    try:
+        status, result = ctx.request(service, "get", switch)
+    except TimeoutError as exc:
+        ctx.log.warning("heater state unknown: %s", exc)
+        return None
+    if status != 200 or not isinstance(result, dict) or not isinstance(result.get("value"), bool):
+        ctx.log.warning("heater state unknown: %s %s", status, result)
+        return None
+    return result["value"]
+
+
+def switch_heater(ctx, service, switch, on):
+    """Ask the service to switch the heater; whether it did."""
+    try:
+        status, result = ctx.request(service, "set", [switch, on])
+    except TimeoutError as exc:
+        status, result = None, exc
+    if status != 200:
+        ctx.log.warning("heater not switched %s: %s %s", "on" if on else "off", status, result)
+        return False
+    ctx.log.info("heater %s", "on" if on else "off")
+    return True
+
+
 def run(ctx):
     params = ctx.params
     low, high = float(params["low"]), float(params["high"])
     if low >= high:
         raise ValueError(f"low mark {low} must be below high mark {high}")
-    heating = None  # unknown until the first decision is sent
+    max_age = params.get("max_age")
+    service, switch = params["service"], params["switch"]
     switches = 0
     while True:
-        wanted = decide(temperature(ctx.get(params["sensor"])), heating, low, high)
-        if wanted is not None and wanted != heating:
-            status, result = ctx.request(params["service"], "set", [params["switch"], wanted])
-            if status == 200:
-                ctx.log.info("heater %s", "on" if wanted else "off")
-                heating = wanted
-                switches += 1
-            else:
-                ctx.log.warning("heater not switched: %s %s", status, result)
+        current = temperature(ctx.get(params["sensor"]), time.time(), max_age)
+        heating = heater_state(ctx, service, switch)
+        wanted = decide(current, heating, low, high)
+        if wanted is not None and wanted != heating and switch_heater(ctx, service, switch, wanted):
+            switches += 1
         if ctx.wait(float(params.get("interval", 1.0))):
             return switches
