@@ -162,11 +162,25 @@ def print_reply(reply: dict | None) -> int:
 # -- raspy call / mmi -----------------------------------------------------------
 
 def cmd_call(args: argparse.Namespace) -> int:
+    """Exit 0 on 200, 1 on another status, 2 for an argument that is not JSON or a reply off the
+    convention, 3 when nothing answers, 4 when no worker serves the service (asked of 8/MMI first,
+    so a typo is told at once rather than after every retry)."""
     try:
         params = json.loads(args.args) if args.args is not None else None
-    except json.JSONDecodeError:
-        params = args.args  # a bare word is sent as a string
+    except json.JSONDecodeError as exc:
+        print(f"error: the argument is not JSON ({exc}): {args.args!r}; a string is quoted, "
+              f"e.g. '\"{args.args}\"'", file=sys.stderr)
+        return 2
     with MajorDomoClient(args.broker, timeout=args.timeout, retries=args.retries) as client:
+        try:
+            served = client.send(b"mmi.service", [args.service.encode()]) == [b"200"]
+        except RequestTimeout:
+            print(f"error: no reply from the broker at {args.broker}", file=sys.stderr)
+            return 3
+        if not served:
+            print(f"error: no such service {args.service!r}: no worker serves it ('raspy mmi' lists the live ones)",
+                  file=sys.stderr)
+            return 4
         try:
             status, result = client.call(args.service, args.command, *([] if args.args is None else [params]))
         except RequestTimeout as exc:

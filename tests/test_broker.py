@@ -356,8 +356,14 @@ def test_cli_call_and_mmi(house, children):
     assert listed.returncode == 0 and "pi.echo.devices" in listed.stdout.split()
     # the echo worker sends the request back, which is not a RasPy reply: non-zero exit
     assert raspy("call", "pi.echo.devices", "get", '["x"]').returncode != 0
-    missing = raspy("call", "pi.none.devices", "get", "--retries", "1")
-    assert missing.returncode != 0 and "no reply" in missing.stderr
+    bad = raspy("call", "pi.echo.devices", "get", "{bad json")
+    assert bad.returncode == 2 and "the argument is not JSON" in bad.stderr and bad.stdout == ""
+    missing = raspy("call", "pi.none.devices", "get", '"x"', "--retries", "3")  # told at once: no retry waits
+    assert missing.returncode == 4 and "no such service 'pi.none.devices'" in missing.stderr
+    alone = subprocess.run([sys.executable, "-m", "raspy", "call", "pi.echo.devices", "get", "--broker",
+                            free_endpoint(), "--timeout", "0.3", "--retries", "1"],
+                           capture_output=True, text=True, env=env, timeout=30)
+    assert alone.returncode == 3 and "no reply from the broker" in alone.stderr
 
 
 @pytest.mark.parametrize("core_name", ["compiled", "pure"])
