@@ -461,6 +461,18 @@ def test_restart_through_the_page_under_a_real_supervisor(running_house):
     assert house.get("readyz")[0] == 200
 
 
+def test_the_errors_metric_counts_what_its_help_says(running_house):
+    """A 4xx is the caller's mistake: the errors counter, and its help, are about 5xx answers."""
+    house = running_house
+    for _ in range(3):
+        assert house.get("no/such/page")[0] == 404
+    wait_for(lambda: house.states()["web"].requests >= 3, what="the requests counted")
+    lines = house.get("metrics")[1].decode().splitlines()
+    assert "# HELP raspy_executive_errors_total requests answered with a 5xx status (a 4xx is the caller's " \
+           "mistake and is not counted)" in lines
+    assert 'raspy_executive_errors_total{name="web"} 0' in lines
+
+
 def test_restart_without_a_supervisor_is_503(tmp_path, board):
     port = free_port()
     web = Web(Settings("web", "pi", broker=free_endpoint(), state_dir=tmp_path,
