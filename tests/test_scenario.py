@@ -485,3 +485,14 @@ def test_thermostat_reads_the_heater_back(house, children, tmp_path):
     assert client.call(devices, "set", ["heater", True])[0] == 200   # by hand, above the high mark
     wait_for(lambda: heater() is False, what="the heater off again")
     client.close()
+
+
+def test_a_configured_scenario_keeps_its_configuration_when_its_stored_changes_are_bad(kv, folder):
+    store = MemoryStore()
+    store.set("scenario.main", "keys", ["hello"])
+    store.set("scenario.hello", "conf", {"active": "yes"})
+    manager = ScenarioManager(kv.api(), store, folder)
+    manager.load_config([{"name": "hello", "params": {"x": 1}}])
+    assert manager.load_store() == 0
+    assert manager.get("hello").conf["params"] == {"x": 1} and manager.get("hello").conf["active"] is True
+    assert "true or false" in kv.state("hello")["ignored"]

@@ -425,7 +425,9 @@ class ScenarioManager:
         reason = str(exc) if isinstance(exc, (RaspyError, ValueError, OSError)) else f"{type(exc).__name__}: {exc}"
         self.ignored[label] = reason
         log.error("stored scenario %s ignored: %s", label, reason)
-        if _addressable(label) and label not in self.scenarios:
+        if label in self.scenarios:
+            self._publish(self.scenarios[label])
+        elif _addressable(label):
             self._publish_state(label, {"ignored": reason})
 
     def _stored_names(self, *more: str) -> list[str]:
