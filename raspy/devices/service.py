@@ -52,7 +52,7 @@ class DeviceService(Service):
     """A service over a dict of devices by name.
 
     A command that changes what a device reads (a switch set) adds its name to
-    :attr:`changed`; the device server then publishes it at once, not at the
+    ``changed``; the device server then publishes it at once, not at the
     next poll, and ``due`` gives it with the readings that are due.
     """
 

@@ -43,7 +43,7 @@ class KvPublisherClient:
     and raises :class:`~raspy.errors.RequestTimeout` otherwise. Safe to share between threads.
 
     The collector answers nothing, so what the server would refuse is refused
-    here first, with the reason: a key off the grammar of :mod:`raspy.state.keys`,
+    here first, with the reason: a key off the grammar of ``raspy.state.keys``,
     a value above ``max_value`` bytes (the server's default bound).
     """
 
