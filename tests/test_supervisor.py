@@ -129,7 +129,7 @@ def test_a_bad_configuration_names_file_line_and_reason(tmp_path, text, line, re
 
 
 def test_a_bad_configuration_stops_start_up(house):
-    house.config.write_text('[raspy]\nstate_dir = "%s"\n\n[executives.broker]\nbind = 5514\n'
+    house.config.write_text('[raspy]\nstate_dir = "%s"\n\n[executives.broker]\nbind = "tcp://127.0.0.1:5514"\n'
                             '[executives.one]\nkind = "echoo"\n' % house.state_dir)
     result = house.raspy("start")
     assert result.returncode == 2
