@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
+from raspy.devices.simulated import KINDS as DEVICE_KINDS
 from raspy.house.config import ConfigError, load_config
+from raspy.house.executive import KINDS, load_kind
+from raspy.house.options import markdown_table
 
 HEAD = '[raspy]\nhostname = "pi"\nstate_dir = "state"\n\n'
 THERMOSTAT = ('params = {sensor = "/device/pi.fake.t", service = "pi.fake.devices", switch = "heater", '
@@ -173,6 +177,60 @@ def test_defaults_are_not_written_into_the_options(tmp_path):
     path = tmp_path / "house.toml"
     path.write_text(HEAD + "[executives.titanic]\nretention = 60\n")
     assert load_config(path).settings("titanic").options == {"retention": 60}
+
+
+# -- the docs ----------------------------------------------------------------------------
+
+DOCS = ROOT / "docs"
+
+
+def blocks(marker: str) -> dict[str, str]:
+    """The table after each ``<!-- marker -->`` in the docs, by file name."""
+    found = {}
+    for path in sorted(DOCS.glob("*.md")):
+        for match in re.finditer(rf"<!-- {re.escape(marker)} -->\n(\|.*?\n)(?!\|)", path.read_text(), re.S):
+            found[path.name] = match.group(1).rstrip("\n")
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_docs_list_each_kinds_options_as_it_declares_them(kind):
+    table = markdown_table(load_kind(kind).options)
+    tables = blocks(f"options: {kind}")
+    assert "configuration.md" in tables, f"docs/configuration.md should list {kind}'s options:\n{table}"
+    for name, text in tables.items():
+        assert text == table, f"docs/{name} should list {kind}'s options as:\n{table}"
+
+
+def test_the_docs_list_the_keys_of_each_fake_device_kind():
+    rows = ["| kind | keys (default) |", "|---|---|"]
+    for kind, cls in DEVICE_KINDS.items():
+        keys = [f"`{key}`" if value is None else f"`{key}` ({str(value).lower()})"
+                for key, value in cls.template.items() if key != "kind"]
+        rows.append(f"| `{kind}` | {', '.join(['`name`', *keys])} |")
+    assert blocks("devices of fake") == {"configuration.md": "\n".join(rows)}, "\n".join(rows)
+
+
+def test_the_toml_examples_of_the_docs_are_accepted(tmp_path, monkeypatch):
+    """With the owner's pieces they name: a kind of one's own and a scenario file."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    (tmp_path / "state" / "raspy" / "scenarios").mkdir(parents=True)
+    (tmp_path / "state" / "raspy" / "scenarios" / "frost-alarm.py").write_text("def run(ctx):\n    pass\n")
+    (tmp_path / "myhouse").mkdir()
+    (tmp_path / "myhouse" / "__init__.py").write_text("")
+    (tmp_path / "myhouse" / "aquarium.py").write_text("from raspy.house.executive import Executive\n\n\n"
+                                                      "class Aquarium(Executive):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    examples = [(path.name, text) for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+                for text in re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)]
+    assert len(examples) >= 8
+    for index, (name, text) in enumerate(examples):
+        path = tmp_path / f"example{index}.toml"
+        path.write_text(text)
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            pytest.fail(f"an example of {name} is refused: {exc}")
 
 
 # -- the command -------------------------------------------------------------------------

@@ -45,8 +45,8 @@ class Core(Server):
     """Cron and scenarios in one executive."""
 
     options = (
-        Option("jobs", list, [], "cron jobs, one table each (below)", check_jobs),
-        Option("scenarios", list, [], "scenarios, one table each (below)"),
+        Option("jobs", list, [], "cron jobs, one table each ([keys](core.md#cron-jobs))", check_jobs),
+        Option("scenarios", list, [], "scenarios, one table each ([keys](core.md#scenarios))"),
         Option("scenarios_dir", str, None, "the owner's scenario files; default `<state_dir>/scenarios`"),
         Option("allow_remote_code", bool, False, "accept scenario code over the network"),
         Option("missed", str, "run_once", "missed-run policy of the jobs that set none", one_of(*MISSED_POLICIES)),
