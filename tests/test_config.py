@@ -212,7 +212,7 @@ def test_the_docs_list_the_keys_of_each_fake_device_kind():
 
 
 def test_the_toml_examples_of_the_docs_are_accepted(tmp_path, monkeypatch):
-    """With the owner's pieces they name: a kind of one's own and a scenario file."""
+    """With the owner's pieces they name: kinds of one's own and a scenario file."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     (tmp_path / "state" / "raspy" / "scenarios").mkdir(parents=True)
     (tmp_path / "state" / "raspy" / "scenarios" / "frost-alarm.py").write_text("def run(ctx):\n    pass\n")
@@ -221,6 +221,7 @@ def test_the_toml_examples_of_the_docs_are_accepted(tmp_path, monkeypatch):
     (tmp_path / "myhouse" / "aquarium.py").write_text("from raspy.house.executive import Executive\n\n\n"
                                                       "class Aquarium(Executive):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # PYTHONPATH=examples, as the guides say
     examples = [(path.name, text) for path in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
                 for text in re.findall(r"```toml\n(.*?)```", path.read_text(), re.S)]
     assert len(examples) >= 8

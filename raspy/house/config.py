@@ -239,8 +239,9 @@ def check_kinds(config: Config, text: str) -> None:
 
 
 def _path(where: tuple[str | int, ...]) -> str:
-    """``("devices", 1, "cycle")`` as ``.devices[1].cycle``."""
-    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in where)
+    """``("devices", 1, "cycle")`` as ``.devices[1].cycle``; a key that is not bare in TOML is quoted."""
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" if re.fullmatch(r"[A-Za-z0-9_-]+", step)
+                   else f'."{step}"' for step in where)
 
 
 __all__ = ["Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "check_kinds", "default_state_dir",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
 from raspy.house.board import Board
-from raspy.house.options import Option, with_defaults
+from raspy.house.options import Option, check_table, with_defaults
 from raspy.house.statistics import Statistics, StatisticsService
 from raspy.mdp import protocol as p
 from raspy.mdp.protocol import Frames
@@ -88,11 +88,14 @@ class Executive:
 
     #: seconds between beats on the board (and calls of :meth:`tick`)
     beat_interval = 0.5
-    #: The options of this kind's ``[executives.NAME]`` table (see :mod:`raspy.house.options`),
+    #: The options of this kind's ``[executives.NAME]`` table (see ``raspy.house.options``),
     #: checked when the configuration is loaded; None declares nothing and accepts any key.
     options: ClassVar[tuple[Option, ...] | None] = None
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        # each option against its declaration once more: a test or a program may build an
+        # executive from Settings of its own, without a configuration file
+        check_table(self.options, settings.options)
         self.settings = settings
         # run alone (no supervisor), an executive counts on a private slot: one code path
         self.slot = slot if slot is not None else Board.private(1, [settings.name]).slot(0)

@@ -47,13 +47,14 @@ def one_of(*choices: str) -> Rule:
 class Option:
     """One option of a kind. ``default`` None means "none", or one the kind derives (its ``doc`` says
     which); ``check`` is a :class:`Rule`, or a function raising ``ValueError`` with the reason (an
-    :class:`InvalidValue` may say where inside the value)."""
+    :class:`~raspy.errors.InvalidValue` may say where inside the value); a ``required`` option has no default."""
 
     name: str
     type: type
     default: Any
     doc: str
     check: Rule | Callable[[Any], None] | None = None
+    required: bool = False
 
     @property
     def wanted(self) -> str:
@@ -61,7 +62,7 @@ class Option:
         return self.check.wanted if isinstance(self.check, Rule) else TYPE_NAMES[self.type]
 
     def validate(self, value: Any) -> None:
-        """Raise :class:`InvalidValue` (under this option's name) unless ``value`` will do."""
+        """Raise :class:`~raspy.errors.InvalidValue` (under this option's name) unless ``value`` will do."""
         if not has_type(value, self.type) or (isinstance(self.check, Rule) and not self.check.test(value)):
             raise InvalidValue(f"{value!r} is not {self.wanted}", self.name)
         if self.check is not None and not isinstance(self.check, Rule):
@@ -83,7 +84,7 @@ def has_type(value: Any, wanted: type) -> bool:
 
 
 def check_table(declared: Iterable[Option] | None, given: Mapping[str, Any], fixed: tuple[str, ...] = ()) -> None:
-    """Raise :class:`InvalidValue` for the first key of ``given`` that is unknown or refused.
+    """Raise :class:`~raspy.errors.InvalidValue` for the first key of ``given`` that is unknown or refused.
 
     ``fixed`` are keys the caller handles itself (``kind``, ``enabled``), named among the known ones.
     Nothing is checked when ``declared`` is None: the kind declares nothing.
@@ -95,6 +96,9 @@ def check_table(declared: Iterable[Option] | None, given: Mapping[str, Any], fix
         if key not in options:
             raise InvalidValue(f"unknown key; known: {', '.join([*fixed, *options])}", key)
         options[key].validate(value)
+    for option in options.values():
+        if option.required and option.name not in given:
+            raise InvalidValue(f"missing: {option.wanted}", option.name)
 
 
 def with_defaults(declared: Iterable[Option] | None, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,7 +110,7 @@ def markdown_table(declared: Iterable[Option]) -> str:
     """The docs' table of a kind's options (docs/configuration.md is kept equal to it by a test)."""
     rows = ["| option | value | default | meaning |", "|---|---|---|---|"]
     for option in declared:
-        default = "-" if option.default is None else f"`{_toml(option.default)}`"
+        default = "required" if option.required else "-" if option.default is None else f"`{_toml(option.default)}`"
         rows.append(f"| `{option.name}` | {option.wanted} | {default} | {option.doc} |")
     return "\n".join(rows)
 
