@@ -78,6 +78,13 @@ def test_the_line_is_found_past_strings_comments_and_nesting(tmp_path):
     assert (error.key, error.line) == ("executives.fake.devices[2].upper", line_of(text, '"c"'))
 
 
+def test_the_line_is_found_in_a_table_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    text = '[executives.feeder]\nkind = "feeder:Feeder"\n\n[executives.feeder.tanks]\nreef = 2.0\nguppies = -1\n'
+    error = refused(tmp_path, text)
+    assert (error.key, error.line) == ("executives.feeder.tanks.guppies", line_of(text, "guppies"))
+
+
 def test_a_misspelt_option_of_an_executive_is_refused_naming_the_known_ones(tmp_path):
     text = '[executives.fake]\ndevics = [{name = "heater", kind = "switch"}]\n'
     error = refused(tmp_path, text)

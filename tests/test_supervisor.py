@@ -316,7 +316,8 @@ def test_control_commands(house):
     result = house.raspy("reload")  # an option the kind does not declare
     line = typo.splitlines().index("delai = 0.1") + 1
     assert result.returncode == 2
-    assert f"{house.config}, line {line}: executives.two.delai: unknown key; known: kind, enabled, delay" in result.stderr
+    assert (f"{house.config}, line {line}: executives.two.delai: unknown key; known: kind, enabled, delay"
+            in result.stderr)
     assert set(house.states()) == {"broker", "one", "two"} and house.echo("two")
     house.config.write_text(good)
     result = house.raspy("stop")

@@ -409,8 +409,8 @@ class ScenarioManager:
                 check_config([table], self.scenarios_dir)
                 self.add(table, source="config", persist=False)
             except ValueError as exc:
-                log.error("configured scenario %s left out: %s", table.get("name") if isinstance(table, dict) else table,
-                          exc)
+                name = table.get("name") if isinstance(table, dict) else table
+                log.error("configured scenario %s left out: %s", name, exc)
 
     # -- the store --------------------------------------------------------------------------
 

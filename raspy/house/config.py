@@ -235,7 +235,8 @@ def check_kinds(config: Config, text: str) -> None:
             cls.check_options(config.settings(name))
         except ValueError as exc:
             where = exc.where if isinstance(exc, InvalidValue) else ()
-            raise ConfigError(config.path, table + _path(where), str(exc), find_value_line(text, table, where)) from None
+            line = find_value_line(text, table, where)
+            raise ConfigError(config.path, table + _path(where), str(exc), line) from None
 
 
 def _path(where: tuple[str | int, ...]) -> str:

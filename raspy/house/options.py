@@ -36,18 +36,23 @@ PORT = Rule(lambda v: 0 <= v <= 65535, "a port number (0-65535)")
 
 
 def at_least(low: int) -> Rule:
+    """An integer of at least ``low``."""
     return Rule(lambda v: v >= low, f"an integer >= {low}")
 
 
 def one_of(*choices: str) -> Rule:
+    """One of a few words."""
     return Rule(lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
 
 
 @dataclass(frozen=True)
 class Option:
-    """One option of a kind. ``default`` None means "none", or one the kind derives (its ``doc`` says
-    which); ``check`` is a :class:`Rule`, or a function raising ``ValueError`` with the reason (an
-    :class:`~raspy.errors.InvalidValue` may say where inside the value); a ``required`` option has no default."""
+    """One option of a kind.
+
+    ``default`` None means "none", or one the kind derives (its ``doc`` says which); a ``required``
+    option has none. ``check`` is a :class:`Rule`, or a function raising ``ValueError`` with the
+    reason (an :class:`~raspy.errors.InvalidValue` may say where inside the value).
+    """
 
     name: str
     type: type

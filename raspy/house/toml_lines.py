@@ -39,6 +39,8 @@ def find_value_line(text: str, table: str, where: tuple[str | int, ...]) -> int 
             return found
     line = find_line(text, table, key)
     start = _value_start(text, line, key)
+    if start is None and rest and isinstance(rest[0], str):  # [table.key], a table of its own
+        return find_value_line(text, f"{table}.{key}", rest) or line
     if start is None or not rest:
         return line
     return _line_at(text, _descend(text, start, rest))
