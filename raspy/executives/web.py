@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from raspy.house.board import board_name
 from raspy.house.executive import Counters, Executive, Settings
@@ -38,6 +39,17 @@ class Web(Executive):
         self.server = serve(counted(self.app, self.slot), options.get("bind", DEFAULT_BIND),
                             int(options.get("port", DEFAULT_PORT)))
         self.add_thread(lambda: self.server.serve_forever(0.2), self.server.shutdown, "web-server")
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        token = options.get("token")
+        if token is not None and not isinstance(token, str):
+            raise ValueError(f"token: {token!r} is not a string (write it in quotes)")
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        host = settings.options.get("bind", DEFAULT_BIND)
+        return [f"tcp://{f'[{host}]' if ':' in host else host}:{settings.options.get('port', DEFAULT_PORT)}"]
 
     @property
     def url(self) -> str:
