@@ -122,15 +122,26 @@ def test_a_nonsense_endpoint_on_the_command_line():
         assert result.returncode == 2 and "'nonsense'" in one_line_error(result), args
 
 
-def test_a_busy_port_for_raspy_run_broker():
+def run_broker(bind: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raspy", "run", "broker", "--bind", bind],
+                          env=dict(os.environ, **BARE), capture_output=True, text=True, timeout=30)
+
+
+def test_a_busy_port_for_raspy_run_broker(tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "raspy", "run", "broker", "--bind", f"tcp://127.0.0.1:{port}"],
-                                env=dict(os.environ, **BARE), capture_output=True, text=True, timeout=30)
+        result = run_broker(f"tcp://127.0.0.1:{port}")
     assert result.returncode == 1
     assert f"port {port} is in use by pid {os.getpid()}" in one_line_error(result)
+    # ZeroMQ would take over a Unix socket path that another process listens on
+    with socket.socket(socket.AF_UNIX) as holder:
+        holder.bind(str(tmp_path / "broker.sock"))
+        holder.listen()
+        result = run_broker(f"ipc://{tmp_path / 'broker.sock'}")
+    assert result.returncode == 1
+    assert f"something listens on it by pid {os.getpid()}" in one_line_error(result)
 
 
 def test_a_token_that_is_not_a_string(house):
