@@ -41,8 +41,7 @@ def check_bindable(endpoint: str) -> None:
             return  # a name ZeroMQ may know (an interface): let it say
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise EndpointBusy(f"cannot bind {endpoint}: port {port} is in use{_by(listening_inodes(port))}") \
-                    from None
+                raise EndpointBusy(f"cannot bind {endpoint}: port {port} is in use{_tcp_user(port)}") from None
             raise EndpointBusy(f"cannot bind {endpoint}: {exc.strerror}") from None
 
 
@@ -58,19 +57,25 @@ def _check_ipc(endpoint: str) -> None:
     raise EndpointBusy(f"cannot bind {endpoint}: something listens on it{_by(unix_inodes(path))}")
 
 
-def listening_inodes(port: int) -> set[int]:
-    """Socket inodes listening on TCP ``port`` (IPv4 and IPv6), from ``/proc/net/tcp*``."""
-    inodes = set()
+def port_users(port: int) -> tuple[set[int], bool]:
+    """Who uses local TCP ``port``, from ``/proc/net/tcp*``: the inodes of the sockets listening on
+    it (else of the connections using it), and whether closed connections on it wait out TIME_WAIT."""
+    listening, connected, waiting = set(), set(), False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(int(fields[9]))
-    return inodes
+        for fields in map(str.split, lines):
+            if len(fields) <= 9 or int(fields[1].rsplit(":", 1)[1], 16) != port:
+                continue
+            if fields[3] == "0A":
+                listening.add(int(fields[9]))
+            elif fields[3] == "06":
+                waiting = True
+            elif fields[9] != "0":
+                connected.add(int(fields[9]))
+    return listening or connected, waiting
 
 
 def unix_inodes(path: str) -> set[int]:
@@ -103,6 +108,13 @@ def _readlink(path: str) -> str:
         return os.readlink(path)
     except OSError:
         return ""
+
+
+def _tcp_user(port: int) -> str:
+    inodes, waiting = port_users(port)
+    if not inodes and waiting:
+        return " by closed connections waiting out TIME_WAIT (free again within a minute)"
+    return _by(inodes)
 
 
 def _by(inodes: set[int]) -> str:
