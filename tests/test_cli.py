@@ -3,13 +3,14 @@ one's own, and one clear line instead of a traceback when something is wrong."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 from supervised_house import ECHOES, HOST, House, mount_tmpfs
-from support import ROOT, free_endpoint, free_port
+from support import ROOT, free_endpoint, free_port, wait_for
 
 FEEDER = '''"""A user's own executive, kept beside the house's configuration."""
 from raspy.executives.echo import EchoServer
@@ -57,6 +58,12 @@ def test_a_users_executive_beside_the_configuration_runs_and_never_breaks_the_cl
         assert result.returncode == 0, (command, result.stderr)
     result = house.raspy("reload", env=BARE)  # reload checks the kinds it would start
     assert result.returncode == 2 and "myhouse.feeder:Feeder" in one_line_error(result)
+    (house.tmp / "myhouse" / "pump.py").write_text("def half written(\n")
+    with house.config.open("a") as config:
+        config.write('\n[executives.pump]\nkind = "myhouse.pump:Pump"\n')
+    house.proc.send_signal(signal.SIGHUP)  # the supervisor imports the new kind itself: refused, not fatal
+    wait_for(lambda: "SyntaxError" in (house.tmp / "supervisor.out").read_text(), what="reload refused")
+    assert house.proc.poll() is None and "pump" not in house.states() and house.echo("feeder")
     result = house.raspy("stop", env=BARE)
     assert (result.returncode, result.stdout.strip()) == (0, "stopped"), result.stderr
 
