@@ -2,47 +2,41 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from raspy.house.executive import Counters, Executive, Settings
+from raspy.house.options import POSITIVE, Option, at_least
 from raspy.state.kv.message import MAX_BYTES, MAX_KEYS, MAX_VALUE
 from raspy.state.kv.server import KvServer
-
-#: The map's bounds: option -> default.
-BOUNDS = {"max_value": MAX_VALUE, "max_keys": MAX_KEYS, "max_bytes": MAX_BYTES}
-
-
-def bounds(options: dict[str, Any]) -> dict[str, int]:
-    """The options' bounds of the map, checked: each a positive integer."""
-    found = {name: options.get(name, default) for name, default in BOUNDS.items()}
-    for name, value in found.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return found
 
 
 class KvExecutive(Executive):
     """The ``kv`` executive: a :class:`KvServer` on the house's key/value endpoints.
 
-    Options: ``state`` (file; default ``<state_dir>/kv.state``), ``flush_interval``
-    and ``hugz_interval`` (seconds), and the map's bounds ``max_value``,
-    ``max_keys``, ``max_bytes`` (see docs/limits.md). Updates and snapshots count
-    as requests on the board.
+    Updates and snapshots count as requests on the board.
     """
 
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        bounds(options)
+    options = (
+        Option("state", str, None, "the state file; default `<state_dir>/kv.state`"),
+        Option("flush_interval", float, 5.0, "seconds between writes of the state file (at most)", POSITIVE),
+        Option("hugz_interval", float, 1.0, "seconds between two HUGZ to subscribers", POSITIVE),
+        Option("max_value", int, MAX_VALUE, "bytes of one key's properties and body (docs/limits.md)", at_least(1)),
+        Option("max_keys", int, MAX_KEYS, "keys in the map", at_least(1)),
+        Option("max_bytes", int, MAX_BYTES, "bytes of the whole map: keys, properties and bodies", at_least(1)),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
-        options = settings.options
         self.server = KvServer(settings.kv_snapshot, settings.kv_publisher, settings.kv_collector,
-                               state_path=options.get("state", Path(settings.state_dir) / "kv.state"),
-                               flush_interval=options.get("flush_interval", 5.0),
-                               hugz_interval=options.get("hugz_interval", 1.0), **bounds(options))
+                               state_path=self.option("state") or Path(settings.state_dir) / "kv.state",
+                               flush_interval=self.option("flush_interval"),
+                               hugz_interval=self.option("hugz_interval"), max_value=self.option("max_value"),
+                               max_keys=self.option("max_keys"), max_bytes=self.option("max_bytes"))
         self.add_thread(self.server.run, self.server.stop, "kv")
         self._reported = 0
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        return [settings.kv_snapshot, settings.kv_publisher, settings.kv_collector]
 
     def tick(self, now: float) -> None:
         served = self.server.stats["updates"] + self.server.stats["snapshots"]

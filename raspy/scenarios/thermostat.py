@@ -19,9 +19,29 @@ compares the decision with that. And it must not trust a reading that stopped
 coming: with no temperature (none yet, or older than ``max_age``), the heater
 is switched off, the safe side for a tank.
 
-It returns the number of times it switched the heater.
+It returns the number of times it switched the heater. ``check(params)`` refuses params it
+cannot work with (Core calls it when the configuration is loaded, at ``add``/``update``, and
+before each run).
 """
 import time
+
+
+def check(params):
+    """Raise ValueError with the reason unless the params are complete and the marks in order."""
+    for key in ("sensor", "service", "switch"):
+        if not isinstance(params.get(key), str) or not params[key]:
+            raise ValueError(f"{key} is missing (a string)")
+    for key in ("low", "high", "interval"):
+        value = params.get(key, 1.0 if key == "interval" else None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+    if params["low"] >= params["high"]:
+        raise ValueError(f"low mark {params['low']} must be below high mark {params['high']}")
+    if params.get("interval", 1.0) <= 0:
+        raise ValueError(f"interval must be positive, got {params['interval']!r}")
+    max_age = params.get("max_age")
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age <= 0):
+        raise ValueError(f"max_age must be a positive number of seconds, got {max_age!r}")
 
 
 def temperature(value, now, max_age=None):
@@ -77,8 +97,6 @@ def switch_heater(ctx, service, switch, on):
 def run(ctx):
     params = ctx.params
     low, high = float(params["low"]), float(params["high"])
-    if low >= high:
-        raise ValueError(f"low mark {low} must be below high mark {high}")
     max_age = params.get("max_age")
     service, switch = params["service"], params["switch"]
     switches = 0
