@@ -31,6 +31,7 @@ KINDS: dict[str, str] = {
     "broker": "raspy.executives.broker:BrokerExecutive",
     "echo": "raspy.executives.echo:EchoServer",
     "fake": "raspy.executives.fake:Fake",
+    "gpio": "raspy.executives.gpio:Gpio",
     "kv": "raspy.executives.kv:KvExecutive",
     "onewire": "raspy.executives.onewire:OneWire",
     "web": "raspy.executives.web:Web",
