@@ -32,6 +32,7 @@ KINDS: dict[str, str] = {
     "echo": "raspy.executives.echo:EchoServer",
     "fake": "raspy.executives.fake:Fake",
     "gpio": "raspy.executives.gpio:Gpio",
+    "history": "raspy.executives.history:History",
     "kv": "raspy.executives.kv:KvExecutive",
     "onewire": "raspy.executives.onewire:OneWire",
     "web": "raspy.executives.web:Web",
