@@ -152,4 +152,4 @@ def test_a_bad_configuration_stops_raspy_run_with_the_reason(children, tmp_path)
     proc = children.executive(config, "gpio", env=MOCK_ENV, stderr=-1, text=True)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
-    assert "house.toml, line 4: executives.gpio" in err and "GPIO17 is used twice: by 'pump' and 'door'" in err
+    assert err.endswith("house.toml, line 5: executives.gpio.devices[1].pin: GPIO17 is used twice: by 'pump' and 'door'\n")

@@ -100,12 +100,12 @@ def test_bad_queries_are_refused_with_the_reason(house):
 
 
 @pytest.mark.parametrize("options, reason", [
-    ({"flush": 60}, "unknown option(s) flush; known: folder, raw, archives, flush_interval, max_devices"),
-    ({"raw": {"keep": "1d"}}, "raw is a table of keep and every"),
-    ({"archives": [{"step": "7m", "keep": "1d"}]}, "keep must be a multiple of step"),
-    ({"archives": [{"step": "10m", "keep": "1d"}, {"step": "1m", "keep": "7d"}]}, "steps must grow"),
-    ({"raw": {"keep": "1y", "every": "1s"}}, "from 1 to 1000000 rows"),
-    ({"flush_interval": 0}, "flush_interval must be"),
+    ({"flush": 60}, "history.flush: unknown key; known: kind, enabled, folder, raw, archives, flush_interval, max_devices"),
+    ({"raw": {"keep": "1d"}}, "history.raw: a table of keep and every"),
+    ({"archives": [{"step": "7m", "keep": "1d"}]}, "history.archives[0]: keep must be a multiple of step"),
+    ({"archives": [{"step": "10m", "keep": "1d"}, {"step": "1m", "keep": "7d"}]}, "history.archives[1]: keep must be a multiple of step, and steps must grow"),
+    ({"raw": {"keep": "1y", "every": "1s"}}, "history.raw: 31536000 rows: an archive has from 1 to 1000000 rows"),
+    ({"flush_interval": 0}, "history.flush_interval: 0 is not an integer from 1 to 3600"),
 ])
 def test_a_bad_history_configuration_stops_start_up(tmp_path, options, reason):
     path = write_config(tmp_path / "house.toml", {}, {"history": options})

@@ -39,21 +39,21 @@ class Line(Protocol):
 def check_pin(pin: Any) -> int:
     """A BCM pin number of the header, or :class:`DeviceError`."""
     if isinstance(pin, bool) or not isinstance(pin, int) or pin not in HEADER_PINS:
-        raise DeviceError(f"pin must be a BCM GPIO number from 0 to 27, got {pin!r}")
+        raise DeviceError(f"pin must be a BCM GPIO number from 0 to 27, got {pin!r}", "pin")
     return pin
 
 
-def check_bool(what: str, value: Any) -> bool:
+def check_bool(what: str, value: Any, *where: str) -> bool:
     if not isinstance(value, bool):
-        raise DeviceError(f"{what} must be true or false, got {value!r}")
+        raise DeviceError(f"{what} must be true or false, got {value!r}", *where)
     return value
 
 
-def check_level(what: str, value: Any) -> float:
+def check_level(what: str, value: Any, *where: str) -> float:
     """A dimmer level: a number from 0 to 100 (per cent)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not 0 <= value <= 100:
-        raise DeviceError(f"{what} must be a number from 0 to 100, got {value!r}")
+        raise DeviceError(f"{what} must be a number from 0 to 100, got {value!r}", *where)
     return value
 
 
@@ -78,16 +78,16 @@ class GpioDevice(BaseDevice):
         unknown = sorted(set(json) - set(cls.template) - {"name", "oid"})
         if unknown:  # a typo such as active_hihg would leave a relay the wrong way round
             raise DeviceError(f"unknown key(s) {', '.join(unknown)} for a {json.get('kind')}; "
-                              f"known: {', '.join(sorted({'name', *cls.template}))}")
+                              f"known: {', '.join(sorted({'name', *cls.template}))}", unknown[0])
         if json.get("kind") not in cls.kinds:
-            raise DeviceError(f"kind {json.get('kind')!r} is not one of {list(cls.kinds)} ({cls.oid})")
+            raise DeviceError(f"kind {json.get('kind')!r} is not one of {list(cls.kinds)} ({cls.oid})", "kind")
         pin = check_pin(json.get("pin"))
         if cls.output and pin in FIXED_PULL_UP:
             raise DeviceError(f"GPIO{pin} is input-only in RasPy: its fixed pull-up makes it read high "
-                              "whenever RasPy does not drive it; use another pin for an output")
+                              "whenever RasPy does not drive it; use another pin for an output", "pin")
         unit = json.get("unit")
         if unit is not None and not isinstance(unit, str):
-            raise DeviceError(f"unit must be a string, got {unit!r}")
+            raise DeviceError(f"unit must be a string, got {unit!r}", "unit")
 
     def _configure(self, new: Any) -> None:
         if isinstance(new, Mapping):
@@ -146,12 +146,12 @@ class GpioSwitch(GpioOutput):
     @classmethod
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
-        check_bool("active_high", json.get("active_high"))
+        check_bool("active_high", json.get("active_high"), "active_high")
         for key in ("initial", "on_stop"):
             try:
                 switch_state(json.get(key))
             except DeviceError as exc:
-                raise DeviceError(f"{key}: {exc}") from None
+                raise DeviceError(f"{key}: {exc}", key) from None
 
     def value(self) -> bool:
         return bool(self.pin_value())
@@ -181,12 +181,13 @@ class GpioDimmer(GpioOutput):
     @classmethod
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
-        check_bool("active_high", json.get("active_high"))
-        check_level("initial", json.get("initial"))
-        check_level("on_stop", json.get("on_stop"))
+        check_bool("active_high", json.get("active_high"), "active_high")
+        check_level("initial", json.get("initial"), "initial")
+        check_level("on_stop", json.get("on_stop"), "on_stop")
         frequency, (low, high) = json.get("frequency"), FREQUENCIES
         if isinstance(frequency, bool) or not isinstance(frequency, int) or not low <= frequency <= high:
-            raise DeviceError(f"frequency must be an integer number of Hz from {low} to {high}, got {frequency!r}")
+            raise DeviceError(f"frequency must be an integer number of Hz from {low} to {high}, got {frequency!r}",
+                              "frequency")
 
     def value(self) -> float:
         return round(self.pin_value() * 100, 2)
@@ -221,17 +222,19 @@ class GpioInput(GpioDevice):
         super().check(json)
         pin, pull, active_high = json["pin"], json.get("pull"), json.get("active_high")
         if pull not in PULLS:
-            raise DeviceError(f"pull must be one of {list(PULLS)}, got {pull!r}")
+            raise DeviceError(f"pull must be one of {list(PULLS)}, got {pull!r}", "pull")
         if pin in FIXED_PULL_UP and pull != "up":
-            raise DeviceError(f"GPIO{pin} has a fixed pull-up on the board: pull must be \"up\"")
+            raise DeviceError(f"GPIO{pin} has a fixed pull-up on the board: pull must be \"up\"", "pull")
         if pull == "none":
-            check_bool("active_high (needed with pull = \"none\")", active_high)
+            check_bool("active_high (needed with pull = \"none\")", active_high, "active_high")
         elif active_high is not None:
-            raise DeviceError(f"active_high follows from pull = {pull!r}; give it only with pull = \"none\"")
+            raise DeviceError(f"active_high follows from pull = {pull!r}; give it only with pull = \"none\"",
+                              "active_high")
         debounce = json.get("debounce")
         if isinstance(debounce, bool) or not isinstance(debounce, (int, float)) \
                 or not 0 <= debounce <= MAX_DEBOUNCE:
-            raise DeviceError(f"debounce must be a number of seconds from 0 to {MAX_DEBOUNCE:g}, got {debounce!r}")
+            raise DeviceError(f"debounce must be a number of seconds from 0 to {MAX_DEBOUNCE:g}, got {debounce!r}",
+                              "debounce")
 
     def value(self) -> bool:
         return bool(self.pin_value())
@@ -272,5 +275,5 @@ def gpio_device(table: Any) -> GpioDevice:
         raise DeviceError(f"a GPIO device is a table with 'name', 'kind' and 'pin', got {table!r}")
     kind = table.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
-        raise DeviceError(f"a GPIO device needs 'kind', one of {sorted(KINDS)}; got {kind!r}")
+        raise DeviceError(f"a GPIO device needs 'kind', one of {sorted(KINDS)}; got {kind!r}", "kind")
     return KINDS[kind].new(table)

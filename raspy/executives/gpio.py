@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import gpiozero
 import gpiozero.devices
@@ -30,27 +30,15 @@ from raspy.droplog import DropLog
 from raspy.errors import RaspyError, RequestTimeout
 from raspy.executives.device_server import DeviceServer
 from raspy.house.executive import Counters, Settings
+from raspy.house.options import Option, with_defaults
 from raspy.mdp.protocol import Frames
 from raspy.mdp.service import bad_request
 from raspy.state import keys
 
 log = logging.getLogger(__name__)
 
-#: The executive's options, with what each holds.
-OPTIONS = {"devices": "a list of tables, one per device (name, kind, pin, ...)"}
-
-
 class GpioError(RaspyError):
     """A pin cannot be opened: no pin factory, a pin another program holds, a pin the board lacks."""
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    devices = options.get("devices", [])
-    if not isinstance(devices, list):
-        raise ValueError(f"devices must be a list of tables, got {devices!r}")
 
 
 class GpioDevices(DeviceService):
@@ -70,9 +58,9 @@ class GpioDevices(DeviceService):
         device = gpio_device(table)
         pin = device.config()["pin"]
         if device.name in self.devices:
-            raise DeviceError(f"two devices are called {device.name!r}")
+            raise DeviceError(f"two devices are called {device.name!r}", "name")
         if pin in self._pins:
-            raise DeviceError(f"GPIO{pin} is used twice: by {self._pins[pin]!r} and {device.name!r}")
+            raise DeviceError(f"GPIO{pin} is used twice: by {self._pins[pin]!r} and {device.name!r}", "pin")
         self.devices[device.name] = device
         self._pins[pin] = device.name
         return device
@@ -154,18 +142,24 @@ def keep_outputs_at_exit() -> None:
     atexit.unregister(gpiozero.devices._shutdown)
 
 
+def check_devices(tables: list[Any]) -> None:
+    """Build the devices without touching a pin, so a bad table stops start-up naming its entry."""
+    devices = GpioDevices()
+    for index, table in enumerate(tables):
+        try:
+            devices.add(table)
+        except DeviceError as exc:
+            raise exc.inside(index) from None
+
+
 class Gpio(DeviceServer):
     """The ``gpio`` executive. Option ``devices``: a list of tables, one per device."""
 
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Build the devices without touching a pin, so a bad table stops start-up."""
-        check_options(options)
-        GpioDevices(options.get("devices", []))
+    options = (Option("devices", list, [], "one table per pin: `name`, `kind`, `pin` and the kind's keys "
+                                           "([devices](devices.md))", check_devices),)
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
-        check_options(settings.options)
-        super().__init__(settings, GpioDevices(settings.options.get("devices", [])), slot)
+        super().__init__(settings, GpioDevices(with_defaults(self.options, settings.options)["devices"]), slot)
         self._dropped = DropLog(log)
         keep_outputs_at_exit()
         self.lines: dict[str, gpiozero.Device] = {}

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from raspy.droplog import DropLog
+from raspy.errors import InvalidValue
 from raspy.house.executive import Counters, Server, Settings
+from raspy.house.options import Option, Rule
 from raspy.house.statistics import SNMPGauge, oid
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, bad_request, not_found
@@ -31,57 +33,45 @@ from raspy.state.kv.client import KvSubscriberClient
 
 log = logging.getLogger(__name__)
 
-#: The executive's options, each with its default.
-OPTIONS: dict[str, Any] = {
-    "folder": None,  # <state_dir>/history
-    "raw": {"keep": "1d", "every": "10s"},
-    "archives": [{"step": "1m", "keep": "7d"}, {"step": "10m", "keep": "1y"}],
-    "flush_interval": 60,
-    "max_devices": 100,
-}
 #: The most rows of one archive: 1e6 rows are 36 MB per device.
 MAX_ROWS = 1_000_000
+RAW = {"keep": "1d", "every": "10s"}
+ARCHIVES = [{"step": "1m", "keep": "7d"}, {"step": "10m", "keep": "1y"}]
 
 
-def _table(what: str, table: Any, wanted: tuple[str, str]) -> tuple[int, int]:
+def _pair(table: Any, wanted: tuple[str, str], *where: str | int) -> tuple[int, int]:
+    """The two spans of a table such as ``{keep = "7d", step = "1m"}``, in seconds."""
     if not isinstance(table, Mapping) or set(table) != set(wanted):
-        raise ValueError(f"{what} is a table of {' and '.join(wanted)}, got {table!r}")
+        raise InvalidValue(f"a table of {' and '.join(wanted)}, got {table!r}", *where)
     try:
         return span(table[wanted[0]]), span(table[wanted[1]])
     except HistoryError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise InvalidValue(str(exc), *where) from None
 
 
-def layout(options: Mapping[str, Any]) -> tuple[Archive, ...]:
-    """The archives of options ``raw`` and ``archives``: rows = keep / every (or / step)."""
-    keep, every = _table("raw", options.get("raw", OPTIONS["raw"]), ("keep", "every"))
-    archives = [Archive(0, keep // every)]
-    tables = options.get("archives", OPTIONS["archives"])
-    if not isinstance(tables, list) or len(tables) > MAX_ARCHIVES - 1:
-        raise ValueError(f"archives is a list of at most {MAX_ARCHIVES - 1} tables")
+def _archive(rows: int, step: int, *where: str | int) -> Archive:
+    if not 1 <= rows <= MAX_ROWS:
+        raise InvalidValue(f"{rows} rows: an archive has from 1 to {MAX_ROWS} rows", *where)
+    return Archive(step, rows)
+
+
+def raw_archive(table: Any) -> Archive:
+    """The raw archive of option ``raw``: ``keep / every`` rows."""
+    keep, every = _pair(table, ("keep", "every"))
+    return _archive(keep // every, 0)
+
+
+def archives(tables: list[Any]) -> list[Archive]:
+    """The consolidated archives of option ``archives``: ``keep / step`` rows each, steps growing."""
+    if len(tables) > MAX_ARCHIVES - 1:
+        raise InvalidValue(f"at most {MAX_ARCHIVES - 1} archives")
+    out: list[Archive] = []
     for index, table in enumerate(tables):
-        step, keep = _table(f"archives[{index}]", table, ("step", "keep"))
-        if keep % step or (len(archives) > 1 and step <= archives[-1].step):
-            raise ValueError(f"archives[{index}]: keep must be a multiple of step, and steps must grow")
-        archives.append(Archive(step, keep // step))
-    for archive in archives:
-        if not 1 <= archive.rows <= MAX_ROWS:
-            raise ValueError(f"an archive of {archive.rows} rows: from 1 to {MAX_ROWS} rows")
-    return tuple(archives)
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    layout(options)
-    for key, low, high in (("flush_interval", 1, 3600), ("max_devices", 1, 10_000)):
-        value = options.get(key, OPTIONS[key])
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{key} must be an integer from {low} to {high}, got {value!r}")
-    folder = options.get("folder")
-    if folder is not None and not isinstance(folder, str):
-        raise ValueError(f"folder must be a path, got {folder!r}")
+        step, keep = _pair(table, ("step", "keep"), index)
+        if keep % step or (out and step <= out[-1].step):
+            raise InvalidValue("keep must be a multiple of step, and steps must grow", index)
+        out.append(_archive(keep // step, step, index))
+    return out
 
 
 class HistoryService(Service):
@@ -117,19 +107,23 @@ class HistoryService(Service):
 
 
 class History(Server):
-    """The ``history`` executive (options: see :data:`OPTIONS` and docs/history.md)."""
+    """The ``history`` executive (docs/history.md)."""
 
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        check_options(options)
+    options = (
+        Option("folder", str, None, "where the history files go; default `<state_dir>/history`"),
+        Option("raw", dict, RAW, "raw readings: the last `keep / every` of them", raw_archive),
+        Option("archives", list, ARCHIVES, "consolidated archives, `{step, keep}` each, steps growing", archives),
+        Option("flush_interval", int, 60, "seconds between writes to the files", Rule(lambda v: 1 <= v <= 3600, "an integer from 1 to 3600")),
+        Option("max_devices", int, 100, "devices with a history; a reading of one more is refused",
+               Rule(lambda v: 1 <= v <= 10_000, "an integer from 1 to 10000")),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
-        check_options(settings.options)
         super().__init__(settings, slot)
-        options = {**OPTIONS, **settings.options}
-        folder = Path(options["folder"] or Path(settings.state_dir) / "history")
-        self.store = HistoryStore(folder, layout(options), options["max_devices"])
-        self.flush_interval = options["flush_interval"]
+        layout = (raw_archive(self.option("raw")), *archives(self.option("archives")))
+        folder = Path(self.option("folder") or Path(settings.state_dir) / "history")
+        self.store = HistoryStore(folder, layout, self.option("max_devices"))
+        self.flush_interval = self.option("flush_interval")
         self._flushed = time.monotonic()
         self._dropped = DropLog(log)
         self.add_service("query", HistoryService(self.store))
@@ -137,7 +131,8 @@ class History(Server):
                           ("dropped", "readings refused: bad name or time, out of order, history full"),
                           ("bytes_written", "bytes written to history files"),
                           ("damaged", "damaged history files moved aside and started again")):
-            self.statistics.add(SNMPGauge(oid(self.service, name), doc, lambda name=name: getattr(self.store.counts, name)))
+            self.statistics.add(SNMPGauge(oid(self.service, name), doc,
+                                          lambda name=name: getattr(self.store.counts, name)))
         self.subscriber = KvSubscriberClient(keys.DEVICE, settings.kv_snapshot, settings.kv_publisher,
                                              callback=self._reading)
 
