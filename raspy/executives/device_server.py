@@ -41,10 +41,12 @@ class DeviceServer(Server):
             return self.devices(frames)
 
     def reading_body(self, name: str, reading: Any) -> bytes:
-        """What subscribers get: value, unit, timestamp and the poll interval (to judge staleness)."""
+        """What subscribers get: value, unit, timestamp, the poll interval (to judge staleness) and the
+        device's oid (so the page knows a switch it can toggle)."""
         with self._lock:
-            poll = self.devices.device(name).poll()
-        return p.pack({**reading.as_dict(), "poll": poll})
+            device = self.devices.device(name)
+            poll = device.poll()
+        return p.pack({**reading.as_dict(), "poll": poll, "oid": device.oid})
 
     def publish_due(self, now: float) -> int:
         with self._lock:
