@@ -153,7 +153,7 @@
   }
 
   function draw(data) {
-    var W = 640, H = 260, L = 52, R = 10, T = 10, B = 30;
+    var W = Math.max(300, Math.min(900, area.clientWidth || 640)), H = 260, L = 52, R = 10, T = 10, B = 30;
     var pts = data.points;
     var svg = node("svg", {viewBox: "0 0 " + W + " " + H, "class": "plot", role: "img",
                            "aria-label": "history of " + data.device});
@@ -177,6 +177,7 @@
       svg.appendChild(node("text", {x: L - 4, y: yy, "text-anchor": "end", "dominant-baseline": "middle"},
                            String(Math.round(v * 100) / 100)));
       var t = t0 + (t1 - t0) * i / 4;
+      if (W < 500 && i % 2) { continue; }  // a phone has room for three times
       svg.appendChild(node("text", {x: x(t), y: H - B + 16, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle"},
                            label(t, t1 - t0)));
     }
