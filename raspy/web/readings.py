@@ -17,21 +17,13 @@ from typing import Any
 from raspy.droplog import DropLog
 from raspy.mdp import protocol as p
 from raspy.state import keys
+from raspy.state.history.store import number as _number
 
 log = logging.getLogger(__name__)
 
 #: A value is stale when older than this many poll intervals: one interval is
 #: the normal age just before the next poll, the rest allows for a slow read.
 STALE_FACTOR = 1.5
-
-
-def _number(value: Any) -> float | None:
-    """The value as a float for a sparkline or a gauge, or ``None`` when it is not a number."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _jsonable(value: Any) -> Any:

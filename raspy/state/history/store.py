@@ -99,7 +99,7 @@ def check_name(name: Any) -> str:
 
 
 def number(value: Any) -> float | None:
-    """A reading as a float: numbers and booleans (1/0) have a history; anything else not."""
+    """A reading as a float (a sparkline's, a history's): numbers, and booleans as 1/0; else None."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)) and math.isfinite(value):
