@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: develop install uninstall tests devtests start bench browser clean
+.PHONY: develop install uninstall tests devtests start bench browser mosquitto clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,23 +25,24 @@ install:
 uninstall:
 	$(PYTHON) -m pip uninstall -y raspy
 
-tests: $(STAMP) browser
+tests: $(STAMP) browser mosquitto
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-devtests: $(STAMP) browser
+devtests: $(STAMP) browser mosquitto
 	$(PY) -m coverage run --source raspy -m pytest $(PYTEST_ARGS)
 	$(PY) -m coverage report -m
 
 start: $(STAMP)
 	$(VENV)/bin/raspy start
 
-bench: $(STAMP)
+bench: $(STAMP) mosquitto
 	$(PY) -m pytest bench --benchmark-only -q
 	$(PY) -m bench.throughput --out bench/results --repeat 3
 	$(PY) bench/kv_throughput.py --updates 20000 --subscribers 10 --rounds 3 | tee bench/results/kv.txt
 	$(PY) bench/titanic.py --rounds 3 | tee bench/results/titanic.txt
 	$(PY) bench/supervisor.py --kills 20 | tee bench/results/supervisor.txt
 	$(PY) bench/web.py | tee bench/results/web.txt
+	$(PY) bench/mqtt.py | tee bench/results/mqtt.txt
 
 # Headless Chromium for the status page's browser test; installed when we
 # are root with apt-get (as CI is), skipped quietly elsewhere.
@@ -51,6 +52,15 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "chromium could not be installed; the browser test will skip"; \
 	  else echo "chromium missing and not root: the browser test will skip"; fi; }
+
+# Mosquitto for the MQTT bridge's tests (a real broker; the clients for the
+# bench); installed when we are root with apt-get (as CI is), skipped elsewhere.
+mosquitto:
+	@{ command -v mosquitto || test -x /usr/sbin/mosquitto; } >/dev/null 2>&1 && command -v mosquitto_pub >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null) \
+	      || echo "mosquitto could not be installed; the MQTT tests will skip"; \
+	  else echo "mosquitto missing and not root: the MQTT tests will skip"; fi; }
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .benchmarks .coverage htmlcov
