@@ -116,6 +116,8 @@ class Mqtt(DeviceServer):
                 self.slot.count_extra(index, total - self._board[index])
                 self._board[index] = total
         if self.kv.wait_synced(0):
+            if not self.bridge.online:
+                self.bridge.ready(self.kv.items())
             self.bridge.sweep(lambda: [keys.name_in(keys.DEVICE, key) for key, _ in self.kv.items()])
 
     def close(self) -> None:

@@ -87,7 +87,20 @@ class Bridge:
         self._topic_owner: dict[tuple[str, str], str] = {}  # (host, device) -> full name
         self._earlier: set[str] = set()  # devices an earlier run left retained, to check once synced
         self._lock = threading.Lock()
-        self._put(topics.status(hostname), "online")
+        self.online = False
+
+    def ready(self, snapshot: Iterable[tuple[str, bytes]]) -> None:
+        """The key/value map is in sync: take any device of ``snapshot`` not seen yet, then say ``online``.
+
+        Until then Home Assistant sees ``offline`` (the last will, or nothing), so no command
+        arrives for a device the bridge does not know yet.
+        """
+        for key, body in snapshot:
+            if keys.name_in(keys.DEVICE, key) not in self.devices:
+                self.reading(key, body)
+        self._put(self.topics.status(self.hostname), "online")
+        self.online = True
+        self.wake()
 
     # -- the key/value side --
 

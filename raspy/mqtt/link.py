@@ -176,8 +176,9 @@ class Link:
         self._note(f"cannot reach {self.options.url}")
 
     def _on_disconnect(self, client: mqtt.Client, userdata, flags, reason, properties) -> None:
-        if self.connected.is_set():
-            self.losses += 1
+        if not self.connected.is_set():
+            return  # the end of an attempt that failed: its reason is noted already
+        self.losses += 1
         self.connected.clear()
         if not self._stopping.is_set():
             self._note(f"disconnected from {self.options.url}: {reason}")
