@@ -17,6 +17,7 @@ import pytest
 from support import free_port, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+OPENSSL = shutil.which("openssl")
 PASSWD = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/bin:/usr/sbin")
 
 needs_mosquitto = pytest.mark.skipif(
@@ -26,13 +27,17 @@ needs_mosquitto = pytest.mark.skipif(
 class Mosquitto:
     """One ``mosquitto`` process: listener on 127.0.0.1, anonymous or with a password file, no persistence."""
 
-    def __init__(self, tmp_path: Path, logins: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp_path: Path, logins: dict[str, str] | None = None, tls: "Certificates | None" = None) -> None:
         self.dir = tmp_path / f"mosquitto-{free_port()}"
         self.dir.mkdir()
         self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "user root",
                  f"allow_anonymous {'false' if logins else 'true'}"]
+        if tls:
+            lines += [f"cafile {tls.ca}", f"certfile {tls.server_cert}", f"keyfile {tls.server_key}",
+                      "require_certificate true"]
         if logins:
             passwd = self.dir / "passwd"
             passwd.touch(mode=0o600)
@@ -65,6 +70,33 @@ class Mosquitto:
         return (self.dir / "mosquitto.log").read_text(errors="replace")
 
 
+class Certificates:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+
+    def __init__(self, folder: Path) -> None:
+        if OPENSSL is None:
+            pytest.skip("openssl is not installed: no certificates for the TLS test")
+        folder.mkdir(exist_ok=True)
+        self.ca, ca_key = folder / "ca.crt", folder / "ca.key"
+        self._openssl("req", "-x509", "-keyout", ca_key, "-out", self.ca, "-days", "1", "-subj", "/CN=RasPy test CA")
+        self.server_cert, self.server_key = self._signed(folder, "server", "127.0.0.1", ca_key)
+        self.client_cert, self.client_key = self._signed(folder, "client", "raspy", ca_key)
+
+    def _signed(self, folder: Path, name: str, common_name: str, ca_key: Path) -> tuple[Path, Path]:
+        cert, key, request = folder / f"{name}.crt", folder / f"{name}.key", folder / f"{name}.csr"
+        self._openssl("req", "-keyout", key, "-out", request, "-subj", f"/CN={common_name}")
+        extensions = folder / f"{name}.ext"
+        extensions.write_text("subjectAltName=IP:127.0.0.1\n" if name == "server" else "")
+        subprocess.run([OPENSSL, "x509", "-req", "-in", request, "-CA", self.ca, "-CAkey", ca_key, "-CAcreateserial",
+                        "-out", cert, "-days", "1", "-extfile", extensions], check=True, capture_output=True)
+        return cert, key
+
+    @staticmethod
+    def _openssl(command: str, *args) -> None:
+        subprocess.run([OPENSSL, command, "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        *args], check=True, capture_output=True)
+
+
 class HomeAssistant:
     """A paho client subscribed to ``filters``; ``messages`` holds every (topic, payload, retained) seen."""
 
@@ -79,6 +111,8 @@ class HomeAssistant:
                                   protocol=mqtt.MQTTv5)
         if username:
             self.client.username_pw_set(username, password)
+        if broker.tls:
+            self.client.tls_set(str(broker.tls.ca), str(broker.tls.client_cert), str(broker.tls.client_key))
         self.client.on_connect = lambda c, u, f, reason, p: c.subscribe([(t, 1) for t in filters])
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.on_message = self._on_message

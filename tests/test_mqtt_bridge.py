@@ -13,7 +13,7 @@ import signal
 
 import pytest
 from corehouse import HOST, CoreHouse
-from mosquitto import HomeAssistant, Mosquitto, needs_mosquitto
+from mosquitto import Certificates, HomeAssistant, Mosquitto, needs_mosquitto
 from support import Children, wait_for
 
 from raspy.mdp import protocol as p
@@ -243,7 +243,19 @@ def test_mosquitto_killed_and_back_gets_everything_again_and_nothing_piles_up(ho
     assert statistics(house)["topics"] == held
 
 
-# -- the login -----------------------------------------------------------------------
+# -- the login and the protocol version ------------------------------------------------
+
+
+def small_house(children, tmp_path, mosquitto: Mosquitto, **mqtt_options) -> CoreHouse:
+    """A RasPy broker, key/value server, one fake switch and the bridge with ``mqtt_options``."""
+    house = CoreHouse(children, tmp_path)
+    house.executives = {"fake": {"devices": [{"name": "heater", "kind": "switch", "poll": 1}]},
+                        "mqtt": {"url": mosquitto.url, **mqtt_options}}
+    house.start_broker()
+    house.start_kv()
+    children.executive(house.config(), "fake")
+    start_bridge(house)
+    return house
 
 
 @pytest.mark.parametrize("password, connects", [("s3cret", True), ("wrong", False)])
@@ -251,19 +263,43 @@ def test_the_login_from_a_password_file(children, tmp_path, password, connects):
     mosquitto = Mosquitto(tmp_path, logins={"raspy": "s3cret", "ha": "hapass"}).start()
     try:
         (tmp_path / "password").write_text(password + "\n")
-        house = CoreHouse(children, tmp_path)
-        house.executives = {"mqtt": {"url": mosquitto.url, "username": "raspy",
-                                     "password_file": str(tmp_path / "password")}}
-        house.start_broker()
-        house.start_kv()
-        start_bridge(house)
+        house = small_house(children, tmp_path, mosquitto, username="raspy", password_file=str(tmp_path / "password"))
         if connects:
             ha = HomeAssistant(mosquitto, "raspy/#", username="ha", password="hapass")
             ha.wait("raspy/h/status", lambda payload: payload == b"online")
             ha.close()
-            wait_for(lambda: statistics(house)["connected"] == 1, what="connected")
+            assert statistics(house)["connected"] == 1
         else:
             wait_for(lambda: "not authori" in statistics(house)["connection"].lower(), what="the refusal shown")
             assert statistics(house)["connected"] == 0
+    finally:
+        mosquitto.kill()
+
+
+def test_mqtt_3_1_1_when_asked(children, tmp_path):
+    mosquitto = Mosquitto(tmp_path).start()
+    try:
+        house = small_house(children, tmp_path, mosquitto, protocol="3.1.1")
+        ha = HomeAssistant(mosquitto, "homeassistant/#", "raspy/#")
+        ha.wait("homeassistant/switch/h_heater/config")
+        ha.wait("raspy/h/status", lambda payload: payload == b"online")
+        ha.publish("raspy/h/heater/set", "ON")
+        ha.wait("raspy/h/heater/state", lambda payload: payload == b"ON")
+        ha.close()
+        assert "MQTT 3.1.1" in statistics(house)["connection"] and statistics(house)["dropped"] == 0
+    finally:
+        mosquitto.kill()
+
+
+def test_tls_with_a_client_certificate(children, tmp_path):
+    certificates = Certificates(tmp_path / "certificates")
+    mosquitto = Mosquitto(tmp_path, tls=certificates).start()
+    try:
+        house = small_house(children, tmp_path, mosquitto, ca=str(certificates.ca), cert=str(certificates.client_cert),
+                            key=str(certificates.client_key))
+        ha = HomeAssistant(mosquitto, "raspy/#")
+        ha.wait("raspy/h/status", lambda payload: payload == b"online")
+        ha.close()
+        assert statistics(house)["connection"].startswith("connected to mqtts://127.0.0.1")
     finally:
         mosquitto.kill()

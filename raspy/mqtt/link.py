@@ -11,6 +11,7 @@ message lock).
 
 MQTT 5 first; a broker that answers "unsupported protocol version" gets MQTT
 3.1.1 from the next attempt on (:meth:`Link.maintain`, from the executive's tick).
+A broker that hangs up on MQTT 5 without saying why needs ``protocol = "3.1.1"``.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ class Link:
         self.status_topic = status_topic
         self.outbox = outbox
         self.drop = drop
-        self.protocol = MQTTProtocolVersion.MQTTv5
+        self.protocol = MQTTProtocolVersion.MQTTv311 if options.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
         self.connected = threading.Event()
         self.state = "connecting"
         self._noted = ""
@@ -155,7 +156,7 @@ class Link:
     def _on_connect(self, client: mqtt.Client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
             if reason.value == 132 or str(reason) == "Unsupported protocol version":
-                if self.protocol == MQTTProtocolVersion.MQTTv5:
+                if self.protocol == MQTTProtocolVersion.MQTTv5 and self.options.protocol == "auto":
                     self._fallback = True
             self._note(f"refused by {self.options.url}: {reason}")
             return

@@ -17,6 +17,8 @@ from raspy.mqtt.imports import ImportRule
 from raspy.mqtt.topics import check_prefix
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+#: ``auto``: MQTT 5, and 3.1.1 from the next attempt on when the broker refuses 5.
+PROTOCOLS = ("auto", "5", "3.1.1")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,12 @@ def _rules(value: Any) -> tuple[ImportRule, ...]:
     return tuple(rules)
 
 
+def _protocol(value: Any) -> str:
+    if value not in PROTOCOLS:
+        raise ValueError(f"{value!r} is not one of {', '.join(map(repr, PROTOCOLS))}")
+    return value
+
+
 def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else check(value)
 
@@ -95,6 +103,7 @@ OPTIONS: dict[str, Option] = {
     "cert": Option(None, _optional(_readable), "mqtts: a client certificate (with key)"),
     "key": Option(None, _optional(_readable), "mqtts: the client certificate's private key"),
     "client_id": Option(None, _optional(_text), "MQTT client id (default raspy-<host>-<executive>)"),
+    "protocol": Option("auto", _protocol, "MQTT version: auto (5, else 3.1.1), 5 or 3.1.1"),
     "discovery_prefix": Option("homeassistant", check_prefix, "Home Assistant's discovery prefix"),
     "base": Option("raspy", check_prefix, "first topic level of RasPy's own topics"),
     "commands": Option(["*"], _patterns, "which switches and dimmers take commands from MQTT (name patterns)"),
@@ -117,6 +126,7 @@ class BridgeOptions:
     cert: Path | None
     key: Path | None
     client_id: str | None
+    protocol: str
     discovery_prefix: str
     base: str
     commands: tuple[str, ...]
