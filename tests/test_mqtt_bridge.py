@@ -91,7 +91,7 @@ def config(payload: bytes) -> dict:
 
 
 def test_home_assistant_finds_every_device_with_its_fields_retained(house):
-    for topic in ("homeassistant/sensor/h_tank/config", "homeassistant/switch/h_heater/config"):
+    for topic in ("homeassistant/sensor/h_tank/config", "homeassistant/switch/h_heater/config", "raspy/h/status"):
         house.ha.wait(topic)  # announced: from now on the broker holds it
     ha = HomeAssistant(house.mosquitto, "homeassistant/#", "raspy/#")  # comes later: sees only what is retained
     try:
@@ -156,7 +156,7 @@ def test_a_device_removed_from_raspy_leaves_no_ghost(house):
 
 
 def test_a_zigbee2mqtt_temperature_becomes_a_device_and_drives_a_scenario(house):
-    assert kv_value(house, "h.fake.fan") is False
+    wait_for(lambda: kv_value(house, "h.fake.fan") is False, what="the fan off")
     house.ha.publish("zigbee2mqtt/kitchen", json.dumps({"temperature": 21.0, "humidity": 45, "linkquality": 80}))
     wait_for(lambda: kv_value(house, "h.mqtt.kitchen_temperature") == 21.0, what="the imported temperature")
     reading = p.unpack(house.devices.get("/device/h.mqtt.kitchen_temperature"))
