@@ -83,16 +83,16 @@ TOPICS = Topics()
 
 
 @pytest.mark.parametrize("config, value, commands, component, device_class", [
-    ({"kind": "cyclic", "unit": "C"}, 21.5, True, "sensor", None),
-    ({"kind": "switch"}, False, True, "switch", None),
-    ({"kind": "switch"}, False, False, "binary_sensor", None),  # no commands: read-only
+    ({"oid": "sensor.cyclic", "unit": "C"}, 21.5, True, "sensor", None),
+    ({"oid": "switch", "kind": "switch"}, False, True, "switch", None),
+    ({"oid": "switch"}, False, False, "binary_sensor", None),  # no commands: read-only
     ({"oid": "switch.relay"}, True, True, "switch", None),
     ({"oid": "light.dimmer"}, 40, True, "light", None),
     ({"oid": "sensor.contact"}, True, True, "binary_sensor", "opening"),
     ({"oid": "sensor.motion"}, False, True, "binary_sensor", "motion"),
     ({"oid": "sensor.temperature"}, 20.0, True, "sensor", None),
-    ({"name": "x", "poll": 0, "unit": "C"}, 20.0, True, "sensor", None),  # a 1-Wire thermometer says no kind
-    (None, True, True, "binary_sensor", None),  # unknown: the reading decides
+    ({"oid": "sensor.linear"}, True, True, "binary_sensor", None),
+    (None, True, True, "binary_sensor", None),  # its server did not answer: the reading decides
     (None, "text", True, "sensor", None),
 ])
 def test_the_component_follows_the_kind(config, value, commands, component, device_class):

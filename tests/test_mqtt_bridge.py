@@ -41,6 +41,7 @@ def house(tmp_path_factory):
             {"name": "spare", "kind": "linear", "start": 5, "unit": "%", "poll": 1},
             {"name": "old", "kind": "linear", "start": 1, "poll": 1},
         ]},
+        "lights": {"kind": "examples.light:LightServer", "lights": [{"name": "lamp", "poll": 1}]},
         "mqtt": {"url": h.mosquitto.url, "max_payload": MAX_PAYLOAD, "max_imported": 20, "import": [
             {"topic": "zigbee2mqtt/+", "json": True, "units": {"temperature": "C"}},
             {"topic": "esphome/+/switch/+/state", "command_topic": "esphome/{0}/switch/{1}/command"},
@@ -50,6 +51,7 @@ def house(tmp_path_factory):
     h.start_broker()
     h.start_kv()
     h.children.executive(h.config(), "fake")
+    h.children.executive(h.config(), "lights")
     h.start_bridge = lambda: start_bridge(h)
     h.start_bridge()
     h.start_core(store_wait=0, scenarios=[{
@@ -128,6 +130,17 @@ def test_on_at_a_switch_set_topic_switches_the_fake_switch(house):
     wait_for(lambda: kv_value(house, "h.fake.heater") is True, what="heater on in kv")
     house.ha.wait("raspy/h/heater/state", lambda payload: payload == b"ON")
     assert house.call(f"{HOST}.fake.devices", "get", "heater")[1]["value"] is True
+
+
+def test_a_dimmer_is_a_light_with_brightness(house):
+    lamp = config(house.ha.wait("homeassistant/light/h_lamp/config"))
+    assert lamp["command_topic"] == lamp["brightness_command_topic"] == "raspy/h/lamp/set"
+    assert lamp["brightness_state_topic"] == "raspy/h/lamp/state" and lamp["brightness_scale"] == 100
+    house.ha.publish("raspy/h/lamp/set", "60")  # what Home Assistant sends for 60 % brightness
+    wait_for(lambda: kv_value(house, "h.lights.lamp") == 60, what="the lamp at 60 in kv")
+    house.ha.wait("raspy/h/lamp/state", lambda payload: payload == b"60")
+    house.ha.publish("raspy/h/lamp/set", "OFF")
+    wait_for(lambda: kv_value(house, "h.lights.lamp") == 0, what="the lamp off in kv")
 
 
 def test_home_assistant_online_brings_every_config_again(house):

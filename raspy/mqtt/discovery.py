@@ -1,9 +1,8 @@
 """Home Assistant discovery: which component a RasPy device is, and the config that announces it.
 
 A device's component follows its oid (``switch``, ``light.dimmer``,
-``sensor.contact``, ...), which the device's ``config`` tells (the fake
-server's ``kind`` stands for it); without either, the reading decides (a
-boolean is a binary sensor, anything else a sensor). The unit gives a
+``sensor.contact``, ...), which the device's ``config`` tells; without it,
+the reading decides (a boolean is a binary sensor, anything else a sensor). The unit gives a
 sensor its Home Assistant unit and device class where they are unambiguous.
 
 Payloads: switches and binary sensors read ``ON``/``OFF``; a dimmer's state is
@@ -35,8 +34,6 @@ OIDS: dict[str, Kind] = {
     "sensor.contact": Kind("binary_sensor", "opening"),
     "sensor.motion": Kind("binary_sensor", "motion"),
 }
-#: The fake server's ``kind`` of a device, as an oid.
-FAKE_KINDS = {"switch": "switch", "cyclic": "sensor", "linear": "sensor"}
 #: RasPy unit -> Home Assistant unit and device class.
 UNITS: dict[str, tuple[str, str | None]] = {
     "C": ("°C", "temperature"), "°C": ("°C", "temperature"), "F": ("°F", "temperature"),
@@ -50,15 +47,10 @@ UNITS: dict[str, tuple[str, str | None]] = {
 COMMANDED = ("switch", "light")
 
 
-def oid_of(config: Mapping[str, Any] | None) -> str | None:
-    """The device's oid from its ``config``: an ``oid`` key, else the fake server's ``kind``."""
-    if not isinstance(config, Mapping):
-        return None
-    oid = config.get("oid")
-    if isinstance(oid, str):
-        return oid
-    kind = config.get("kind")
-    return FAKE_KINDS.get(kind) if isinstance(kind, str) else None
+def oid_of(config: Any) -> str | None:
+    """The device's oid from the answer to its ``config`` command."""
+    oid = config.get("oid") if isinstance(config, Mapping) else None
+    return oid if isinstance(oid, str) else None
 
 
 def classify(oid: str | None, value: Any, commands: bool) -> Kind:
