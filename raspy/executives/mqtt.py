@@ -52,7 +52,7 @@ class Mqtt(DeviceServer):
         self.link = Link(options, client_id, self.topics.status(settings.hostname), self.outbox, self.drop)
         super().__init__(settings, ImportedDevices(options.max_imported, self.link.command), slot)
         self.bridge = Bridge(self.topics, self.outbox, self.link.wake, settings.hostname, settings.name,
-                             options.commands, self.drop, settings.broker)
+                             options.commands, self.drop, settings.broker, options.max_payload)
         self.kv = KvSubscriberClient(keys.DEVICE, settings.kv_snapshot, settings.kv_publisher, self.bridge.reading)
         self.link.subscribe(self.topics.ha_status, self.bridge.home_assistant)
         self.link.subscribe(self.topics.commands, self.bridge.command)

@@ -73,7 +73,7 @@ class Bridge:
     """The RasPy -> MQTT side and the commands that come back; every method is safe from any thread."""
 
     def __init__(self, topics: Topics, outbox: Outbox, wake: Callable[[], None], hostname: str, own_server: str,
-                 commands: Iterable[str], drop: DropLog, broker: str) -> None:
+                 commands: Iterable[str], drop: DropLog, broker: str, max_payload: int) -> None:
         self.topics = topics
         self.outbox = outbox
         self.wake = wake
@@ -81,6 +81,7 @@ class Bridge:
         self.own_server = own_server
         self.patterns = tuple(commands)
         self.drop = drop
+        self.max_payload = max_payload
         self.requests = Requests(broker, self)
         self.counts = BridgeCounts()
         self.devices: dict[str, Exported] = {}
@@ -172,7 +173,9 @@ class Bridge:
         payload = text.encode()
         if not payload:
             payload = b"None"  # an empty payload would clear the topic
-        if not self.outbox.put(topic, payload):
+        if len(payload) > self.max_payload:
+            self.drop(f"{topic}: not published, {len(payload)} bytes (max_payload {self.max_payload})")
+        elif not self.outbox.put(topic, payload):
             self.drop(f"{topic}: not published, the bridge holds max_topics ({self.outbox.limit}) topics")
 
     # -- Home Assistant discovery --
