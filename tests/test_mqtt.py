@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import write_config
+from support import wait_for, write_config
 
 from raspy.house.config import ConfigError, load_config
 from raspy.mqtt.discovery import Kind, classify, command_value, config_payload, oid_of, state_payload
@@ -215,3 +215,40 @@ def test_a_clear_is_forgotten_once_sent_and_everything_is_resent_after_a_reconne
     batch = outbox.take(1)
     outbox.retry([topic for topic, _ in batch])  # paho was full: still pending
     assert outbox.take(10) == [("a", b"1")]
+
+
+# -- the bridge and a device server that comes late ------------------------------------
+
+
+def test_a_device_whose_server_comes_late_is_announced_again_by_its_kind(children, tmp_path, monkeypatch):
+    """After a restart of the house the key/value map holds readings before their servers run:
+    such a device is shown by its reading first, then by its kind once its server answers."""
+    import logging
+    import threading
+
+    from corehouse import CoreHouse
+
+    from raspy.droplog import DropLog
+    from raspy.executives.fake import FakeDevices
+    from raspy.mdp import protocol as p
+    from raspy.mqtt import bridge as bridge_module
+
+    house = CoreHouse(children, tmp_path)
+    house.start_broker()
+    monkeypatch.setattr(bridge_module, "ASK_AGAIN", 0.2)
+    outbox = Outbox(100)
+    bridge = bridge_module.Bridge(TOPICS, outbox, lambda: None, "h", "mqtt", ["*"], DropLog(logging.getLogger("t")),
+                                  house.broker, 65536)
+    bridge.requests.timeout = 0.3
+    threading.Thread(target=bridge.requests.run, daemon=True).start()
+    try:
+        reading = p.pack({"value": False, "unit": None, "timestamp": 1.0})
+        bridge.reading("/device/h.late.heater", reading)
+        wait_for(lambda: outbox.get("homeassistant/binary_sensor/h_heater/config"), what="announced by its reading")
+        house.worker("h.late.devices", FakeDevices([{"name": "heater", "kind": "switch"}]))
+        wait_for(lambda: bridge.reading("/device/h.late.heater", reading)
+                 or outbox.get("homeassistant/switch/h_heater/config"), interval=0.1, what="announced as a switch")
+        assert outbox.get("homeassistant/binary_sensor/h_heater/config") == b""  # the first entity goes
+    finally:
+        bridge.requests.stop()
+        house.stop()

@@ -14,6 +14,7 @@ import fnmatch
 import json
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -36,6 +37,8 @@ COMMAND_QUEUE = 32
 REQUEST_TIMEOUT = 2.5
 #: Topics a device holds: state, attributes, discovery config.
 TOPICS_PER_DEVICE = 3
+#: Seconds before a ``config`` that got no answer (its server not up yet) is asked again.
+ASK_AGAIN = 30.0
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Exported:
     reading: dict[str, Any]
     oid: str | None = None
     kind: Kind | None = None  # None until announced
+    ask_again: float | None = None  # monotonic time after which an unanswered ``config`` is asked again
 
     @property
     def fullname(self) -> str:
@@ -129,6 +133,9 @@ class Bridge:
             device = self.devices.get(fullname) or self._add(host, server, name, reading)
             if device is None:
                 return
+            if device.ask_again is not None and time.monotonic() >= device.ask_again:
+                device.ask_again = None
+                self.requests.describe(device)
             device.reading = reading
             self.counts.readings += 1
             self._publish_state(device)
@@ -180,12 +187,17 @@ class Bridge:
 
     # -- Home Assistant discovery --
 
-    def described(self, fullname: str, config: Any) -> None:
-        """The device's ``config`` (or None when its server did not say): announce it."""
+    def described(self, fullname: str, config: Any, answered: bool = True) -> None:
+        """The device's ``config`` (or None when its server did not say): announce it.
+
+        Unanswered (its server is not up yet, as after a restart of the house, when the key/value
+        map already holds its readings), it is announced by its reading and asked again later.
+        """
         with self._lock:
             device = self.devices.get(fullname)
             if device is None:
                 return
+            device.ask_again = None if answered else time.monotonic() + ASK_AGAIN
             device.oid = oid_of(config)
             self._announce(device)
         self.wake()
@@ -349,6 +361,8 @@ class Requests:
         try:
             status, config = client.call(device.service, "config", [device.name])
         except RequestTimeout:
-            log.info("%s did not answer config for %s: announcing it by its reading", device.service, device.name)
-            status, config = p.ERROR, None
+            log.info("%s did not answer config for %s: announcing it by its reading for now",
+                     device.service, device.name)
+            self.bridge.described(device.fullname, None, answered=False)
+            return
         self.bridge.described(device.fullname, config if status == p.OK else None)
