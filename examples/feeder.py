@@ -26,39 +26,27 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from raspy.errors import InvalidValue
 from raspy.house.executive import Counters, Server, Settings
+from raspy.house.options import POSITIVE, Option, has_type
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, ServiceError, bad_request, not_found
 from raspy.state.kv.client import KvPublisherClient
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("tanks", "daily_limit")
 _NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
-def positive(what: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{what} must be a number above 0, got {value!r}")
-    return float(value)
-
-
-def parse_options(options: dict[str, Any]) -> tuple[dict[str, float], float]:
-    """``(grams per portion by tank, daily limit)``, or a ``ValueError`` that says what is wrong.
-
-    Unknown keys are refused: a misspelt ``daily_limt`` would otherwise leave the default in force.
-    """
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    tanks = options.get("tanks")
-    if not isinstance(tanks, dict) or not tanks:
-        raise ValueError("tanks must be a table: tank name = grams per portion")
-    for name in tanks:
+def check_tanks(tanks: dict[str, Any]) -> None:
+    """Grams per portion by tank name; a refusal names the tank, so the error points at its line."""
+    if not tanks:
+        raise ValueError("name at least one tank: tank name = grams per portion")
+    for name, grams in tanks.items():
         if not _NAME.match(name):
-            raise ValueError(f"bad tank name {name!r}: letters, digits, '_' and '-' only")
-    portions = {name: positive(f"tanks.{name}", grams) for name, grams in tanks.items()}
-    return portions, positive("daily_limit", options.get("daily_limit", 10.0))
+            raise InvalidValue(f"bad tank name {name!r}: letters, digits, '_' and '-' only", name)
+        if not has_type(grams, float) or grams <= 0:
+            raise InvalidValue(f"{grams!r} is not a number above 0", name)
 
 
 class Tanks(Service):
@@ -154,17 +142,17 @@ class Tanks(Service):
 class Feeder(Server):
     """The executive: ``<host>.<name>.tanks``, and ``.mmi`` and ``.statistics`` as every Server."""
 
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Called when the configuration is read: a bad option stops start-up, with its reason."""
-        parse_options(options)
+    options = (
+        Option("tanks", dict, None, "grams per portion, by tank name", check_tanks, required=True),
+        Option("daily_limit", float, 10.0, "grams per tank and day, whoever asks", POSITIVE),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
-        super().__init__(settings, slot)
-        # checked again: a test or a program may build a Feeder without a configuration file
-        portions, limit = parse_options(settings.options)
+        super().__init__(settings, slot)  # checks each option against the declaration above
+        portions = {tank: float(grams) for tank, grams in self.option("tanks").items()}
         Path(settings.state_dir).mkdir(parents=True, exist_ok=True)
-        self.tanks = Tanks(portions, limit, Path(settings.state_dir) / f"{settings.name}.json")
+        self.tanks = Tanks(portions, float(self.option("daily_limit")),
+                           Path(settings.state_dir) / f"{settings.name}.json")
         self.add_service("tanks", self.tanks)
         # 0.5 s, not the default 2.5: tick runs in the main thread, which must get back to its beat.
         self.publisher = KvPublisherClient(settings.kv_collector, timeout=0.5)

@@ -24,6 +24,7 @@ from raspy.devices.base import NOT_POLLED, freeze
 from raspy.devices.service import DeviceService, name_and_value, name_arg, reading_result, refusals
 from raspy.executives.device_server import DeviceServer
 from raspy.house.executive import Counters, Settings
+from raspy.house.options import Option
 from raspy.mdp.service import bad_request
 
 
@@ -123,19 +124,20 @@ class Lights(DeviceService):
         return out
 
 
+def check_lights(tables: list[Any]) -> None:
+    """Build the lights once when the configuration is read: a bad table stops start-up, naming it."""
+    lights = Lights()
+    for index, table in enumerate(tables):
+        try:
+            lights.add(table)
+        except DeviceError as exc:
+            raise exc.inside(index) from None  # where: lights[index], so the error shows its line
+
+
 class LightServer(DeviceServer):
-    """The executive: serves ``<host>.<name>.devices`` and publishes readings to ``/device/``.
+    """The executive: serves ``<host>.<name>.devices`` and publishes readings to ``/device/``."""
 
-    Option ``lights``: a list of tables, one per light.
-    """
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Build the lights once when the configuration is read, so a bad table stops start-up."""
-        unknown = sorted(set(options) - {"lights"})
-        if unknown:
-            raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: lights")
-        Lights(options.get("lights", []))  # DeviceError is a ValueError
+    options = (Option("lights", list, [], "one table per light: `name`, `pin`, `poll`, `level`", check_lights),)
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, Lights(settings.options.get("lights", [])), slot)

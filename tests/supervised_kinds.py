@@ -8,6 +8,7 @@ from pathlib import Path
 
 from raspy.executives.echo import EchoServer
 from raspy.house.executive import Executive
+from raspy.house.options import Option
 
 
 class Crash(Executive):
@@ -24,8 +25,10 @@ class Freezer(EchoServer):
     The file is removed when seen, so the restarted executive runs normally.
     """
 
+    options = (*EchoServer.options, Option("freeze", str, None, "the file whose appearance freezes it"))
+
     def tick(self, now: float) -> None:
-        flag = Path(self.settings.options["freeze"])
+        flag = Path(self.option("freeze"))
         if flag.exists():
             flag.unlink()
             while True:

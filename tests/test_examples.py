@@ -15,6 +15,9 @@ import pytest
 from support import ROOT, Children, free_endpoint, live, wait_for, write_config
 
 from raspy.devices import DeviceError
+from raspy.errors import InvalidValue
+from raspy.house.config import ConfigError, load_config
+from raspy.house.executive import Settings
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
 from raspy.state.kv.client import KvSubscriberClient
@@ -81,17 +84,23 @@ def test_lights_answer_requests_and_say_what_is_due():
 
 # -- the executive, in process ---------------------------------------------------------
 
-@pytest.mark.parametrize("options, reason", [
-    ({}, "tanks must be a table"),
-    ({"tanks": {"reef": 0}}, "tanks.reef must be a number above 0"),
-    ({"tanks": {"reef tank": 1}}, "bad tank name"),
-    ({"tanks": TANKS, "daily_limt": 5}, "unknown option(s) daily_limt"),
-    ({"tanks": TANKS, "daily_limit": "lots"}, "daily_limit must be a number"),
+@pytest.mark.parametrize("options, key, reason", [
+    ({}, "tanks", "missing: a table"),
+    ({"tanks": {}}, "tanks", "name at least one tank: tank name = grams per portion"),
+    ({"tanks": {"reef": 0}}, "tanks.reef", "0 is not a number above 0"),
+    ({"tanks": {"reef tank": 1}}, 'tanks."reef tank"', "bad tank name 'reef tank': letters, digits, '_' and '-' only"),
+    ({"tanks": TANKS, "daily_limt": 5}, "daily_limt", "unknown key; known: kind, enabled, tanks, daily_limit"),
+    ({"tanks": TANKS, "daily_limit": "lots"}, "daily_limit", "'lots' is not a number > 0"),
 ])
-def test_bad_feeder_options_are_refused_with_the_reason(options, reason):
-    with pytest.raises(ValueError) as refused:
-        feeder.Feeder.check_options(options)
-    assert reason in str(refused.value)
+def test_bad_feeder_options_are_refused_with_the_key_and_the_reason(tmp_path, options, key, reason):
+    config = write_config(tmp_path / "house.toml", {"state_dir": tmp_path},
+                          {"feeder": {"kind": "feeder:Feeder", **options}})
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    assert refused.value.key == f"executives.feeder.{key}" and refused.value.reason == reason
+    with pytest.raises(InvalidValue) as built:  # built without a configuration file: the same check
+        feeder.Feeder(Settings("feeder", HOST, state_dir=tmp_path, options=options))
+    assert built.value.where[0] == key.split(".")[0]
 
 
 def test_the_feeder_keeps_to_its_daily_limit_across_restarts_and_starts_again_each_day(tmp_path):
@@ -179,7 +188,7 @@ def test_a_bad_option_stops_raspy_run_with_the_line_and_the_reason(tmp_path):
                           {"feeder": {"kind": "feeder:Feeder", "tanks": {"reef": -1}}})
     refused = raspy("run", "feeder", "--config", str(config))
     assert refused.returncode == 2
-    assert "line 4: executives.feeder: tanks.reef must be a number above 0, got -1" in refused.stderr
+    assert "line 6: executives.feeder.tanks.reef: -1 is not a number above 0" in refused.stderr
 
 
 def test_the_lights_under_raspy_run_answer_and_publish(house, devices, children, tmp_path):

@@ -129,7 +129,7 @@ def test_a_bad_configuration_names_file_line_and_reason(tmp_path, text, line, re
 
 
 def test_a_bad_configuration_stops_start_up(house):
-    house.config.write_text('[raspy]\nstate_dir = "%s"\n\n[executives.broker]\nbind = 5514\n'
+    house.config.write_text('[raspy]\nstate_dir = "%s"\n\n[executives.broker]\nbind = "tcp://127.0.0.1:5514"\n'
                             '[executives.one]\nkind = "echoo"\n' % house.state_dir)
     result = house.raspy("start")
     assert result.returncode == 2
@@ -311,6 +311,13 @@ def test_control_commands(house):
     assert result.returncode == 2 and f"{house.config}, line {line}: executives.x.kind" in result.stderr
     supervisor.send_signal(signal.SIGHUP)  # the supervisor checks it too, and keeps running as it was
     wait_for(lambda: "reload refused" in (house.tmp / "supervisor.out").read_text(), what="reload refused")
+    typo = good.replace('[executives.two]\nkind = "echo"\n', '[executives.two]\nkind = "echo"\ndelai = 0.1\n')
+    house.config.write_text(typo)
+    result = house.raspy("reload")  # an option the kind does not declare
+    line = typo.splitlines().index("delai = 0.1") + 1
+    assert result.returncode == 2
+    assert (f"{house.config}, line {line}: executives.two.delai: unknown key; known: kind, enabled, delay"
+            in result.stderr)
     assert set(house.states()) == {"broker", "one", "two"} and house.echo("two")
     house.config.write_text(good)
     result = house.raspy("stop")

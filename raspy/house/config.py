@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raspy.errors import RaspyError
+from raspy.errors import InvalidValue, RaspyError
 from raspy.house.executive import Settings, load_kind
+from raspy.house.options import check_table
+from raspy.house.toml_lines import find_line, find_value_line
 
 #: The default house, in start order: executive name -> its options. An entry whose
 #: kind is not (yet) in ``raspy.house.executive.KINDS`` is left out, so a new executive
@@ -127,21 +129,6 @@ _RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
 }
 
 
-def find_line(text: str, table: str, key: str | None) -> int | None:
-    """Line (1-based) of ``key`` in ``[table]``, else of the table's first header; a plain scan, no parser."""
-    name = r"\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split(".")))
-    exact, prefix = re.compile(name + r"\s*\]"), re.compile(name + r"\s*[\].]")
-    inside, header_line = False, None
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("["):
-            inside = bool(exact.match(line))
-            if header_line is None and prefix.match(line):
-                header_line = number
-        elif inside and key and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
-            return number
-    return header_line
-
-
 def load_config(path: str | os.PathLike | None = None) -> Config:
     """The configuration in ``path``, or the default house when ``path`` is None."""
     if path is None:
@@ -207,6 +194,7 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Conf
         raise error("executives", None, "must be a set of [executives.NAME] tables")
     for name, table in executives.items():
         config.executives[name] = _executive(config, name, table, error)
+    check_kinds(config, text)
     return config
 
 
@@ -224,18 +212,38 @@ def _executive(config: Config, name: str, table: Any, error) -> ExecutiveConfig:
         raise error(where, "kind", f"{kind!r} is not a kind name or 'module:Class'")
     if not isinstance(enabled, bool):
         raise error(where, "enabled", f"{enabled!r} is not true or false")
-    try:
-        cls = load_kind(kind)  # imports it now: a typo stops start-up, and forked children share the pages
-    except ValueError as exc:
-        raise error(where, "kind", str(exc)) from None
-    try:
-        cls.check_options(options)
-    except ValueError as exc:
-        raise error(where, None, str(exc)) from None
     if kind == "broker":
         options.setdefault("bind", config.broker)
     return ExecutiveConfig(name, kind, enabled, options)
 
 
-__all__ = ["Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "default_state_dir", "find_line",
-           "load_config", "parse_config"]
+def check_kinds(config: Config, text: str) -> None:
+    """Import each executive's kind and check its options as the kind declares them.
+
+    What ``start``, ``reload`` and ``run`` need; a command that only talks to a running house
+    can skip it (and so never imports a kind of the owner's). Imported now, a kind's code is
+    also in memory before the fork: the children share its pages.
+    """
+    for name, executive in config.executives.items():
+        table = f"executives.{name}"
+        try:
+            cls = load_kind(executive.kind)
+        except ValueError as exc:
+            raise ConfigError(config.path, f"{table}.kind", str(exc), find_line(text, table, "kind")) from None
+        try:
+            check_table(cls.options, executive.options, fixed=("kind", "enabled"))
+            cls.check_options(config.settings(name))
+        except ValueError as exc:
+            where = exc.where if isinstance(exc, InvalidValue) else ()
+            line = find_value_line(text, table, where)
+            raise ConfigError(config.path, table + _path(where), str(exc), line) from None
+
+
+def _path(where: tuple[str | int, ...]) -> str:
+    """``("devices", 1, "cycle")`` as ``.devices[1].cycle``; a key that is not bare in TOML is quoted."""
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" if re.fullmatch(r"[A-Za-z0-9_-]+", step)
+                   else f'."{step}"' for step in where)
+
+
+__all__ = ["Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "check_kinds", "default_state_dir",
+           "find_line", "load_config", "parse_config"]

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 from raspy.house.board import Board
+from raspy.house.options import Option, check_table, with_defaults
 from raspy.house.statistics import Statistics, StatisticsService
 from raspy.mdp import protocol as p
 from raspy.mdp.protocol import Frames
@@ -88,8 +89,14 @@ class Executive:
 
     #: seconds between beats on the board (and calls of :meth:`tick`)
     beat_interval = 0.5
+    #: The options of this kind's ``[executives.NAME]`` table (see ``raspy.house.options``),
+    #: checked when the configuration is loaded; None declares nothing and accepts any key.
+    options: ClassVar[tuple[Option, ...] | None] = None
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        # each option against its declaration once more: a test or a program may build an
+        # executive from Settings of its own, without a configuration file
+        check_table(self.options, settings.options)
         self.settings = settings
         # run alone (no supervisor), an executive counts on a private slot: one code path
         self.slot = slot if slot is not None else Board.private(1, [settings.name]).slot(0)
@@ -103,8 +110,19 @@ class Executive:
         self.parent_pid: int | None = None
 
     @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Raise ``ValueError`` with the reason when ``options`` cannot work; called when the configuration is read."""
+    def check_options(cls, settings: Settings) -> None:
+        """Checks beyond each option's own: between options, or against the house's settings.
+
+        Called when the configuration is loaded, after every option passed its own check; raise
+        ``ValueError`` with the reason (an :class:`~raspy.errors.InvalidValue` names the key).
+        """
+
+    def option(self, name: str) -> Any:
+        """Option ``name`` as configured, else its declared default."""
+        values = with_defaults(self.options, self.settings.options)
+        if self.options is not None and name not in values:
+            raise KeyError(f"{type(self).__name__} reads option {name!r} but does not declare it")
+        return values.get(name)
 
     def get_instance_id(self) -> str:
         return f"{self.service}@{os.getpid()}"
