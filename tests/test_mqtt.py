@@ -9,72 +9,68 @@ import json
 import pytest
 from support import wait_for, write_config
 
+from raspy.executives.mqtt import Mqtt
 from raspy.house.config import ConfigError, load_config
 from raspy.mqtt.discovery import Kind, classify, command_value, config_payload, oid_of, state_payload
 from raspy.mqtt.imports import ImportRule
-from raspy.mqtt.options import OPTIONS, parse
 from raspy.mqtt.outbox import Outbox
 from raspy.mqtt.topics import Topics
 
 # -- options -------------------------------------------------------------------
 
 
-def test_defaults():
-    options = parse({})
+def load(tmp_path, **options):
+    """The ``mqtt`` executive's options as the bridge reads them from a configuration file."""
+    path = write_config(tmp_path / "house.toml", {"hostname": "h", "state_dir": str(tmp_path)}, {"mqtt": options})
+    return Mqtt.read_options(load_config(path).settings("mqtt"))
+
+
+def test_defaults(tmp_path):
+    options = load(tmp_path)
     assert (options.url, options.discovery_prefix, options.base) == ("mqtt://127.0.0.1:1883", "homeassistant", "raspy")
-    assert (options.host, options.port, options.tls) == ("127.0.0.1", 1883, False)
-    assert parse({"url": "mqtts://broker.lan"}).port == 8883
+    assert (options.host, options.port, options.tls, options.protocol) == ("127.0.0.1", 1883, False, "auto")
+    assert load(tmp_path, url="mqtts://broker.lan").port == 8883
 
 
 @pytest.mark.parametrize("options, reason", [
-    ({"uri": "mqtt://x"}, "unknown option(s) uri; known: url, username"),
-    ({"url": "http://x:1883"}, "option url: 'http://x:1883' is not mqtt://HOST"),
-    ({"url": "mqtt://x:99999"}, "option url: 'mqtt://x:99999' has a bad port"),
+    ({"uri": "mqtt://x"}, "executives.mqtt.uri: unknown key; known: kind, enabled, url, username"),
+    ({"url": "http://x:1883"}, "executives.mqtt.url: 'http://x:1883' is not mqtt://HOST"),
+    ({"url": "mqtt://x:99999"}, "executives.mqtt.url: 'mqtt://x:99999' has a bad port"),
     ({"url": "mqtt://me:pw@x"}, "the login goes in username and password"),
-    ({"password": "pw"}, "option password: needs username"),
-    ({"username": "me", "password": "pw", "password_file": "/etc/hostname"}, "give one, not both"),
-    ({"username": "me", "password_file": "/no/such/file"}, "option password_file: '/no/such/file' is not a readable"),
-    ({"url": "mqtts://x", "cert": "/etc/hostname"}, "option cert and key: give both"),
-    ({"ca": "/etc/hostname"}, "only for an mqtts:// url"),
-    ({"base": "raspy/+"}, "option base: 'raspy/+' is not a topic prefix"),
+    ({"password": "pw"}, "executives.mqtt.password: a password needs a username"),
+    ({"username": "me", "password": "pw", "password_file": "pw.txt"}, "password_file: give password or password_file"),
+    ({"username": "me", "password_file": "/no/such/file"}, "password_file: '/no/such/file' is not a readable file"),
+    ({"url": "mqtts://x", "cert": "pw.txt"}, "executives.mqtt.key: give cert and key both, or neither"),
+    ({"ca": "pw.txt"}, "executives.mqtt.ca: only for an mqtts:// url"),
+    ({"protocol": "4"}, "executives.mqtt.protocol: '4' is not one of 'auto', '5', '3.1.1'"),
+    ({"base": "raspy/+"}, "executives.mqtt.base: 'raspy/+' is not a topic prefix"),
     ({"base": "a//b"}, "no empty levels"),
-    ({"base": "homeassistant"}, "must differ from discovery_prefix"),
-    ({"commands": "switches"}, "option commands: 'switches' is not a list"),
-    ({"max_payload": 0}, "option max_payload: 0 is not an integer from 256"),
-    ({"max_topics": True}, "option max_topics: True is not an integer"),
-    ({"import": {"topic": "x"}}, "option import: {'topic': 'x'} is not a list"),
-    ({"import": [{"topic": "a/#"}]}, r"option import: [0]: topic 'a/#' is not a topic filter"),
-    ({"import": [{"topic": "a/b+"}]}, "'+' must be a whole level"),
-    ({"import": [{"topic": "a/+", "name": "{1}"}]}, "may only use {0} .. {0}"),
-    ({"import": [{"topic": "a/+", "name": "{x}"}]}, "may only use {0} .. {0}"),
-    ({"import": [{"topic": "a/+", "command_topic": "a/+/set"}]}, "may not hold wildcards"),
-    ({"import": [{"topic": "a/+", "jsn": True}]}, "unknown key(s) jsn"),
-    ({"import": [{"topic": "a/+", "units": {"t": "C"}}]}, "fields and units are for json = true rules"),
-    ({"import": [{"topic": "a/+", "json": "yes"}]}, "json 'yes' is not true or false"),
+    ({"base": "homeassistant"}, "executives.mqtt.base: must differ from discovery_prefix"),
+    ({"commands": "switches"}, "executives.mqtt.commands: 'switches' is not a list"),
+    ({"commands": ["pi.*", ""]}, "executives.mqtt.commands[1]: '' is not a device name pattern"),
+    ({"max_payload": 0}, "executives.mqtt.max_payload: 0 is not an integer from 256"),
+    ({"max_topics": True}, "executives.mqtt.max_topics: True is not an integer >= 16"),
+    ({"import": {"topic": "x"}}, "executives.mqtt.import: {'topic': 'x'} is not a list"),
+    ({"import": [{"topic": "a/#"}]}, "executives.mqtt.import[0].topic: 'a/#' is not a topic filter"),
+    ({"import": [{"topic": "a/+"}, {"topic": "a/b+"}]}, "import[1].topic: 'a/b+': '+' must be a whole level"),
+    ({"import": [{"topic": "a/+", "name": "{1}"}]}, "import[0].name: '{1}' may only use {0} .. {0}"),
+    ({"import": [{"topic": "a/+", "name": "{x}"}]}, "import[0].name: '{x}' may only use {0} .. {0}"),
+    ({"import": [{"topic": "a", "name": "{0}"}]}, "import[0].name: '{0}' may only use no {} field"),
+    ({"import": [{"topic": "a/+", "command_topic": "a/+/set"}]}, "import[0].command_topic: 'a/+/set' may not hold"),
+    ({"import": [{"topic": "a/+", "jsn": True}]}, "executives.mqtt.import[0].jsn: unknown key; known: topic"),
+    ({"import": [{"topic": "a/+", "units": {"t": "C"}}]}, "import[0].units: fields and units are for json = true"),
+    ({"import": [{"topic": "a/+", "json": "yes"}]}, "executives.mqtt.import[0].json: 'yes' is not true or false"),
 ])
-def test_bad_options_are_refused_with_the_reason(options, reason):
-    with pytest.raises(ValueError) as refused:
-        parse(options)
-    assert reason in str(refused.value)
-
-
-def test_the_known_options_are_one_declarative_list():
-    assert list(OPTIONS)[:3] == ["url", "username", "password"]
-    assert all(option.doc for option in OPTIONS.values())
-    parse({name: option.default for name, option in OPTIONS.items()})  # every default passes its own check
-
-
-def test_a_bad_option_stops_start_up_naming_the_file_and_option(tmp_path):
-    path = write_config(tmp_path / "house.toml", {"hostname": "h"}, {"mqtt": {"url": "mqtt://x", "prefix": "ha"}})
+def test_bad_options_stop_start_up_naming_the_key_and_the_reason(tmp_path, options, reason):
+    (tmp_path / "pw.txt").write_text("pw\n")
     with pytest.raises(ConfigError) as refused:
-        load_config(path)
-    assert str(path) in str(refused.value) and "executives.mqtt" in str(refused.value)
-    assert "unknown option(s) prefix; known: url" in str(refused.value)
+        load(tmp_path, **options)
+    assert reason in str(refused.value) and str(tmp_path / "house.toml") in str(refused.value)
 
 
-def test_the_password_comes_from_its_file(tmp_path):
+def test_the_password_comes_from_its_file_in_the_state_directory(tmp_path):
     (tmp_path / "pw").write_text("s3cret\n")
-    assert parse({"username": "me", "password_file": str(tmp_path / "pw")}).login_password() == "s3cret"
+    assert load(tmp_path, username="me", password_file="pw").login_password() == "s3cret"
 
 
 # -- discovery -----------------------------------------------------------------

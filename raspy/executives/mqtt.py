@@ -10,41 +10,73 @@ any device server (:mod:`raspy.mqtt.imported`).
 The connection state is in the statistics (``<host>.<name>.snmp.connected``:
 1 or 0, ``connection``: what happened last and since when) and on the board
 (extra counter 0: connections made, 1: connections lost).
-Options and their bounds: :data:`raspy.mqtt.options.OPTIONS`, docs/mqtt.md.
+Options: :attr:`Mqtt.options`; their bounds: docs/limits.md.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
 from raspy.devices import DeviceError
 from raspy.droplog import DropLog
 from raspy.executives.device_server import DeviceServer
 from raspy.house.executive import Counters, Settings
+from raspy.house.options import Option, Rule, at_least, one_of, with_defaults
 from raspy.house.statistics import SNMPGauge, SNMPString, oid
 from raspy.mqtt.bridge import Bridge
 from raspy.mqtt.imported import ImportedDevices
 from raspy.mqtt.imports import ImportRule
 from raspy.mqtt.link import Link
-from raspy.mqtt.options import parse
+from raspy.mqtt.options import PROTOCOLS, BridgeOptions, bridge_options, check_patterns, check_rules, check_url
 from raspy.mqtt.outbox import Outbox
-from raspy.mqtt.topics import Topics
+from raspy.mqtt.topics import Topics, check_prefix
 from raspy.state import keys
 from raspy.state.kv.client import KvSubscriberClient
 
 log = logging.getLogger(__name__)
 
 
+def _between(low: int, high: int) -> Rule:
+    return Rule(lambda value: low <= value <= high, f"an integer from {low} to {high}")
+
+
 class Mqtt(DeviceServer):
-    """The bridge between RasPy and an MQTT broker; options in :mod:`raspy.mqtt.options`."""
+    """The bridge between RasPy and an MQTT broker."""
+
+    options = (
+        Option("url", str, "mqtt://127.0.0.1:1883", "the MQTT broker: `mqtt://HOST[:PORT]`, or `mqtts://` for TLS",
+               check_url),
+        Option("username", str, None, "login name at the MQTT broker"),
+        Option("password", str, None, "login password (or `password_file`)"),
+        Option("password_file", str, None, "a file holding the login password (relative: in the state directory)"),
+        Option("ca", str, None, "`mqtts`: the CA certificate(s) to trust; default the system's"),
+        Option("cert", str, None, "`mqtts`: a client certificate (with `key`)"),
+        Option("key", str, None, "`mqtts`: the client certificate's private key"),
+        Option("client_id", str, None, "MQTT client id; default `raspy-<host>-<executive>`"),
+        Option("protocol", str, "auto", "MQTT version: `auto` (5, else 3.1.1), `5` or `3.1.1`", one_of(*PROTOCOLS)),
+        Option("discovery_prefix", str, "homeassistant", "Home Assistant's discovery prefix", check_prefix),
+        Option("base", str, "raspy", "first topic level(s) of RasPy's own topics", check_prefix),
+        Option("commands", list, ["*"], "name patterns of the switches and dimmers that take commands from MQTT",
+               check_patterns),
+        Option("import", list, [], "rules that bring MQTT topics in as devices ([keys](mqtt.md#importing-devices-"
+               "from-mqtt))", check_rules),
+        Option("max_payload", int, 65536, "largest MQTT payload taken in or sent out, in bytes",
+               _between(256, 16 * 1024 * 1024)),
+        Option("max_imported", int, 200, "most devices the import rules make", at_least(0)),
+        Option("max_topics", int, 2000, "most retained topics held for the MQTT broker (3 per device)", at_least(16)),
+    )
 
     @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        parse(options)
+    def check_options(cls, settings: Settings) -> None:
+        """Files readable, and the rules that tie options together."""
+        cls.read_options(settings)
+
+    @classmethod
+    def read_options(cls, settings: Settings) -> BridgeOptions:
+        """The options as the bridge uses them (declared defaults filled in)."""
+        return bridge_options(with_defaults(cls.options, settings.options), settings.state_dir)
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
-        self.options = options = parse(settings.options)
+        self.bridge_options = options = self.read_options(settings)
         self.drop = DropLog(log)
         self.outbox = Outbox(options.max_topics)
         self.topics = Topics(options.base, options.discovery_prefix)

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
+from raspy.errors import InvalidValue
 from raspy.mqtt.discovery import OFF, ON
 
 #: Longest device name an import makes (longer ones are cut).
@@ -74,7 +75,7 @@ def _template_check(template: str, wildcards: int, what: str) -> None:
         template.format(*["x"] * wildcards)
     except (IndexError, KeyError, ValueError):
         allowed = f"{{0}} .. {{{wildcards - 1}}}, the topic's '+' levels" if wildcards else "no {} field"
-        raise ValueError(f"{what} {template!r} may only use {allowed}") from None
+        raise InvalidValue(f"{template!r} may only use {allowed}", what) from None
 
 
 @dataclass(frozen=True)
@@ -91,42 +92,43 @@ class ImportRule:
 
     @classmethod
     def from_table(cls, table: Any) -> "ImportRule":
-        """A checked rule; ``ValueError`` says what is wrong with the table."""
+        """A checked rule; :class:`~raspy.errors.InvalidValue` says what is wrong, and under which key."""
         if not isinstance(table, Mapping):
-            raise ValueError(f"a rule is a table such as {{topic = \"zigbee2mqtt/+\", json = true}}, got {table!r}")
+            raise InvalidValue(f"a rule is a table such as {{topic = \"zigbee2mqtt/+\", json = true}}, got {table!r}")
         unknown = sorted(set(table) - set(_RULE_KEYS))
         if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(_RULE_KEYS)}")
+            raise InvalidValue(f"unknown key; known: {', '.join(_RULE_KEYS)}", unknown[0])
         topic = table.get("topic")
         if not isinstance(topic, str) or not topic or "#" in topic or "\0" in topic:
-            raise ValueError(f"topic {topic!r} is not a topic filter with '+' wildcards ('#' is not taken)")
+            raise InvalidValue(f"{topic!r} is not a topic filter with '+' wildcards ('#' is not taken)", "topic")
         levels = topic.split("/")
         if any("+" in level and level != "+" for level in levels):
-            raise ValueError(f"topic {topic!r}: '+' must be a whole level")
+            raise InvalidValue(f"{topic!r}: '+' must be a whole level", "topic")
         wildcards = levels.count("+")
         is_json = table.get("json", False)
         if not isinstance(is_json, bool):
-            raise ValueError(f"json {is_json!r} is not true or false")
+            raise InvalidValue(f"{is_json!r} is not true or false", "json")
         name, command = table.get("name"), table.get("command_topic")
         for key, value in (("name", name), ("command_topic", command), ("unit", table.get("unit"))):
             if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{key} {value!r} is not a non-empty string")
+                raise InvalidValue(f"{value!r} is not a non-empty string", key)
         if name is not None:
             _template_check(name, wildcards, "name")
         elif not wildcards and not device_name(levels[-1]):
-            raise ValueError(f"topic {topic!r} gives no device name: add name = \"...\"")
+            raise InvalidValue(f"{topic!r} gives no device name: add name = \"...\"", "topic")
         if command is not None:
             _template_check(command, wildcards, "command_topic")
             if "+" in command or "#" in command:
-                raise ValueError(f"command_topic {command!r} may not hold wildcards")
+                raise InvalidValue(f"{command!r} may not hold wildcards", "command_topic")
         fields = table.get("fields")
         if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) and f for f in fields)):
-            raise ValueError(f"fields {fields!r} is not a list of field names")
+            raise InvalidValue(f"{fields!r} is not a list of field names", "fields")
         units = table.get("units", {})
         if not isinstance(units, Mapping) or not all(isinstance(u, str) for u in units.values()):
-            raise ValueError(f"units {units!r} is not a table of field = \"unit\"")
+            raise InvalidValue(f"{units!r} is not a table of field = \"unit\"", "units")
         if not is_json and (fields is not None or units):
-            raise ValueError("fields and units are for json = true rules; a plain rule takes unit")
+            raise InvalidValue("fields and units are for json = true rules; a plain rule takes unit",
+                               "fields" if fields is not None else "units")
         return cls(topic, is_json, name, tuple(fields) if fields is not None else None, dict(units),
                    table.get("unit"), command)
 

@@ -1,50 +1,34 @@
-"""The ``mqtt`` executive's options: one declarative list, checked when the configuration is read.
+"""The checks of the ``mqtt`` executive's options, and the options as the bridge uses them.
 
-:data:`OPTIONS` names every option with its default, its check and what it
-means; :func:`parse` refuses an unknown option (naming the known ones) and a
-bad value (naming the option and why), so a mistake stops start-up instead of
-showing up as a bridge that quietly does something else.
+The options themselves are declared once, on the executive
+(:attr:`raspy.executives.mqtt.Mqtt.options`); the checks here run when the
+configuration is read, so a mistake stops start-up naming the key and the
+reason. :func:`bridge_options` then turns the table into
+:class:`BridgeOptions`: the url with its port, files as paths (relative ones
+in the state directory), import rules parsed, and the rules that tie options
+to each other checked.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from raspy.errors import InvalidValue
 from raspy.mqtt.imports import ImportRule
-from raspy.mqtt.topics import check_prefix
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 #: ``auto``: MQTT 5, and 3.1.1 from the next attempt on when the broker refuses 5.
 PROTOCOLS = ("auto", "5", "3.1.1")
+#: Options that name files; a relative path is in the state directory.
+FILES = ("password_file", "ca", "cert", "key")
 
 
-@dataclass(frozen=True)
-class Option:
-    """One option: its default, a check that returns the value to use (or raises ValueError), what it means."""
-
-    default: Any
-    check: Callable[[Any], Any]
-    doc: str
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{value!r} is not a non-empty string")
-    return value
-
-
-def _readable(value: Any) -> Path:
-    path = Path(_text(value)).expanduser()
-    if not os.access(path, os.R_OK) or not path.is_file():
-        raise ValueError(f"{value!r} is not a readable file")
-    return path
-
-
-def _url(value: Any) -> str:
-    parts = urlsplit(_text(value))
+def check_url(value: str) -> str:
+    """``mqtt://HOST[:PORT]`` or ``mqtts://...``, with the port made explicit."""
+    parts = urlsplit(value)
     if parts.scheme not in DEFAULT_PORTS:
         raise ValueError(f"{value!r} is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     try:
@@ -56,67 +40,28 @@ def _url(value: Any) -> str:
     return f"{parts.scheme}://{parts.hostname}:{port or DEFAULT_PORTS[parts.scheme]}"
 
 
-def _count(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{value!r} is not an integer from {low} to {high}")
-        return value
-
-    return check
-
-
-def _patterns(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise ValueError(f"{value!r} is not a list of device name patterns such as \"pi.fake.*\"")
+def check_patterns(value: list) -> tuple[str, ...]:
+    """Device name patterns such as ``pi.fake.*``."""
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise InvalidValue(f"{item!r} is not a device name pattern such as \"pi.fake.*\"", index)
     return tuple(value)
 
 
-def _rules(value: Any) -> tuple[ImportRule, ...]:
-    if not isinstance(value, list):
-        raise ValueError(f"{value!r} is not a list of tables such as {{topic = \"zigbee2mqtt/+\", json = true}}")
+def check_rules(value: list) -> tuple[ImportRule, ...]:
+    """The import rules, each checked (the fault named by its index and key)."""
     rules = []
     for index, table in enumerate(value):
         try:
             rules.append(ImportRule.from_table(table))
-        except ValueError as exc:
-            raise ValueError(f"[{index}]: {exc}") from None
+        except InvalidValue as exc:
+            raise exc.inside(index) from None
     return tuple(rules)
-
-
-def _protocol(value: Any) -> str:
-    if value not in PROTOCOLS:
-        raise ValueError(f"{value!r} is not one of {', '.join(map(repr, PROTOCOLS))}")
-    return value
-
-
-def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else check(value)
-
-
-#: Every option of the ``mqtt`` executive: name -> default, check, meaning.
-OPTIONS: dict[str, Option] = {
-    "url": Option("mqtt://127.0.0.1:1883", _url, "the MQTT broker: mqtt://HOST[:PORT], or mqtts:// for TLS"),
-    "username": Option(None, _optional(_text), "login name at the MQTT broker"),
-    "password": Option(None, _optional(_text), "login password (or password_file)"),
-    "password_file": Option(None, _optional(_readable), "a file holding the login password"),
-    "ca": Option(None, _optional(_readable), "mqtts: the CA certificate(s) to trust (default: the system's)"),
-    "cert": Option(None, _optional(_readable), "mqtts: a client certificate (with key)"),
-    "key": Option(None, _optional(_readable), "mqtts: the client certificate's private key"),
-    "client_id": Option(None, _optional(_text), "MQTT client id (default raspy-<host>-<executive>)"),
-    "protocol": Option("auto", _protocol, "MQTT version: auto (5, else 3.1.1), 5 or 3.1.1"),
-    "discovery_prefix": Option("homeassistant", check_prefix, "Home Assistant's discovery prefix"),
-    "base": Option("raspy", check_prefix, "first topic level of RasPy's own topics"),
-    "commands": Option(["*"], _patterns, "which switches and dimmers take commands from MQTT (name patterns)"),
-    "import": Option([], _rules, "rules that bring external MQTT topics in as devices"),
-    "max_payload": Option(65536, _count(256, 16 * 1024 * 1024), "largest MQTT payload taken or sent, bytes"),
-    "max_imported": Option(200, _count(0, 100_000), "most devices the import rules create"),
-    "max_topics": Option(2000, _count(16, 1_000_000), "most retained topics the bridge holds for the broker"),
-}
 
 
 @dataclass(frozen=True)
 class BridgeOptions:
-    """The checked options, with defaults filled in."""
+    """The options as the bridge uses them."""
 
     url: str
     username: str | None
@@ -130,10 +75,10 @@ class BridgeOptions:
     discovery_prefix: str
     base: str
     commands: tuple[str, ...]
-    imports: tuple[ImportRule, ...] = field(default_factory=tuple)
-    max_payload: int = 65536
-    max_imported: int = 200
-    max_topics: int = 2000
+    imports: tuple[ImportRule, ...]
+    max_payload: int
+    max_imported: int
+    max_topics: int
 
     @property
     def tls(self) -> bool:
@@ -154,31 +99,38 @@ class BridgeOptions:
         return self.password
 
 
-def parse(options: Mapping[str, Any]) -> BridgeOptions:
-    """The checked options; ``ValueError`` names the option and the reason."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    values = {}
-    for name, option in OPTIONS.items():
-        try:
-            values[name] = option.check(options.get(name, option.default))
-        except ValueError as exc:
-            raise ValueError(f"option {name}: {exc}") from None
-    _check_together(values)
-    values["imports"] = values.pop("import")
-    return BridgeOptions(**values)
+def bridge_options(values: Mapping[str, Any], state_dir: Path) -> BridgeOptions:
+    """Every option (declared defaults filled in) as the bridge uses them; ``InvalidValue`` names the key."""
+    files = {name: _readable(values[name], state_dir, name) for name in FILES}
+    options = BridgeOptions(
+        url=check_url(values["url"]), username=values["username"], password=values["password"],
+        client_id=values["client_id"], protocol=values["protocol"], discovery_prefix=values["discovery_prefix"],
+        base=values["base"], commands=check_patterns(values["commands"]), imports=check_rules(values["import"]),
+        max_payload=values["max_payload"], max_imported=values["max_imported"], max_topics=values["max_topics"],
+        **files)
+    _check_together(options)
+    return options
 
 
-def _check_together(values: dict[str, Any]) -> None:
+def _readable(value: str | None, state_dir: Path, name: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(state_dir) / Path(value).expanduser()  # an absolute path stays as it is
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise InvalidValue(f"{str(path)!r} is not a readable file", name)
+    return path
+
+
+def _check_together(options: BridgeOptions) -> None:
     """The rules that tie options to each other."""
-    if values["password"] is not None and values["password_file"] is not None:
-        raise ValueError("option password and password_file: give one, not both")
-    if (values["password"] or values["password_file"]) and not values["username"]:
-        raise ValueError("option password: needs username")
-    if (values["cert"] is None) != (values["key"] is None):
-        raise ValueError("option cert and key: give both or neither")
-    if not values["url"].startswith("mqtts:") and any(values[name] for name in ("ca", "cert", "key")):
-        raise ValueError("option ca, cert and key: only for an mqtts:// url")
-    if values["discovery_prefix"] == values["base"]:
-        raise ValueError("option base: must differ from discovery_prefix")
+    if options.password is not None and options.password_file is not None:
+        raise InvalidValue("give password or password_file, not both", "password_file")
+    if (options.password or options.password_file) and not options.username:
+        raise InvalidValue("a password needs a username", "password" if options.password else "password_file")
+    if (options.cert is None) != (options.key is None):
+        raise InvalidValue("give cert and key both, or neither", "cert" if options.cert is None else "key")
+    for name in ("ca", "cert", "key"):
+        if getattr(options, name) is not None and not options.tls:
+            raise InvalidValue("only for an mqtts:// url", name)
+    if options.discovery_prefix == options.base:
+        raise InvalidValue(f"must differ from discovery_prefix ({options.discovery_prefix!r})", "base")
