@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from raspy.droplog import DropLog
+from raspy.errors import RaspyError
 from raspy.mqtt.options import BridgeOptions
 from raspy.mqtt.outbox import Outbox
 
@@ -50,7 +51,7 @@ BATCH = 64
 MessageHandler = Callable[[str, bytes, bool], None]
 
 
-class NotConnected(RuntimeError):
+class NotConnected(RaspyError, RuntimeError):
     """The broker is away: a command cannot be sent now."""
 
 
