@@ -1,13 +1,14 @@
-"""The bridge's connection to the MQTT broker: a paho-mqtt 2 client and the one thread that publishes.
+"""The bridge's connection to the MQTT broker: a paho-mqtt 2 client, and publishing what the outbox holds.
 
 paho runs the network in a thread of its own (``connect_async`` and
 ``loop_start``), reconnects with back-off (``reconnect_delay_set``) and calls
-back in that thread. Publishing is left to one *sender* thread, which takes
-what changed from the :class:`~raspy.mqtt.outbox.Outbox` while the broker is
-connected and stops when paho's bounded queue is full; a PUBACK wakes it
-again. No other thread calls paho's publish, so no lock of the bridge is ever
-held while paho holds one of its own (paho calls ``on_publish`` under its
-message lock).
+back in that thread. The thread that changes the
+:class:`~raspy.mqtt.outbox.Outbox` (the key/value thread, mostly) publishes
+what changed at once, while the broker is connected, until paho's bounded
+queue is full; a PUBACK (``on_publish``) sends more. One thread publishes at a
+time and the others never wait for it (a try-lock: the publishing thread looks
+again before it leaves), so no thread ever blocks on the bridge while paho holds
+one of its own locks (paho calls ``on_publish`` under its message lock).
 
 MQTT 5 first; a broker that answers "unsupported protocol version" gets MQTT
 3.1.1 from the next attempt on (:meth:`Link.maintain`, from the executive's tick).
@@ -40,11 +41,11 @@ KEEPALIVE = 30
 RECONNECT_DELAY = (1, 30)
 #: Messages paho holds at once (in flight and waiting for a slot); beyond it the outbox keeps them.
 PAHO_QUEUE = 100
-#: Commands to external devices waiting for the sender; beyond it a command is refused.
+#: Commands to external devices waiting to be published; beyond it a command is refused.
 COMMAND_QUEUE = 32
 #: Bytes a message may take beyond its payload (topic, properties), for MQTT 5's Maximum Packet Size.
 OVERHEAD = 4096
-#: How many outbox topics the sender takes at once.
+#: How many outbox topics are taken at once.
 BATCH = 64
 
 #: ``callback(topic, payload, retained)`` for the messages of one subscription.
@@ -75,10 +76,9 @@ class Link:
         self.received = 0
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._commands: deque[tuple[str, bytes]] = deque()
-        self._wake = threading.Event()
+        self._sending = threading.Lock()  # held by the one thread publishing; the others never wait for it
         self._stopping = threading.Event()
         self._fallback = False
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self.client = self._new_client()
 
     # -- set-up --
@@ -104,7 +104,7 @@ class Link:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_publish = lambda *args: self._wake.set()
+        client.on_publish = lambda *args: self.wake()  # a PUBACK: paho has room again
         client.on_message = lambda client, userdata, message: self.drop("a message on no subscribed topic")
         for topic_filter, handler in self._handlers:
             client.message_callback_add(topic_filter, self._deliver(handler))
@@ -113,7 +113,6 @@ class Link:
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers."""
         self._connect()
-        self._sender.start()
 
     def _connect(self) -> None:
         properties = None
@@ -140,9 +139,8 @@ class Link:
     def stop(self, timeout: float = 2.0) -> None:
         """Say ``offline`` (retained) when connected, disconnect, and stop both threads."""
         self._stopping.set()
-        self._wake.set()
-        if self._sender.ident is not None:
-            self._sender.join(timeout)
+        with self._sending:  # whoever publishes is done
+            pass
         if self.connected.is_set():
             info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
             try:
@@ -172,7 +170,7 @@ class Link:
                 client.subscribe([(f, 1) for f in filters])
         self.outbox.resend_all()
         self.connected.set()
-        self._wake.set()
+        self.wake()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata) -> None:
         self._note(f"cannot reach {self.options.url}")
@@ -208,7 +206,7 @@ class Link:
 
         return on_message
 
-    # -- publishing (the sender thread alone calls paho's publish) --
+    # -- publishing (one thread at a time calls paho's publish) --
 
     def command(self, topic: str, payload: bytes) -> None:
         """Send a (not retained) command now; :class:`NotConnected` when the broker is away or the queue full."""
@@ -217,38 +215,45 @@ class Link:
         if len(self._commands) >= COMMAND_QUEUE:
             raise NotConnected(f"{COMMAND_QUEUE} commands wait for the MQTT broker already")
         self._commands.append((topic, payload))
-        self._wake.set()
+        self.wake()
 
     def wake(self) -> None:
-        """Something changed in the outbox."""
-        self._wake.set()
+        """Something changed: send what is pending now, from this thread, unless another one is sending.
 
-    def _send_loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait()
-            self._wake.clear()
+        The thread that sends looks again once it lets go, so nothing is left behind; it stops
+        when the broker is away or paho's queue is full (the next PUBACK calls this again).
+        """
+        while self.connected.is_set() and not self._stopping.is_set() and (self._commands or self.outbox.pending):
+            if not self._sending.acquire(blocking=False):
+                return
             try:
-                self._pump()
+                stalled = not self._send_pending()
             except Exception:
-                log.exception("MQTT sender failed; going on")
+                log.exception("MQTT publishing failed; going on")
+                stalled = True
+            finally:
+                self._sending.release()
+            if stalled:
+                return
 
-    def _pump(self) -> None:
-        """Send what is pending until done, disconnected, or paho's queue is full (a PUBACK wakes us)."""
-        while self.connected.is_set() and not self._stopping.is_set():
+    def _send_pending(self) -> bool:
+        """Send what is pending; False when paho's queue is full or the broker went away."""
+        while self.connected.is_set():
             if self._commands:
                 topic, payload = self._commands[0]
                 if not self._publish(topic, payload, retain=False):
-                    return
+                    return False
                 self._commands.popleft()
                 continue
             batch = self.outbox.take(BATCH)
             if not batch:
-                return
+                return True
             for index, (topic, payload) in enumerate(batch):
                 if not self._publish(topic, payload, retain=True):
                     self.outbox.retry([topic for topic, _ in batch[index:]])
-                    return
+                    return False
                 self.outbox.sent(topic, payload)
+        return False
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> bool:
         info = self.client.publish(topic, payload, qos=1, retain=retain)

@@ -1,7 +1,7 @@
 """What the MQTT broker should hold: the latest retained payload per topic, and which ones still have to go.
 
 The bridge never queues messages: it writes the payload a topic should have
-here, and the sender takes the topics that changed when the broker can take
+here, and the link takes the topics that changed when the broker can take
 them. While the broker is away a topic that changes ten times is sent once,
 and the number of topics held has a limit, so nothing grows without bound.
 On every (re)connection everything held is sent again. An empty payload
