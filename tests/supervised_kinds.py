@@ -41,3 +41,22 @@ class Stubborn(EchoServer):
     def run(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         super().run()
+
+
+class Chatty(EchoServer):
+    """Writes a line to its output on every beat, as a verbose executive does."""
+
+    def tick(self, now: float) -> None:
+        print(f"chatty at {now:.3f}: " + "." * 1000, flush=True)
+
+
+class Flaky(EchoServer):
+    """Exits at once while the file named by option ``crash_while`` exists, else runs as an echo server."""
+
+    options = (*EchoServer.options, Option("crash_while", str, None, "the file whose presence makes it crash"))
+
+    def run(self) -> None:
+        if Path(self.option("crash_while")).exists():
+            print("flaky: crashing while the flag exists", file=sys.stderr)
+            raise SystemExit(3)
+        super().run()

@@ -25,6 +25,10 @@ class BrokerExecutive(Executive):
         self.add_thread(self.broker.run, self.broker.stop, "broker")
         self._reported = (0, 0)
 
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        return [settings.options.get("bind", DEFAULT_ENDPOINT)]
+
     def tick(self, now: float) -> None:
         core = self.broker.core
         requests, replies = core.requests, core.replies

@@ -29,6 +29,10 @@ class KvExecutive(Executive):
         self.add_thread(self.server.run, self.server.stop, "kv")
         self._reported = 0
 
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        return [settings.kv_snapshot, settings.kv_publisher, settings.kv_collector]
+
     def tick(self, now: float) -> None:
         served = self.server.stats["updates"] + self.server.stats["snapshots"]
         self.slot.count(requests=served - self._reported)

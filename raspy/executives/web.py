@@ -41,6 +41,11 @@ class Web(Executive):
         self.server = serve(counted(self.app, self.slot), self.option("bind"), self.option("port"))
         self.add_thread(lambda: self.server.serve_forever(0.2), self.server.shutdown, "web-server")
 
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        host = settings.options.get("bind", DEFAULT_BIND)
+        return [f"tcp://{f'[{host}]' if ':' in host else host}:{settings.options.get('port', DEFAULT_PORT)}"]
+
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,7 @@ class Config:
     stop_timeout: float = 5.0        # SIGTERM, then SIGKILL after this
     hang_timeout: float = 15.0       # no heartbeat for this long: killed and restarted
     log_max_bytes: int = 1_000_000   # an executive's log is rotated at this size (one old file kept)
+    python_path: list[Path] = field(default_factory=list)  # ``path``: folders of the house's own kinds
     executives: dict[str, ExecutiveConfig] = field(default_factory=dict)
 
     @property
@@ -126,13 +128,18 @@ _RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "stop_timeout": ((int, float), *_POSITIVE),
     "hang_timeout": ((int, float), *_POSITIVE),
     "log_max_bytes": ((int,), lambda v: v >= 1024, "an integer >= 1024"),
+    "path": ((list,), lambda v: all(isinstance(f, str) and f for f in v), "a list of folders"),
 }
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """The configuration in ``path``, or the default house when ``path`` is None."""
+def load_config(path: str | os.PathLike | None = None, import_kinds: bool = True) -> Config:
+    """The configuration in ``path``, or the default house when ``path`` is None.
+
+    ``import_kinds`` imports (and so checks) every executive's code, from the folders of
+    ``[raspy] path`` too: what starts a house does; what only talks to one does not need it.
+    """
     if path is None:
-        return parse_config(default_document(), None, "")
+        return parse_config(default_document(), None, "", import_kinds)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -144,7 +151,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         found = re.search(r"line (\d+)", str(exc))
         line = int(found.group(1)) if found else len(text.splitlines()) or None  # "at end of document"
         raise ConfigError(path, "", f"not valid TOML: {exc}", line) from None
-    return parse_config(document, path, text)
+    return parse_config(document, path, text, import_kinds)
 
 
 def default_document() -> dict[str, Any]:
@@ -156,7 +163,7 @@ def default_document() -> dict[str, Any]:
     return {"raspy": {}, "executives": executives}
 
 
-def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Config:
+def parse_config(document: dict[str, Any], path: Path | None, text: str, import_kinds: bool = True) -> Config:
     """Check a parsed document and build the :class:`Config`."""
 
     def error(table: str, key: str | None, reason: str) -> ConfigError:
@@ -180,6 +187,8 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Conf
         values["state_dir"] = Path(values["state_dir"]).expanduser()
         if path is not None and not values["state_dir"].is_absolute():
             values["state_dir"] = path.parent / values["state_dir"]
+    folders = [Path(f).expanduser() for f in values.pop("path", ["."] if path else [])]
+    values["python_path"] = [path.parent.absolute() / f for f in folders] if path else folders
     config = Config(path=path, **values)
     for offset, key in enumerate(("kv_snapshot", "kv_publisher", "kv_collector"), 1):
         if not getattr(config, key):
@@ -192,9 +201,12 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Conf
     executives = document.get("executives", {})
     if not isinstance(executives, dict):
         raise error("executives", None, "must be a set of [executives.NAME] tables")
+    if import_kinds:
+        sys.path.extend(str(f) for f in config.python_path if str(f) not in sys.path)
     for name, table in executives.items():
         config.executives[name] = _executive(config, name, table, error)
-    check_kinds(config, text)
+    if import_kinds:
+        check_kinds(config, text)
     return config
 
 
