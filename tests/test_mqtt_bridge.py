@@ -154,9 +154,11 @@ def test_home_assistant_online_brings_every_config_again(house):
 
 def test_a_device_removed_from_raspy_leaves_no_ghost(house):
     house.ha.wait("homeassistant/sensor/h_spare/config", lambda payload: payload != b"")
+    removed = statistics(house)["removed"]
     assert house.call(f"{HOST}.fake.devices", "remove", "spare")[0] == p.OK
     house.ha.wait("homeassistant/sensor/h_spare/config", lambda payload: payload == b"")
     house.ha.wait("raspy/h/spare/state", lambda payload: payload == b"")
+    assert statistics(house)["removed"] == removed + 1
     late = HomeAssistant(house.mosquitto, "homeassistant/#", "raspy/#")
     try:
         late.wait("homeassistant/sensor/h_tank/config")

@@ -107,6 +107,7 @@ class Mqtt(DeviceServer):
             "commands": ("set requests from MQTT that the device confirmed", lambda: bridge.counts.commands),
             "command_errors": ("set requests from MQTT that failed", lambda: bridge.counts.command_errors),
             "devices": ("RasPy devices shown on MQTT", lambda: len(bridge.devices)),
+            "removed": ("devices gone from RasPy whose topics were cleared", lambda: bridge.counts.removed),
             "imported": ("devices made by the import rules", lambda: len(self.devices.devices)),
             "topics": ("retained topics held for the broker (max_topics)", lambda: len(outbox)),
             "pending": ("retained topics waiting for the broker", lambda: outbox.pending),

@@ -69,8 +69,7 @@ class BridgeCounts:
     readings: int = 0
     commands: int = 0
     command_errors: int = 0
-    removed: int = 0
-    cleared: int = 0
+    removed: int = 0  # devices gone whose topics were cleared (also those gone since an earlier run)
 
 
 class Bridge:
@@ -290,7 +289,7 @@ class Bridge:
             for name in sorted(gone):
                 log.info("device %s/%s is gone since the last run: clearing its topics", self.hostname, name)
                 self._clear(self.hostname, name, COMPONENTS)
-                self.counts.cleared += 1
+                self.counts.removed += 1
         if gone:
             self.wake()
 
