@@ -165,10 +165,10 @@ class Bridge:
 
     def _clear(self, host: str, name: str, components: Iterable[str]) -> None:
         """Empty retained payloads: Home Assistant drops the entity, and nothing of it stays retained."""
-        for component in components:
-            self.outbox.put(self.topics.config(component, host, name), b"")
-        self.outbox.put(self.topics.state(host, name), b"")
-        self.outbox.put(self.topics.attributes(host, name), b"")
+        topics = [self.topics.config(component, host, name) for component in components]
+        for topic in [*topics, self.topics.state(host, name), self.topics.attributes(host, name)]:
+            if not self.outbox.put(topic, b""):
+                self.drop(f"{topic}: not cleared, the bridge holds max_topics ({self.outbox.limit}) topics")
 
     def _publish_state(self, device: Exported) -> None:
         component = device.kind.component if device.kind else None
