@@ -1,8 +1,8 @@
 """The MQTT bridge against a real Mosquitto, with a paho client playing Home Assistant.
 
-One house for the module: a RasPy broker, key/value server, fake devices,
-Core with a scenario, the ``mqtt`` executive and Mosquitto, all real
-processes on ports of their own. Tests that kill something start it again
+One house for the module: a RasPy broker, key/value server, fake devices, the
+dimmable light of examples/light.py, Core with a scenario, the ``mqtt``
+executive and Mosquitto, all real processes on ports of their own. Tests that kill something start it again
 before they end.
 """
 from __future__ import annotations
