@@ -73,6 +73,7 @@ setup(
         "APScheduler>=3.10,<4",
         "bottle>=0.12",
         "gpiozero>=2,<3",
+        "paho-mqtt>=2,<3",
     ],
     extras_require={
         # lgpio, gpiozero's pin factory on current Raspberry Pi OS and the Pi 5, builds against the

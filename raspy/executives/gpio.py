@@ -180,13 +180,15 @@ class Gpio(DeviceServer):
 
     def _edge(self, name: str, active: bool) -> None:
         """Runs in gpiozero's callback thread: publish the new level now, not at the next look."""
-        with self._lock:
-            reading = self.devices.edge(name, active, time.time())
-        self._send(name, reading)
+        with self._sending:
+            with self._lock:
+                body = self.reading_body(name, self.devices.edge(name, active, time.time()))
+            self._deliver(name, body)
 
-    def _send(self, name: str, reading: Reading) -> None:
+    def _deliver(self, name: str, body: bytes) -> None:
+        """Send a reading; one that the kv server does not take is sent again at the next look."""
         try:
-            self.publisher.send(keys.DEVICE, f"{self.service}.{name}", self.reading_body(name, reading))
+            self.publisher.send(keys.DEVICE, f"{self.service}.{name}", body)
         except RequestTimeout as exc:
             self._dropped(f"reading of {name} not published (sent again at the next look): {exc}")
             with self._lock:
@@ -199,10 +201,11 @@ class Gpio(DeviceServer):
         return reply
 
     def publish_due(self, now: float) -> int:
-        with self._lock:
-            due = self.devices.due(now)
-        for name, reading in due:
-            self._send(name, reading)
+        with self._sending:
+            with self._lock:
+                due = [(name, self.reading_body(name, reading)) for name, reading in self.devices.due(now)]
+            for name, body in due:
+                self._deliver(name, body)
         return len(due)
 
     def close(self) -> None:
