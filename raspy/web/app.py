@@ -127,7 +127,8 @@ def sparkline(values: Sequence[float], width: int = 96, height: int = 24) -> str
             f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/></svg>')
 
 
-HELPERS = {"duration": duration, "size": size, "reading": reading, "sparkline": sparkline, "time": time}
+HELPERS = {"duration": duration, "size": size, "reading": reading, "sparkline": sparkline, "time": time,
+           "SWITCHES": ("switch.relay", "switch"), "DIMMERS": ("light.dimmer",)}
 
 
 # -- the app ---------------------------------------------------------------------
