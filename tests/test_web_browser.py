@@ -169,8 +169,9 @@ def acting_house(children, tmp_path):
     thermostat = {"name": "thermostat", "file": "thermostat.py", "startup": True,
                   "params": {"sensor": "/device/pi.fake.aquarium", "service": "pi.fake.devices", "switch": "heater",
                              "low": 24.5, "high": 25.5}}
+    kv = {key: free_endpoint() for key in ("kv_snapshot", "kv_publisher", "kv_collector")}  # not the broker's port + 1
     config = write_config(tmp_path / "raspy.toml", {"hostname": "pi", "state_dir": state_dir, "broker": broker,
-                                                    "heartbeat": 0.5}, {
+                                                    "heartbeat": 0.5, **kv}, {
         "broker": {}, "kv": {}, "titanic": {},
         "core": {"scenarios": [thermostat], "store_wait": 2.0},
         "fake": {"devices": [{"name": "aquarium", "kind": "cyclic", "cycle": 600, "min": 24.0, "max": 27.0,
