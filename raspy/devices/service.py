@@ -3,7 +3,8 @@
 Argument shapes (``args`` is the msgpack-decoded frame):
 
 - ``list_keys``: none; result: the device names, sorted.
-- ``config``: ``[name]`` gets, ``[name, {...}]`` sets (the dict must carry ``"name"``); result: the config.
+- ``config``: ``[name]`` gets, ``[name, {...}]`` sets (the dict must carry ``"name"``); result: the config
+  with the device's ``oid``, which tells a client what kind of device it is (the MQTT bridge reads it).
 - ``poll``: ``[name]`` gets, ``[name, seconds]`` sets; result: the interval (-1, 0 or n).
 - ``log``: ``name``; result: the device's recent log lines.
 - ``reset``: ``name``; result: the config after the reset.
@@ -52,13 +53,18 @@ class DeviceService(Service):
     """A service over a dict of devices by name.
 
     A command that changes what a device reads (a switch set) adds its name to
-    ``changed``; the device server then publishes it at once, not at the
-    next poll, and ``due`` gives it with the readings that are due.
+    ``_changed``; ``changed()`` then tells the device server to publish at
+    once rather than at the next poll, and ``due`` gives those devices with the
+    readings that are due.
     """
 
     def __init__(self) -> None:
         self.devices: dict[str, BaseDevice] = {}
-        self.changed: set[str] = set()
+        self._changed: set[str] = set()
+
+    def changed(self) -> bool:
+        """Whether a device waits to be published at once."""
+        return bool(self._changed)
 
     def device(self, name: str) -> BaseDevice:
         """The device (or sub-device) called ``name``, or ``404``."""
@@ -74,7 +80,7 @@ class DeviceService(Service):
         name, new = name_and_value(args)
         device = self.device(name)
         with refusals():
-            return device.config(new)
+            return {"oid": device.oid, **device.config(new)}
 
     def do_poll(self, args: Any) -> int:
         name, seconds = name_and_value(args)

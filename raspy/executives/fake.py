@@ -48,10 +48,10 @@ class FakeDevices(DeviceService):
         for name, device in sorted(self.devices.items()):
             interval = device.poll()
             last = self._published.get(name)
-            if name in self.changed or (interval > 0 and (last is None or now - last >= interval)):
+            if name in self._changed or (interval > 0 and (last is None or now - last >= interval)):
                 self._published[name] = now
                 out.append((name, device.read(now)))
-        self.changed.clear()
+        self._changed.clear()
         return out
 
     def do_get(self, args: Any) -> dict[str, Any]:
@@ -66,18 +66,18 @@ class FakeDevices(DeviceService):
         name = self.device(name_arg(args)).name
         del self.devices[name]
         self._published.pop(name, None)
-        self.changed.discard(name)
+        self._changed.discard(name)
 
     def do_config(self, args: Any) -> Mapping[str, Any]:
         config = super().do_config(args)
         if isinstance(self.devices.get(config["name"]), Switch) and args[1:]:
-            self.changed.add(config["name"])
+            self._changed.add(config["name"])
         return config
 
     def do_reset(self, args: Any) -> Mapping[str, Any]:
         config = super().do_reset(args)
         if isinstance(self.devices.get(config["name"]), Switch):
-            self.changed.add(config["name"])
+            self._changed.add(config["name"])
         return config
 
     def do_set(self, args: Any) -> dict[str, Any]:
@@ -88,7 +88,7 @@ class FakeDevices(DeviceService):
         now = self.clock()
         with refusals():
             device.set(value)
-        self.changed.add(name)
+        self._changed.add(name)
         return reading_result(device.read(now), now)
 
 
