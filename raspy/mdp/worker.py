@@ -29,6 +29,7 @@ import zmq
 
 from raspy.droplog import DropLog
 from raspy.mdp import protocol as p
+from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,6 @@ _busy_beats = _BusyBeats()
 class _Serving:
     """What both workers share: the stop flag and its pipe, the socket lock, heartbeats and reconnection."""
 
-    _wake_r = _wake_w = -1  # the pipe shutdown() writes to: a wake-up with nothing to poll for
-
     def __init__(self, broker: str, service: str | bytes, links: int, heartbeat: float, liveness: int,
                  reconnect: tuple[float, float], context: zmq.Context | None) -> None:
         self.broker = broker
@@ -188,17 +187,12 @@ class _Serving:
         self._lock = threading.Lock()  # whoever holds it owns the sockets
         self._backoff = self.reconnect_min
         self._poller = zmq.Poller()
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
+        self._wakeup = Wakeup()
 
     def shutdown(self) -> None:
         """Ask the worker to stop (at once: its wait ends); safe from signal handlers."""
         self._stop.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # the pipe is full (it is being woken already) or closed (stopped)
-            pass
+        self._wakeup.set()
 
     def _open(self) -> None:
         for link in self._links:
@@ -207,7 +201,7 @@ class _Serving:
 
     def _watch(self) -> None:
         self._poller = zmq.Poller()
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller.register(self._wakeup, zmq.POLLIN)
         for link in self._links:
             self._poller.register(link.sock, zmq.POLLIN)
 
@@ -234,12 +228,6 @@ class _Serving:
     def _beat(self, now: float) -> None:
         for link in self._links:
             link.beat_if_due(now)
-
-    def __del__(self) -> None:
-        # the pipe lives as long as the worker: a shutdown() after the end must not write to a reused fd
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
 
     def _keep_alive(self) -> bool:
         """Beat where due and renew silent connections; true when connections were renewed."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from raspy.state.kv.message import (
 )
 from raspy.state.keys import DEVICE
 from raspy.state.kv.statefile import StateFile
+from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +71,11 @@ class KvServer:
         self._urgent = False     # ... of a key outside /device/: due after flush_interval
         self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
+        self._wakeup = Wakeup()
 
     def stop(self) -> None:
         self._stopping.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # full: the loop is being woken already
-            pass
-
-    def __del__(self) -> None:
-        for fd in (getattr(self, "_wake_r", -1), getattr(self, "_wake_w", -1)):
-            if fd >= 0:
-                os.close(fd)
+        self._wakeup.set()
 
     # -- loop --
 
@@ -113,7 +103,7 @@ class KvServer:
         poller = zmq.Poller()
         poller.register(collector, zmq.POLLIN)
         poller.register(snapshot, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup, zmq.POLLIN)
         self.ready.set()
         log.info("kv serving: snapshot %s, publisher %s, collector %s, sequence %d",
                  self.snapshot_endpoint, self.publisher_endpoint, self.collector_endpoint, self.sequence)
