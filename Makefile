@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) bench/titanic.py --rounds 3 | tee bench/results/titanic.txt
 	$(PY) bench/supervisor.py --kills 20 | tee bench/results/supervisor.txt
 	$(PY) bench/web.py | tee bench/results/web.txt
+	$(PY) bench/idle.py | tee bench/results/idle.txt
 
 # Headless Chromium for the status page's browser test; installed when we
 # are root with apt-get (as CI is), skipped quietly elsewhere.

@@ -125,14 +125,16 @@ class _BusyBeats:
         self._busy: set[_Serving] = set()
 
     def enter(self, serving: "_Serving") -> None:
-        with _STARTING:
-            if self._pid != os.getpid():  # first use, or inherited by a fork without its thread
-                self._pid, self._cond, self._busy = os.getpid(), threading.Condition(), set()
-                threading.Thread(target=self._run, args=(self._cond, self._busy), name="mdp-beats",
-                                 daemon=True).start()
+        if self._pid != os.getpid():
+            with _STARTING:
+                if self._pid != os.getpid():  # first use, or inherited by a fork without its thread
+                    self._pid, self._cond, self._busy = os.getpid(), threading.Condition(), set()
+                    threading.Thread(target=self._run, args=(self._cond, self._busy), name="mdp-beats",
+                                     daemon=True).start()
         with self._cond:
+            if not self._busy:  # asleep until someone is busy; else it wakes for the earliest beat anyway
+                self._cond.notify()
             self._busy.add(serving)
-            self._cond.notify()
 
     def leave(self, serving: "_Serving") -> None:
         if self._pid == os.getpid():
