@@ -80,7 +80,7 @@ class Settings:
     options: dict[str, Any] = field(default_factory=dict)
     heartbeat: float = 2.5
     liveness: int = 3
-    #: seconds between beats on the board (the supervisor's ``hang_timeout`` / :data:`BEATS_PER_HANG`)
+    #: seconds between beats on the board (the supervisor's ``hang_timeout`` / ``BEATS_PER_HANG``)
     beat_interval: float = 2.5
 
     def __post_init__(self) -> None:
