@@ -241,12 +241,12 @@ class KvSubscriberClient:
             old, self._map = self._map, entries
             self.sequence = sequence
         self._catching_up = True
-        self._synced.set()
         if self.callback:
             changes = [(key, None, b"") for key in old if key not in entries]
             changes += [(key, frames[4], frames[3]) for key, frames in entries.items()
                         if key not in old or old[key][3:] != frames[3:]]
             self._notify(changes)
+        self._synced.set()  # after the callback has seen the snapshot: wait_synced() means both
 
     def _follow(self, sub: zmq.Socket) -> None:
         """Apply updates until stopping; raises :class:`_Resync` when the copy is in doubt."""
