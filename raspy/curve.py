@@ -99,7 +99,8 @@ def load_keys(state_dir: Path) -> KeyPair:
 
 
 class AllowList:
-    """The hub's allow-list: one ``NAME PUBLIC_KEY`` per line, ``#`` comments."""
+    """The hub's allow-list: one ``NAME PUBLIC_KEY`` per line; a line starting with ``#`` is a comment
+    (only there: ``#`` is a Z85 digit)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -114,8 +115,8 @@ class AllowList:
             raise CurveError(f"cannot read {self.path}: {exc.strerror}") from None
         names: dict[str, str] = {}
         for number, line in enumerate(text.splitlines(), 1):
-            words = line.split("#", 1)[0].split()
-            if not words:
+            words = line.split()
+            if not words or words[0].startswith("#"):
                 continue
             if len(words) != 2 or not NAME.match(words[0]):
                 raise CurveError(f"{self.path}, line {number}: expected 'NAME PUBLIC_KEY'")
@@ -186,7 +187,7 @@ class Authenticator:
         self.refused = 0
         self.drop = DropLog(log)
         self._names: dict[str, str] = {}
-        self._stamp: tuple | None = None
+        self._stamp: tuple | None | bool = False  # never read
         self._lock = threading.Lock()
         self._thread = zmq.auth.thread.ThreadAuthenticator(context or zmq.Context.instance(), log=log)
         self._thread.curve_user_id = self.host_of  # type: ignore[method-assign]
@@ -207,15 +208,15 @@ class Authenticator:
                 stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
             except FileNotFoundError:
                 stamp = None
-            if stamp != self._stamp or not self._names:
+            if stamp != self._stamp:
+                self._stamp = stamp  # a bad file is reported once, not at every handshake
                 try:
                     listed = self.allowed.read()
                 except CurveError as exc:
                     log.error("%s; keeping the list read before", exc)
-                else:
-                    self._names = {key: name for name, key in listed.items()}
-                    self._names[self.curve.keys.public] = self.curve.hostname
-                    self._stamp = stamp
+                    listed = {name: key for key, name in self._names.items()}
+                self._names = {key: name for name, key in listed.items()}
+                self._names[self.curve.keys.public] = self.curve.hostname
             return self._names
 
     def callback(self, domain: str, key: bytes) -> bool:

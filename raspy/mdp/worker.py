@@ -48,7 +48,7 @@ class _Link:
         self.sock = self.context.socket(zmq.DEALER)
         self.sock.linger = 0
         self.sock.connect(self.broker)
-        self.sock.send_multipart(p.worker_message(p.READY, self.service))
+        self.send(p.worker_message(p.READY, self.service))
         self.client = None
         self.heard = time.monotonic()
         self.next_beat = self.heard + self.heartbeat
@@ -56,8 +56,16 @@ class _Link:
     def close(self, goodbye: bool = False) -> None:
         if self.sock is not None and not self.sock.closed:
             if goodbye:
-                self.sock.send_multipart(p.worker_message(p.DISCONNECT))
+                self.send(p.worker_message(p.DISCONNECT))
             self.sock.close()
+
+    def send(self, frames: p.Frames) -> None:
+        """Send without blocking: a socket whose connection is gone (a handshake the broker refused is
+        not retried by ZeroMQ) would block forever; the silence that follows renews the connection."""
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def take(self, frames: p.Frames, drop: DropLog) -> p.Frames | None:
         """A message from the broker: the request's body, or ``None`` (heartbeat, disconnect, dropped)."""
@@ -83,13 +91,13 @@ class _Link:
     def reply(self, reply: p.Frames) -> None:
         """Answer the request being served (if the connection was not renewed since)."""
         if self.client is not None:
-            self.sock.send_multipart(p.worker_message(p.REPLY, self.client, b"", *reply))
+            self.send(p.worker_message(p.REPLY, self.client, b"", *reply))
             self.client = None
 
     def beat_if_due(self, now: float) -> None:
         if now >= self.next_beat and not self.sock.closed:
             self.next_beat = now + self.heartbeat
-            self.sock.send_multipart(p.worker_message(p.HEARTBEAT))
+            self.send(p.worker_message(p.HEARTBEAT))
 
     def silent(self, now: float) -> bool:
         return now - self.heard > self.heartbeat * self.liveness
