@@ -61,9 +61,9 @@ class Host:
             self.write()
         return raspy("keys", *args, "--config", str(self.config))
 
-    def start(self) -> None:
+    def start(self, env: dict | None = None) -> None:
         output = open(self.folder / "supervisor.out", "ab")
-        self.proc = self.children.raspy("start", "--config", str(self.config),
+        self.proc = self.children.raspy("start", "--config", str(self.config), env=env,
                                         stdout=output, stderr=subprocess.STDOUT)
         output.close()
 
@@ -115,9 +115,10 @@ def kv_keys(hub: Host, subtree: str) -> set[str]:
 
 
 @pytest.fixture
-def hub(children, tmp_path):
+def hub(children, tmp_path, request):
+    """The hub; ``@pytest.mark.parametrize("hub", ["pure"], indirect=True)`` runs its broker's pure twin."""
     host = Host(children, tmp_path / "hub", "hub")
-    host.start()
+    host.start({"RASPY_PURE": "1"} if getattr(request, "param", "") == "pure" else None)
     wait_for(lambda: live(host, "hub.fake.devices"), timeout=20, what="the hub's fake device server")
     yield host
     host.proc.terminate()
@@ -217,6 +218,7 @@ def impostor_ready(hub: Host, curve: Curve, service: str) -> list[bytes] | None:
         context.destroy(linger=0)
 
 
+@pytest.mark.parametrize("hub", ["compiled", "pure"], indirect=True)
 def test_an_allowed_satellite_cannot_take_other_names_or_publish_other_devices(hub, satellite):
     hub.keys("allow", "shed", satellite.public)
     shed = satellite.curve()
