@@ -40,6 +40,7 @@ KINDS: dict[str, str] = {
     "web": "raspy.executives.web:Web",
     "titanic": "raspy.executives.titanic:Titanic",
     "core": "raspy.executives.core:Core",
+    "mqtt": "raspy.executives.mqtt:Mqtt",
 }
 
 
