@@ -168,7 +168,7 @@ class Curve:
         context.curve_serverkey = self.server_key.encode()
 
     def serve(self, socket: zmq.Socket) -> None:
-        """Make ``socket`` a CURVE server (before it binds); an :class:`Authenticator` decides who gets in."""
+        """Make ``socket`` a CURVE server (before it binds); an ``Authenticator`` decides who gets in."""
         socket.curve_secretkey = self.keys.secret.encode()
         socket.curve_publickey = self.keys.public.encode()
         socket.curve_server = True
