@@ -22,7 +22,10 @@ class KvExecutive(Executive):
 
     options = (
         Option("state", str, None, "the state file; default `<state_dir>/kv.state`"),
-        Option("flush_interval", float, 5.0, "seconds between writes of the state file (at most)", POSITIVE),
+        Option("flush_interval", float, 5.0, "seconds from a change to its write in the state file (at most)",
+               POSITIVE),
+        Option("readings_flush_interval", float, 300.0, "the same when only device readings (`/device/`) "
+               "changed: their servers publish them again at their next poll", POSITIVE),
         Option("hugz_interval", float, 1.0, "seconds between two HUGZ to subscribers", POSITIVE),
     )
 
@@ -34,6 +37,7 @@ class KvExecutive(Executive):
                                state_path=self.option("state") or Path(settings.state_dir) / "kv.state",
                                flush_interval=self.option("flush_interval"),
                                hugz_interval=self.option("hugz_interval"),
+                               readings_flush_interval=self.option("readings_flush_interval"),
                                curve=curve, authorize=Trust(settings.hostname).may_publish if curve else None)
         self.add_thread(self.server.run, self.server.stop, "kv")
         self._reported = (0, 0)

@@ -18,7 +18,7 @@ import zmq
 
 from raspy.curve import Curve, CurveError, check_key
 from raspy.errors import InvalidValue, RaspyError
-from raspy.house.executive import Settings, load_kind
+from raspy.house.executive import BEATS_PER_HANG, Settings, load_kind
 from raspy.house.options import check_table
 from raspy.house.toml_lines import find_line, find_value_line
 
@@ -37,6 +37,7 @@ DEFAULT_HOUSE: dict[str, dict[str, Any]] = {
     ]},
     "web": {},
     "onewire": {},
+    "history": {},
 }
 
 #: Executives of the default house that only make sense when this path exists.
@@ -128,7 +129,8 @@ class Config:
         return Settings(name=name, hostname=self.hostname, broker=self.broker, state_dir=self.state_dir,
                         kv_snapshot=self.kv_snapshot, kv_publisher=self.kv_publisher, kv_collector=self.kv_collector,
                         kind=executive.kind, options=dict(executive.options),
-                        heartbeat=self.heartbeat, liveness=self.liveness, curve=self.security)
+                        heartbeat=self.heartbeat, liveness=self.liveness,
+                        beat_interval=self.hang_timeout / BEATS_PER_HANG, curve=self.security)
 
 
 #: ``[raspy]`` keys: name -> (accepted types, check of the value or None, what the check wants).
