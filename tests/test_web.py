@@ -470,8 +470,8 @@ def test_the_errors_metric_counts_what_its_help_says(running_house):
         assert house.get("no/such/page")[0] == 404
     wait_for(lambda: house.states()["web"].requests >= 3, what="the requests counted")
     lines = house.get("metrics")[1].decode().splitlines()
-    assert "# HELP raspy_executive_errors_total requests answered with a 5xx status (a 4xx is the caller's " \
-           "mistake and is not counted)" in lines
+    assert "# HELP raspy_executive_errors_total requests answered with a 5xx status, and handshakes and key/value " \
+           "updates refused (a 4xx answer is the caller's mistake and is not counted)" in lines
     assert 'raspy_executive_errors_total{name="web"} 0' in lines
 
 

@@ -50,21 +50,10 @@ def reading_result(reading: Reading, now: float) -> dict[str, Any]:
 
 
 class DeviceService(Service):
-    """A service over a dict of devices by name.
-
-    A command that changes what a device reads (a switch set) adds its name to
-    ``_changed``; ``changed()`` then tells the device server to publish at
-    once rather than at the next poll, and ``due`` gives those devices with the
-    readings that are due.
-    """
+    """A service over a dict of devices by name."""
 
     def __init__(self) -> None:
         self.devices: dict[str, BaseDevice] = {}
-        self._changed: set[str] = set()
-
-    def changed(self) -> bool:
-        """Whether a device waits to be published at once."""
-        return bool(self._changed)
 
     def device(self, name: str) -> BaseDevice:
         """The device (or sub-device) called ``name``, or ``404``."""
@@ -72,6 +61,10 @@ class DeviceService(Service):
             return lookup(self.devices, name)
         except KeyError as exc:
             raise not_found(exc.args[0]) from None
+
+    def next_due(self, now: float) -> float | None:
+        """When the next reading is due (wall time), for a publisher to sleep until; None: unknown."""
+        return None
 
     def do_list_keys(self, args: Any) -> list[str]:
         return sorted(self.devices)

@@ -31,6 +31,7 @@ class FakeDevices(DeviceService):
         super().__init__()
         self.clock = clock
         self._published: dict[str, float] = {}
+        self._changed: set[str] = set()  # changed by a command: published at the publisher's next look
         for config in configs:
             self.add(config)
 
@@ -53,6 +54,12 @@ class FakeDevices(DeviceService):
                 out.append((name, device.read(now)))
         self._changed.clear()
         return out
+
+    def next_due(self, now: float) -> float | None:
+        """The earliest time a polled device is due; a device never published is due now."""
+        times = [self._published[name] + device.poll() if name in self._published else now
+                 for name, device in self.devices.items() if device.poll() > 0]
+        return min(times, default=None)
 
     def do_get(self, args: Any) -> dict[str, Any]:
         now = self.clock()

@@ -12,8 +12,9 @@ METRICS = {
     "raspy_executive_up": ("gauge", "1 when the executive runs and beats"),
     "raspy_executive_restarts_total": ("counter", "restarts of the executive by the supervisor"),
     "raspy_executive_requests_total": ("counter", "requests handled by the executive"),
-    "raspy_executive_errors_total": ("counter", "requests answered with a 5xx status (a 4xx is the caller's "
-                                                "mistake and is not counted)"),
+    "raspy_executive_errors_total": ("counter", "requests answered with a 5xx status, and handshakes and key/value "
+                                                "updates refused (a 4xx answer is the caller's mistake and is not "
+                                                "counted)"),
     "raspy_executive_heartbeat_age_seconds": ("gauge", "seconds since the executive last beat"),
     "raspy_broker_up": ("gauge", "1 when the broker answered the last MMI query"),
     "raspy_service_workers": ("gauge", "workers the broker knows for an MDP service"),
