@@ -133,26 +133,32 @@ class Views:
     The state changes a few times a second at most (the board beats every
     0.5 s), so the first request of a tick takes and renders it while the
     others wait for it, then every request of the tick shares the same bytes.
+    A view already rendered in this tick is read without the lock.
     """
 
     def __init__(self, take: Callable[[], dict[str, Any]], tick: float) -> None:
         self._take = take
         self._tick = tick
         self._lock = threading.Lock()
-        self._taken = -math.inf
-        self._state: dict[str, Any] = {}
-        self._views: dict[str, bytes] = {}
+        #: (when taken, the state, its views rendered so far): replaced whole, so read without the lock
+        self._current: tuple[float, dict[str, Any], dict[str, bytes]] = (-math.inf, {}, {})
 
     def get(self, view: str, render: Callable[[dict[str, Any]], str]) -> bytes:
         """``render(state)`` as UTF-8, made once per tick for each ``view``."""
+        taken, _, views = self._current
+        body = views.get(view)
+        if body is not None and time.monotonic() - taken < self._tick:
+            return body
         with self._lock:
             now = time.monotonic()
-            if now - self._taken >= self._tick:
-                self._state, self._taken, self._views = self._take(), now, {}
-            body = self._views.get(view)
+            if now - self._current[0] >= self._tick:
+                self._current = (now, self._take(), {})
+            _, state, views = self._current
+            body = views.get(view)
             if body is None:
-                body = self._views[view] = render(self._state).encode()
+                body = views[view] = render(state).encode()
             return body
+
 
 def _to_json(data: Any) -> str:
     return json.dumps(data, allow_nan=False, default=str)
