@@ -1,6 +1,6 @@
-# RasPy: `make start` runs the house, `make tests` runs the tests.
-# Both create .venv on first use and install RasPy into it, so on a fresh
-# machine each is the whole set-up.
+# RasPy: `make start` runs the house, `make tests` runs the tests (and builds
+# the docs), `make docs` builds the docs. Each creates .venv on first use and
+# installs RasPy into it, so on a fresh machine each is the whole set-up.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: develop install uninstall tests devtests start bench browser clean
+.PHONY: develop install uninstall tests devtests docs start bench browser graphviz clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,16 @@ install:
 uninstall:
 	$(PYTHON) -m pip uninstall -y raspy
 
-tests: $(STAMP) browser
+tests: $(STAMP) browser docs
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The docs: Markdown in docs/, HTML in docs/_build/html, built whole each time
+# (-E -a: a warning of a page that did not change is not hidden). Every warning is an
+# error (-W), all of them are reported (--keep-going), and every reference must
+# resolve (-n). The architecture picture needs Graphviz's dot.
+docs: $(STAMP) graphviz
+	@command -v dot >/dev/null 2>&1 || { echo "error: Graphviz's dot is missing: the docs cannot be built (apt-get install graphviz)" >&2; exit 1; }
+	$(PY) -m sphinx -E -a -W --keep-going -n -q -b html docs docs/_build/html
 
 devtests: $(STAMP) browser
 	$(PY) -m coverage run --source raspy -m pytest $(PYTEST_ARGS)
@@ -52,8 +60,17 @@ browser:
 	      || echo "chromium could not be installed; the browser test will skip"; \
 	  else echo "chromium missing and not root: the browser test will skip"; fi; }
 
+# Graphviz's dot draws the architecture picture; installed like chromium. When it
+# cannot be, the docs build stops and says so (docs/conf.py).
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
+	      || echo "graphviz could not be installed; the docs build will stop"; \
+	  else echo "graphviz (dot) missing and not root: install it (apt-get install graphviz) to build the docs"; fi; }
+
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .benchmarks .coverage htmlcov
+	rm -rf build dist *.egg-info .pytest_cache .benchmarks .coverage htmlcov docs/_build
 	find raspy -name '*.so' -delete
 	find raspy/mdp/_fast -name '*.c' -delete
 	find . -name __pycache__ -prune -exec rm -rf {} +

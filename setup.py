@@ -82,6 +82,8 @@ setup(
             "hypothesis",
             "cython>=3",
             "coverage",
+            "sphinx>=7",
+            "myst-parser>=3",
         ],
     },
     entry_points={"console_scripts": ["raspy = raspy.cli:main"]},

@@ -23,7 +23,7 @@ FORBIDDEN = {
     "raspy.mdp": ("raspy.house", "raspy.executives", "raspy.automation", "raspy.state", "raspy.web", "raspy.devices"),
     "raspy.state": ("raspy.house", "raspy.executives", "raspy.automation", "raspy.web", "raspy.devices"),
     "raspy.automation": ("raspy.house", "raspy.executives", "raspy.web"),
-    "raspy.devices": ("raspy.house", "raspy.executives", "raspy.web", "raspy.state", "zmq"),
+    "raspy.devices": ("raspy.house", "raspy.executives", "raspy.web", "raspy.state", "zmq", "socket"),
     "raspy.web": ("raspy.executives",),
 }
 
@@ -58,6 +58,19 @@ def violations() -> list[str]:
 
 def test_no_package_imports_across_its_layer():
     assert violations() == []
+
+
+def test_the_rules_see_an_import_when_there_is_one():
+    assert "raspy.house.board" in imports(PACKAGE / "web" / "house.py")
+
+
+def test_the_device_model_loads_no_socket_library_even_indirectly():
+    code = ("import importlib, pkgutil, sys, raspy.devices\n"
+            "for module in pkgutil.iter_modules(raspy.devices.__path__):\n"
+            "    importlib.import_module('raspy.devices.' + module.name)\n"
+            "print(sorted(name for name in ('zmq', 'socket') if name in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 CLIENTS = [

@@ -2,24 +2,32 @@
 from __future__ import annotations
 
 from raspy.house.executive import Counters, Executive, Settings
+from raspy.house.options import ENDPOINT, POSITIVE, Option
 from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
 
 
 class BrokerExecutive(Executive):
-    """The broker as an executive: the core in a thread, beats and counters in the main one.
+    """The broker as an executive: the core in a thread, beats and counters in the main one."""
 
-    Options: ``bind`` (endpoint), ``request_expiry`` and ``busy_timeout`` (seconds).
-    """
+    options = (
+        Option("bind", str, None, "the endpoint the broker binds; default `[raspy] broker`", ENDPOINT),
+        Option("request_expiry", float, 30.0, "seconds a request waits for a worker before it is dropped", POSITIVE),
+        Option("busy_timeout", float, 300.0, "seconds a worker may spend on one request before it is dropped",
+               POSITIVE),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
-        options = settings.options
         self.broker = Broker(
-            options.get("bind", DEFAULT_ENDPOINT), heartbeat=settings.heartbeat, liveness=settings.liveness,
-            request_expiry=options.get("request_expiry", 30.0), busy_timeout=options.get("busy_timeout", 300.0),
+            self.option("bind") or DEFAULT_ENDPOINT, heartbeat=settings.heartbeat, liveness=settings.liveness,
+            request_expiry=self.option("request_expiry"), busy_timeout=self.option("busy_timeout"),
         )
         self.add_thread(self.broker.run, self.broker.stop, "broker")
         self._reported = (0, 0)
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        return [settings.options.get("bind", DEFAULT_ENDPOINT)]
 
     def tick(self, now: float) -> None:
         core = self.broker.core

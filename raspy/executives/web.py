@@ -2,50 +2,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
 from raspy.house.board import board_name
 from raspy.house.executive import Counters, Executive, Settings
+from raspy.house.options import PORT, POSITIVE, Option, at_least
 from raspy.web.app import make_app
 from raspy.web.house import House, supervisor_restarter
 from raspy.web.server import DEFAULT_BIND, DEFAULT_PORT, Limits, Server
 
 log = logging.getLogger(__name__)
-
-#: Every option of ``[executives.web]`` with its default (which also gives its type); any other is refused.
-OPTIONS: dict[str, Any] = {
-    "bind": DEFAULT_BIND,
-    "port": DEFAULT_PORT,
-    "token": "",            # enables the restart action
-    "board": "",            # shared-memory name; derived from the state directory when empty
-    "refresh": 5.0,         # seconds between page updates
-    "mmi_interval": 5.0,    # seconds between broker queries
-    "stale_after": 15.0,    # seconds without a beat before an executive counts as hung
-    **asdict(Limits()),     # the server's bounds (docs/limits.md)
-}
-
-
-def web_options(given: dict[str, Any]) -> dict[str, Any]:
-    """``given`` over the defaults of :data:`OPTIONS`; ``ValueError`` naming an unknown option or a bad value."""
-    unknown = sorted(set(given) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                         f"of the web executive; known: {', '.join(OPTIONS)}")
-    options = dict(OPTIONS)
-    for name, value in given.items():
-        default = OPTIONS[name]
-        wanted = (int, float) if isinstance(default, float) else type(default)
-        if isinstance(value, bool) or not isinstance(value, wanted):
-            raise ValueError(f"option {name!r} of the web executive: {value!r} is not {type(default).__name__}")
-        if name == "port" and not 0 <= value <= 65535:
-            raise ValueError(f"option 'port' of the web executive: {value} is not a port (0-65535)")
-        if name != "port" and not isinstance(default, str) and value <= 0:
-            raise ValueError(f"option {name!r} of the web executive: {value!r} must be positive")
-        options[name] = value
-    return options
-
 
 def counted(app: Callable, slot: Counters) -> Callable:
     """``app`` counting each HTTP request on the board slot (5xx answers as errors)."""
@@ -58,26 +26,48 @@ def counted(app: Callable, slot: Counters) -> Callable:
 
 
 class Web(Executive):
-    """The ``web`` executive: the status page on ``bind``:``port`` (127.0.0.1:8080); options in :data:`OPTIONS`."""
+    """The ``web`` executive: the status page on ``bind``:``port`` (127.0.0.1:8080)."""
 
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        web_options(options)
+    options = (
+        Option("bind", str, DEFAULT_BIND, "the address to listen on (`0.0.0.0`: every interface)"),
+        Option("port", int, DEFAULT_PORT, "the TCP port (0: any free one)", PORT),
+        Option("token", str, None, "enables the restart action, for requests that send it"),
+        Option("board", str, None, "shared-memory name of the board; default derived from the state directory"),
+        Option("refresh", float, 5.0, "seconds between page updates", POSITIVE),
+        Option("mmi_interval", float, 5.0, "seconds between queries of the broker's `mmi.workers`", POSITIVE),
+        Option("stale_after", float, 15.0, "seconds without a beat before a running executive counts as hung "
+               "(as the supervisor's default `hang_timeout`)", POSITIVE),
+        # the server's bounds (docs/limits.md, "Web")
+        Option("threads", int, Limits.threads, "worker threads running the page", at_least(1)),
+        Option("connections", int, Limits.connections,
+               "connections held at once; more wait in the listen backlog", at_least(1)),
+        Option("idle_timeout", float, Limits.idle_timeout,
+               "seconds a connection may hold without a complete request", POSITIVE),
+        Option("max_header_bytes", int, Limits.max_header_bytes,
+               "bytes of request line and headers, up to the blank line; 431 beyond", at_least(256)),
+        Option("max_body_bytes", int, Limits.max_body_bytes,
+               "bytes of a request body (the POST routes); 413 beyond, before it is read", at_least(1)),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
-        options = web_options(settings.options)
         super().__init__(settings, slot)
         self.house = House(
-            settings.hostname, options["board"] or board_name(settings.state_dir), settings.broker,
+            settings.hostname, self.option("board") or board_name(settings.state_dir), settings.broker,
             state_dir=settings.state_dir, restarter=supervisor_restarter(Path(settings.state_dir)),
-            stale_after=float(options["stale_after"]), mmi_interval=float(options["mmi_interval"]),
+            stale_after=float(self.option("stale_after")),
+            mmi_interval=float(self.option("mmi_interval")),
             kv_snapshot=settings.kv_snapshot, kv_publisher=settings.kv_publisher,
         )
-        self.app = make_app(self.house, token=options["token"] or None, refresh=float(options["refresh"]),
+        self.app = make_app(self.house, token=self.option("token") or None, refresh=float(self.option("refresh")),
                             tick=self.beat_interval)
-        limits = Limits(**{f.name: options[f.name] for f in fields(Limits)})
-        self.server = Server(counted(self.app, self.slot), options["bind"], options["port"], limits)
+        limits = Limits(**{field.name: self.option(field.name) for field in fields(Limits)})
+        self.server = Server(counted(self.app, self.slot), self.option("bind"), self.option("port"), limits)
         self.add_thread(self.server.serve_forever, self.server.stop, "web-server")
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        host = settings.options.get("bind", DEFAULT_BIND)
+        return [f"tcp://{f'[{host}]' if ':' in host else host}:{settings.options.get('port', DEFAULT_PORT)}"]
 
     @property
     def url(self) -> str:

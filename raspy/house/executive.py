@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 from raspy.house.board import Board
+from raspy.house.options import Option, check_table, with_defaults
 from raspy.house.statistics import Statistics, StatisticsService
 from raspy.mdp import protocol as p
 from raspy.mdp.protocol import Frames
@@ -49,6 +50,8 @@ def load_kind(kind: str) -> type["Executive"]:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot load {target!r}: {exc}") from None
+    except Exception as exc:  # the module's own code failed: a syntax error, a missing device...
+        raise ValueError(f"cannot load {target!r}: {type(exc).__name__}: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Executive)):
         raise ValueError(f"{target!r} is not an Executive class")
     return cls
@@ -87,8 +90,14 @@ class Executive:
 
     #: seconds between beats on the board (and calls of :meth:`tick`)
     beat_interval = 0.5
+    #: The options of this kind's ``[executives.NAME]`` table (see ``raspy.house.options``),
+    #: checked when the configuration is loaded; None declares nothing and accepts any key.
+    options: ClassVar[tuple[Option, ...] | None] = None
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        # each option against its declaration once more: a test or a program may build an
+        # executive from Settings of its own, without a configuration file
+        check_table(self.options, settings.options)
         self.settings = settings
         # run alone (no supervisor), an executive counts on a private slot: one code path
         self.slot = slot if slot is not None else Board.private(1, [settings.name]).slot(0)
@@ -98,12 +107,30 @@ class Executive:
         self._stoppers: list[Callable[[], None]] = []
         self._started = False
         self._stop = threading.Event()
+        #: why a serving thread ended before the executive was asked to stop: :meth:`run` exits with it
+        self.failure = ""
         #: the supervisor's pid when forked by one: the executive stops if it is orphaned
         self.parent_pid: int | None = None
 
     @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Raise ``ValueError`` with the reason when ``options`` cannot work; called when the configuration is read."""
+    def check_options(cls, settings: Settings) -> None:
+        """Checks beyond each option's own: between options, or against the house's settings.
+
+        Called when the configuration is loaded, after every option passed its own check; raise
+        ``ValueError`` with the reason (an :class:`~raspy.errors.InvalidValue` names the key).
+        """
+
+    def option(self, name: str) -> Any:
+        """Option ``name`` as configured, else its declared default."""
+        values = with_defaults(self.options, self.settings.options)
+        if self.options is not None and name not in values:
+            raise KeyError(f"{type(self).__name__} reads option {name!r} but does not declare it")
+        return values.get(name)
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        """The endpoints this executive binds: a house does not start while one of them is taken."""
+        return []
 
     def get_instance_id(self) -> str:
         return f"{self.service}@{os.getpid()}"
@@ -127,11 +154,30 @@ class Executive:
     def add_thread(self, target: Callable[[], None], stop: Callable[[], None] | None = None, name: str = "") -> None:
         """Run ``target`` in a thread of its own from :meth:`run` on; ``stop`` ends it at :meth:`close`.
 
-        Without ``stop``, ``target`` should return once :meth:`stopping` waits no more.
+        Without ``stop``, ``target`` should return once :meth:`stopping` waits no more. A thread
+        that ends before the executive is asked to stop (an exception, such as a port already in
+        use) ends the executive, so its supervisor sees it and restarts it.
         """
-        self._threads.append(threading.Thread(target=target, name=name or target.__name__, daemon=True))
+        name = name or target.__name__
+        self._threads.append(threading.Thread(target=self._serving(target, name), name=name, daemon=True))
         if stop is not None:
             self._stoppers.append(stop)
+
+    def _serving(self, target: Callable[[], None], name: str) -> Callable[[], None]:
+        def serve() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                self._thread_ended(name, f"died: {exc}")
+                raise  # the thread's traceback goes to the log
+            self._thread_ended(name, "returned")
+
+        return serve
+
+    def _thread_ended(self, name: str, how: str) -> None:
+        if not self._stop.is_set():
+            self.failure = f"thread {name} {how}"
+            self._stop.set()
 
     def stopping(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; true once the executive is asked to stop."""
@@ -181,6 +227,8 @@ class Executive:
                     break
         finally:
             self.close()
+        if self.failure:
+            raise SystemExit(f"{self.settings.name}: {self.failure}")
 
     def _orphaned(self) -> bool:
         """True once the supervisor is gone (the fallback of PR_SET_PDEATHSIG)."""

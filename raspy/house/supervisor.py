@@ -18,10 +18,13 @@ import socket
 import time
 from pathlib import Path
 
+from raspy.errors import RaspyError
 from raspy.house import systemd
 from raspy.house.board import Board, BoardBusy, LastExit, State, board_name
 from raspy.house.config import Config, ConfigError, ExecutiveConfig, load_config
 from raspy.house.control import CONTROL_SOCKET, ControlServer
+from raspy.house.endpoints import EndpointBusy, check_bindable
+from raspy.house.executive import load_kind
 from raspy.house.logs import CappedLog
 from raspy.house.process import SIGNALS, AfterExit, ExecutiveProcess, signal_group
 from raspy.house.restart import next_restart
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 
 #: Free board slots kept for executives added by a reload.
 SPARE_SLOTS = 8
+
+
+class StartError(RaspyError, RuntimeError):
+    """The house cannot start; the message says why, one line per reason."""
 
 
 class Supervisor:
@@ -54,9 +61,14 @@ class Supervisor:
     # -- life -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Start every enabled executive, then supervise until stopped; always cleans up."""
+        """Start every enabled executive, then supervise until stopped; always cleans up.
+
+        :class:`StartError` (or a :class:`BoardError`) when the house cannot start: its state
+        directory is not usable, or an endpoint it binds is taken; then nothing was started.
+        """
         try:
             self._open()
+            self._check_endpoints()
             for executive in self.config.enabled():
                 self._start(self._add(executive))
             systemd.notify(READY=1, STATUS=self._summary())
@@ -64,11 +76,15 @@ class Supervisor:
             self._loop()
         finally:
             self._close()
+        log.info("supervisor %d stopped", os.getpid())
 
     def _open(self) -> None:
         config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        config.log_dir.mkdir(exist_ok=True, mode=0o700)
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            config.log_dir.mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StartError(f"cannot use the state directory {config.state_dir}: {exc}") from None
         # signals first: a SIGTERM from now on is handled by the loop, which removes the board
         for sock in (self._wakeup_r, self._wakeup_w):
             sock.setblocking(False)
@@ -78,7 +94,22 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)  # the work is done in the loop, from the wakeup bytes
         names = [e.name for e in config.enabled()]
         self.board = Board.create(board_name(config.state_dir), len(names) + SPARE_SLOTS, names)
-        self._control = ControlServer(self.control_path, self._selector, self._command)
+        try:
+            self._control = ControlServer(self.control_path, self._selector, self._command)
+        except OSError as exc:
+            raise StartError(f"cannot use the state directory {config.state_dir}: {exc}") from None
+
+    def _check_endpoints(self) -> None:
+        """Refuse to start while an endpoint the house binds is taken (another house on the same ports?)."""
+        busy = []
+        for executive in self.config.enabled():
+            for endpoint in load_kind(executive.kind).endpoints(self.config.settings(executive.name)):
+                try:
+                    check_bindable(endpoint)
+                except EndpointBusy as exc:
+                    busy.append(f"{executive.name}: {exc}")
+        if busy:
+            raise StartError("\n".join(busy))
 
     def _close(self) -> None:
         for proc in self.processes.values():
@@ -103,7 +134,6 @@ class Supervisor:
         if self.board is not None:
             self.board.unlink()
             self.board.close()
-        log.info("supervisor %d stopped", os.getpid())
 
     def _close_inherited(self) -> None:
         """In a forked child: drop the supervisor's descriptors (signals, control, other pipes)."""
@@ -187,7 +217,8 @@ class Supervisor:
         assert self.board is not None
         name = executive.name
         slot = self.board.slot(name) if name in self.board.names() else self.board.assign(name)
-        output = CappedLog(self.config.log_dir / f"{name}.log", self.config.log_max_bytes)
+        output = CappedLog(self.config.log_dir / f"{name}.log", self.config.log_max_bytes,
+                           on_drop=lambda dropped: slot.set_supervised(log_dropped=dropped))
         proc = ExecutiveProcess(executive, self.config.settings(name), slot, output)
         self.processes[name] = proc
         return proc
@@ -323,12 +354,12 @@ class Supervisor:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return False, str(exc)
-        if new.state_dir != self.config.state_dir:
-            reason = f"state_dir cannot change on reload ({self.config.state_dir} -> {new.state_dir})"
+        wanted = {e.name: e for e in new.enabled()}
+        reason = self._cannot_reload(new, [name for name in wanted if name not in self.processes])
+        if reason:
             log.error("reload refused: %s", reason)
             return False, reason
         self.config = new
-        wanted = {e.name: e for e in new.enabled()}
         changes: list[str] = []
         for name, proc in list(self.processes.items()):
             if name not in wanted:
@@ -352,6 +383,17 @@ class Supervisor:
         message = f"reloaded: {' '.join(changes) or 'nothing changed'}"
         log.info(message)
         return True, message
+
+    def _cannot_reload(self, new: Config, added: list[str]) -> str:
+        """Why ``new`` cannot replace the running configuration, or ''."""
+        if new.state_dir != self.config.state_dir:
+            return f"state_dir cannot change on reload ({self.config.state_dir} -> {new.state_dir})"
+        assert self.board is not None
+        free = len(self.board) - len(self.board.names())
+        if len(added) > free:
+            return (f"{len(added)} executives to add, the board has {free} free slots "
+                    f"({SPARE_SLOTS} spare at start): restart the house to add them")
+        return ""
 
     def _exited_for_good(self, proc: ExecutiveProcess) -> None:
         proc.then = AfterExit.REMOVE

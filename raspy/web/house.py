@@ -43,6 +43,7 @@ def executive_view(state: SlotState, now_mono: float, stale_after: float) -> dic
         "errors": state.errors,
         "bytes_in": state.bytes_in,
         "bytes_out": state.bytes_out,
+        "log_dropped": state.log_dropped,  # output its log file did not take (disk full?)
         "ready": state.state == State.RUNNING and not state.is_stale(now_mono, stale_after),
     }
 
