@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import resource
 import socket
@@ -240,6 +241,26 @@ def test_a_stop_answers_the_request_in_flight_and_takes_no_new_connection():
         pass  # still in the backlog when the listening socket closed
     idle.close()
     server.close()
+
+
+def test_the_access_log_is_debug_lines_and_rate_limited(caplog):
+    server = Server(make_app(FakeHouse()), "127.0.0.1", 0)
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=5)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="raspy.web.access"):
+            for _ in range(30):
+                connection.request("GET", "/healthz")
+                connection.getresponse().read()
+    finally:
+        connection.close()
+        server.stop()
+        loop.join(5)
+        server.close()
+    lines = [r for r in caplog.records if r.name == "raspy.web.access"]
+    assert 1 <= len(lines) <= 10  # 10 per 10 s, the next saying how many were held back
+    assert all(r.levelno == logging.DEBUG and r.getMessage() == "127.0.0.1 GET /healthz 200" for r in lines)
 
 
 class CountingHouse(FakeHouse):
