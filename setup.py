@@ -73,8 +73,13 @@ setup(
         "APScheduler>=3.10,<4",
         "bottle>=0.12",
         "waitress>=3,<4",
+        "gpiozero>=2,<3",
+        "paho-mqtt>=2,<3",
     ],
     extras_require={
+        # lgpio, gpiozero's pin factory on current Raspberry Pi OS and the Pi 5, builds against the
+        # Pi's liblgpio: install it on the Pi (pip install "raspy[pi]") or take python3-lgpio from apt.
+        "pi": ["lgpio>=0.2"],
         "dev": [
             "pytest>=7",
             "pytest-timeout",

@@ -223,6 +223,7 @@ def test_the_toml_examples_of_the_docs_are_accepted(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     (tmp_path / "state" / "raspy" / "scenarios").mkdir(parents=True)
     (tmp_path / "state" / "raspy" / "scenarios" / "frost-alarm.py").write_text("def run(ctx):\n    pass\n")
+    (tmp_path / "state" / "raspy" / "mqtt-password").write_text("secret\n")
     (tmp_path / "myhouse").mkdir()
     (tmp_path / "myhouse" / "__init__.py").write_text("")
     (tmp_path / "myhouse" / "aquarium.py").write_text("from raspy.house.executive import Executive\n\n\n"

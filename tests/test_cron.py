@@ -253,6 +253,20 @@ def test_service_commands(manager):
     assert call(service, "delete", "j")[0] == p.NOT_FOUND
 
 
+def test_run_now_runs_a_job_once_besides_its_schedule(manager, rec):
+    service = CronService(manager)
+    call(service, "add", {"id": "feed", "cron": "0 7 * * *", "action": "request", "service": "pi.fake.devices",
+                          "command": "set", "args": ["heater", True]})
+    status, job = call(service, "run", "feed")
+    assert status == p.OK and job["stats"]["runs"] == 1 and job["stats"]["last_error"] is None
+    assert rec.requests == [("pi.fake.devices", "set", ["heater", True])]
+    assert job["next_run"] > time.time()  # still on its schedule
+    rec.status = p.NOT_FOUND
+    status, job = call(service, "run", "feed")
+    assert job["stats"]["errors"] == 1 and "404" in job["stats"]["last_error"]
+    assert call(service, "run", "nope")[0] == p.NOT_FOUND
+
+
 # -- end to end: broker, kv, Titanic and Core processes -------------------------------------
 
 @pytest.fixture

@@ -209,5 +209,5 @@ def test_the_lights_under_raspy_run_answer_and_publish(house, devices, children,
         assert published(devices, f"/device/{HOST}.lights.porch")["poll"] == 0
         assert client.call(service, "set", ["porch", 101])[0] == 400
         assert client.call(service, "get", "attic")[0] == 404
-        assert client.call(service, "config", ["kitchen"])[1] == {"name": "kitchen", "poll": 60, "unit": "%",
-                                                                  "level": 0, "pin": 18}
+        assert client.call(service, "config", ["kitchen"])[1] == {"oid": "light.dimmer", "name": "kitchen", "poll": 60,
+                                                                  "unit": "%", "level": 0, "pin": 18}

@@ -2,7 +2,7 @@
 
 ``mdp/`` and ``state/`` import nothing from ``house/``, ``executives/`` or
 ``automation/``; ``devices/`` imports no socket library; ``web/`` never imports
-an executive; nothing but the entry points and ``house/`` imports ``executives/``.
+an executive; ``mqtt/`` (the bridge's library) never loads the house; nothing but the entry points and ``house/`` imports ``executives/``.
 Checked twice: on the import statements of every module, and by importing each
 public client in a fresh interpreter and looking at what got loaded.
 """
@@ -25,6 +25,7 @@ FORBIDDEN = {
     "raspy.automation": ("raspy.house", "raspy.executives", "raspy.web"),
     "raspy.devices": ("raspy.house", "raspy.executives", "raspy.web", "raspy.state", "zmq", "socket"),
     "raspy.web": ("raspy.executives",),
+    "raspy.mqtt": ("raspy.house", "raspy.executives", "raspy.automation", "raspy.web"),
 }
 
 
@@ -81,6 +82,7 @@ CLIENTS = [
     "from raspy.state.titanic.client import TitanicClient",
     "from raspy.automation.store import TitanicStore",
     "from raspy.devices import BaseDevice, DeviceRegister",
+    "from raspy.mqtt.bridge import Bridge",
     "import raspy.kvcli",
     "import raspy.cli",
 ]

@@ -193,7 +193,8 @@ class Scenario:
         return {"name": self.name, "conf": dict(self.conf), "entries": dict(self.entries)}
 
     def state(self) -> dict[str, Any]:
-        return {"running": self.running, "active": self.conf["active"], "last_run": self.last_run,
+        return {"running": self.running, "active": self.conf["active"], "params": self.conf.get("params"),
+                "last_run": self.last_run,
                 "last_result": self.last_result, "runs": self.runs, "failures": self.failures,
                 "timeouts": self.timeouts, "abandoned": self.abandoned}
 

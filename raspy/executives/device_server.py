@@ -32,29 +32,45 @@ class DeviceServer(Server):
         super().__init__(settings, slot)
         self.devices = devices
         self._lock = threading.Lock()  # the handler and the publisher share the devices
+        self._sending = threading.Lock()  # a removal's deletion goes after any reading taken before it
         self.add_service("devices", self._locked)
         self.publisher = KvPublisherClient(settings.kv_collector)
         self.add_thread(self._publish_loop, name="publisher")
 
     def _locked(self, frames: Frames) -> Frames:
         with self._lock:
-            return self.devices(frames)
+            before = set(self.devices.devices)
+            reply = self.devices(frames)
+            gone = before.difference(self.devices.devices)
+        if gone:
+            with self._sending:
+                for name in sorted(gone):  # a removed device's key goes too, so no subscriber keeps a ghost
+                    self._send(name, b"")
+        return reply
 
     def reading_body(self, name: str, reading: Any) -> bytes:
-        """What subscribers get: value, unit, timestamp and the poll interval (to judge staleness)."""
-        with self._lock:
-            poll = self.devices.device(name).poll()
-        return p.pack({**reading.as_dict(), "poll": poll})
+        """What subscribers get: value, unit, timestamp, the poll interval (to judge staleness) and the
+        device's oid (so the page knows a switch it can toggle).
+
+        Called with the devices' lock held, so the device is still there.
+        """
+        device = self.devices.device(name)
+        return p.pack({**reading.as_dict(), "poll": device.poll(), "oid": device.oid})
 
     def publish_due(self, now: float) -> int:
-        with self._lock:
-            due = self.devices.due(now)
-        for name, reading in due:
-            try:
-                self.publisher.send(keys.DEVICE, f"{self.service}.{name}", self.reading_body(name, reading))
-            except RequestTimeout as exc:
-                log.warning("reading of %s not published: %s", name, exc)
+        with self._sending:
+            with self._lock:
+                due = [(name, self.reading_body(name, reading)) for name, reading in self.devices.due(now)]
+            for name, body in due:
+                self._send(name, body)
         return len(due)
+
+    def _send(self, name: str, body: bytes) -> None:
+        """Set the device's key (an empty body deletes it)."""
+        try:
+            self.publisher.send(keys.DEVICE, f"{self.service}.{name}", body)
+        except RequestTimeout as exc:
+            log.warning("%s of %s not published: %s", "reading" if body else "removal", name, exc)
 
     def _publish_loop(self) -> None:
         while not self.stopping(self.publish_interval):

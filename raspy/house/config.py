@@ -34,6 +34,7 @@ DEFAULT_HOUSE: dict[str, dict[str, Any]] = {
     ]},
     "web": {},
     "onewire": {},
+    "history": {},
 }
 
 #: Executives of the default house that only make sense when this path exists.

@@ -32,11 +32,14 @@ KINDS: dict[str, str] = {
     "broker": "raspy.executives.broker:BrokerExecutive",
     "echo": "raspy.executives.echo:EchoServer",
     "fake": "raspy.executives.fake:Fake",
+    "gpio": "raspy.executives.gpio:Gpio",
+    "history": "raspy.executives.history:History",
     "kv": "raspy.executives.kv:KvExecutive",
     "onewire": "raspy.executives.onewire:OneWire",
     "web": "raspy.executives.web:Web",
     "titanic": "raspy.executives.titanic:Titanic",
     "core": "raspy.executives.core:Core",
+    "mqtt": "raspy.executives.mqtt:Mqtt",
 }
 
 
