@@ -264,6 +264,28 @@ def test_the_access_log_is_debug_lines_and_rate_limited(caplog):
     assert all(r.levelno == logging.DEBUG and r.getMessage() == "127.0.0.1 GET /healthz 200" for r in lines)
 
 
+def test_an_answer_larger_than_the_socket_and_the_buffers_arrives_whole():
+    chunk, chunks = b"x" * 65536, 320  # 20 MiB: beyond the kernel's buffers and waitress's 16 MiB mark
+
+    def big(environ: dict, start_response) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", str(len(chunk) * chunks))])
+        return [chunk] * chunks
+
+    server = Server(big, "127.0.0.1", 0)
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+        for _ in range(2):  # twice on one connection: the loop sent the rest, the connection is kept
+            connection.request("GET", "/")
+            assert len(connection.getresponse().read()) == len(chunk) * chunks
+        connection.close()
+    finally:
+        server.stop()
+        loop.join(5)
+        server.close()
+
+
 class CountingHouse(FakeHouse):
     """A fake house that counts how often its state is taken."""
 
