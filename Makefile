@@ -51,6 +51,7 @@ bench: $(STAMP) mosquitto
 	$(PY) bench/supervisor.py --kills 20 | tee bench/results/supervisor.txt
 	$(PY) bench/web.py | tee bench/results/web.txt
 	$(PY) bench/history.py --rounds 3 | tee bench/results/history.txt
+	$(PY) bench/idle.py | tee bench/results/idle.txt
 	$(PY) bench/mqtt.py | tee bench/results/mqtt.txt
 
 # Headless Chromium for the status page's browser test; installed when we

@@ -62,6 +62,10 @@ class DeviceService(Service):
         except KeyError as exc:
             raise not_found(exc.args[0]) from None
 
+    def next_due(self, now: float) -> float | None:
+        """When the next reading is due (wall time), for a publisher to sleep until; None: unknown."""
+        return None
+
     def do_list_keys(self, args: Any) -> list[str]:
         return sorted(self.devices)
 

@@ -52,6 +52,12 @@ class FakeDevices(DeviceService):
                 out.append((name, device.read(now)))
         return out
 
+    def next_due(self, now: float) -> float | None:
+        """The earliest time a polled device is due; a device never published is due now."""
+        times = [self._published[name] + device.poll() if name in self._published else now
+                 for name, device in self.devices.items() if device.poll() > 0]
+        return min(times, default=None)
+
     def do_get(self, args: Any) -> dict[str, Any]:
         now = self.clock()
         return reading_result(self.device(name_arg(args)).read(now), now)

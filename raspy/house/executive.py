@@ -1,8 +1,8 @@
 """Executives: one process per service, hosting that service's MDP workers.
 
 An executive is what the supervisor forks and watches. Its main thread beats
-on its board slot (so a hung executive is seen) and runs the subclass's
-periodic work; each MDP worker runs in its own thread, so a slow handler
+on its board slot (so a hung executive is seen: every ``hang_timeout / 6``, 2.5 s
+by default, one cheap wake-up) and runs the subclass's periodic work; each MDP worker runs in its own thread, so a slow handler
 delays neither the beat nor the other workers.
 """
 from __future__ import annotations
@@ -17,6 +17,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
+import zmq
+
+from raspy.curve import Curve
 from raspy.house.board import Board
 from raspy.house.options import Option, check_table, with_defaults
 from raspy.house.statistics import Statistics, StatisticsService
@@ -83,21 +86,32 @@ class Settings:
     options: dict[str, Any] = field(default_factory=dict)
     heartbeat: float = 2.5
     liveness: int = 3
+    #: seconds between beats on the board (the supervisor's ``hang_timeout`` / ``BEATS_PER_HANG``)
+    beat_interval: float = 2.5
+    #: this host's CURVE keys and the hub's public key; None: a plaintext house
+    curve: Curve | None = None
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name
 
 
+#: Beats on the board within the supervisor's ``hang_timeout``: a slow core may miss all but one.
+BEATS_PER_HANG = 6
+
+
 class Executive:
     """A process hosting MDP workers for the service ``<hostname>.<name>``."""
 
-    #: seconds between beats on the board (and calls of :meth:`tick`)
-    beat_interval = 0.5
     #: The options of this kind's ``[executives.NAME]`` table (see ``raspy.house.options``),
     #: checked when the configuration is loaded; None declares nothing and accepts any key.
     options: ClassVar[tuple[Option, ...] | None] = None
+    #: whether :meth:`endpoints` are ZeroMQ sockets that CURVE secures (a plaintext one on an
+    #: address other than loopback stops start-up unless ``[raspy] insecure = true``)
+    secured: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        if settings.curve is not None:  # every socket of this process from now on: workers, clients, kv
+            settings.curve.client(zmq.Context.instance())
         # each option against its declaration once more: a test or a program may build an
         # executive from Settings of its own, without a configuration file
         check_table(self.options, settings.options)
@@ -213,7 +227,7 @@ class Executive:
                         bytes_out=sum(map(len, chain.from_iterable(replies))))
 
     def tick(self, now: float) -> None:
-        """Periodic work of the executive, called every :attr:`beat_interval`."""
+        """Periodic work of the executive, called with each beat (``Settings.beat_interval``)."""
 
     def run(self) -> None:
         """Start the workers and other threads, and beat until :meth:`shutdown`."""
@@ -226,7 +240,7 @@ class Executive:
                 now = time.time()
                 self.slot.beat()
                 self.tick(now)
-                if self._stop.wait(self.beat_interval):
+                if self._stop.wait(self.settings.beat_interval):
                     break
         finally:
             self.close()

@@ -6,7 +6,8 @@ within milliseconds); the executives' output arrives through one pipe each and
 is written to size-capped log files; ``raspy stop|restart|reload`` arrive on a
 Unix socket in the state directory. The only timers are the back-off delays,
 the stop timeout, the systemd watchdog and the hang check, which reads each
-executive's heartbeat from the shared-memory board. See docs/supervisor.md.
+executive's heartbeat from the shared-memory board when the oldest of them
+would pass ``hang_timeout``. See docs/supervisor.md.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class Supervisor:
         self._stop_deadline = 0.0
         self._watchdog = systemd.watchdog_interval()
         self._next_watchdog = 0.0
+        self._next_hang_check = 0.0
 
     @property
     def control_path(self) -> Path:
@@ -161,7 +163,7 @@ class Supervisor:
 
     def _next_wakeup(self, now: float) -> float:
         starting = any(p.state == State.STARTING for p in self.processes.values())
-        times = [now + (0.05 if starting else min(1.0, self.config.hang_timeout / 4))]
+        times = [now + 0.05 if starting else self._next_hang_check]
         for proc in self.processes.values():
             times += [t for t in (proc.next_start, proc.kill_at) if t is not None]
         if self._watchdog:
@@ -169,6 +171,8 @@ class Supervisor:
         return min(times)
 
     def _on_timers(self, now: float) -> None:
+        # the next look is when the oldest sign of life would pass the timeout (sooner if it is unreadable)
+        self._next_hang_check = now + self.config.hang_timeout
         for proc in list(self.processes.values()):
             if not proc.pid:
                 if proc.next_start is not None and now >= proc.next_start and not self._stopping:
@@ -186,7 +190,11 @@ class Supervisor:
             try:
                 state = proc.slot.read()
             except BoardBusy:  # it died mid-write: its SIGCHLD is on the way, the reap recovers the slot
+                self._next_hang_check = min(self._next_hang_check, now + 1.0)
                 continue
+            if not state.is_stale(now, self.config.hang_timeout):
+                stale_at = now + self.config.hang_timeout - state.heartbeat_age(now) + 0.01
+                self._next_hang_check = min(self._next_hang_check, stale_at)
             if state.is_stale(now, self.config.hang_timeout):
                 proc.kill_reason = f"hung: no heartbeat for {state.heartbeat_age(now):.1f}s"
                 log.error("%s (pid %d) %s: SIGKILL", proc.name, proc.pid, proc.kill_reason)

@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 import zmq
 
+from raspy.curve import Curve
 from raspy.mdp import _fast
+from raspy.mdp import protocol as p
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5514"
+#: Idle, the core looks at the stop flag this often (seconds); :meth:`Broker.stop` wakes it at once.
+STOP_CHECK = 5.0
 
 
 class Broker:
@@ -19,7 +24,8 @@ class Broker:
     Timings are in seconds: workers are heartbeated every ``heartbeat`` and
     declared dead after ``liveness`` silent intervals; a request waiting
     ``request_expiry`` for a worker is dropped; a worker busy with one request
-    for ``busy_timeout`` is dropped.
+    for ``busy_timeout`` is dropped. With ``curve`` the endpoint is a CURVE server (the caller
+    runs the :class:`~raspy.curve.Authenticator`), and ``authorize(host, service)`` decides each READY.
     """
 
     def __init__(
@@ -31,16 +37,22 @@ class Broker:
         busy_timeout: float = 300.0,
         context: zmq.Context | None = None,
         core: type | None = None,
+        curve: Curve | None = None,
+        authorize: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.linger = 0
         self.socket.router_mandatory = True  # an unroutable send fails: see _fast.pure.send
+        if curve is not None:
+            curve.serve(self.socket)
         self.socket.bind(endpoint)
+        self._waker = f"inproc://raspy-broker-{id(self):x}"
+        self.socket.bind(self._waker)
         self.core = (core or _fast.BrokerCore)(
             self.socket, heartbeat=heartbeat, liveness=liveness,
-            request_expiry=request_expiry, busy_timeout=busy_timeout,
+            request_expiry=request_expiry, busy_timeout=busy_timeout, authorize=authorize,
         )
         self._stop = threading.Event()
 
@@ -48,10 +60,20 @@ class Broker:
         """Serve until :meth:`stop` is called (from a signal handler or another thread)."""
         log.info("broker on %s (%s core)", self.endpoint, _fast.IMPLEMENTATION)
         try:
-            self.core.serve(self._stop.is_set)
+            self.core.serve(self._stop.is_set, max_wait=STOP_CHECK)
         finally:
             self.socket.close()
             log.info("broker on %s stopped", self.endpoint)
 
     def stop(self) -> None:
+        """Stop serving; the core, asleep on its socket, is woken by an MMI question on an inproc link."""
         self._stop.set()
+        waker = self.context.socket(zmq.DEALER)
+        waker.linger = 0
+        try:
+            waker.connect(self._waker)
+            waker.send_multipart(p.client_request(b"mmi.service", [b"mmi.service"]), zmq.NOBLOCK)
+        except zmq.ZMQError:  # closed already, or the queue is full: it is awake anyway
+            pass
+        finally:
+            waker.close()

@@ -63,6 +63,23 @@ def recv(socket: zmq.Socket) -> list[bytes] | None:
     return frames
 
 
+def recv_with_peer(socket: zmq.Socket) -> tuple[list[bytes], str] | None:
+    """:func:`recv`, and the host CURVE's authenticator named the sender's connection ('' if none)."""
+    try:
+        frames = socket.recv_multipart(_NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+    return [f.bytes for f in frames], user_id(frames[-1])
+
+
+def user_id(frame: zmq.Frame) -> str:
+    """The User-Id of a frame from the wire (a ROUTER's identity frame has none)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return ""
+
+
 def purge(core: "BrokerCore", now: float) -> None:
     """The heartbeat-time work of either core: beat, drop the dead, expire, forget.
 
@@ -141,6 +158,7 @@ class BrokerCore:
         liveness: int = 3,
         request_expiry: float = 30.0,
         busy_timeout: float = 300.0,
+        authorize: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         self.socket = socket
         self.heartbeat = heartbeat
@@ -152,6 +170,10 @@ class BrokerCore:
         self.drop = DropLog(log)
         self.requests = 0
         self.replies = 0
+        #: whether a host may serve a service: asked on READY with the sender's host (CURVE's User-Id)
+        self.authorize = authorize
+        self.peer = ""
+        self.refused = 0
         self._next_beat = time.monotonic() + heartbeat
 
     # -- the loop -------------------------------------------------------------
@@ -174,10 +196,22 @@ class BrokerCore:
     def drain(self) -> int:
         """Handle the messages waiting on the socket, at most ``BATCH``; how many were handled."""
         socket = self.socket
+        if self.authorize is not None:
+            return self._drain_with_peer()
         for handled in range(BATCH):
             frames = recv(socket)
             if frames is None:
                 return handled
+            self.handle(frames)
+        return BATCH
+
+    def _drain_with_peer(self) -> int:
+        """:meth:`drain` noting each sender's host in ``peer``, for :meth:`on_ready`."""
+        for handled in range(BATCH):
+            received = recv_with_peer(self.socket)
+            if received is None:
+                return handled
+            frames, self.peer = received
             self.handle(frames)
         return BATCH
 
@@ -266,6 +300,10 @@ class BrokerCore:
             self.disconnect(identity, "second READY")
         elif service.startswith(p.MMI_PREFIX):
             self.disconnect(identity, "READY for an mmi.* service")
+        elif self.authorize is not None and not self.authorize(self.peer, service):
+            self.refused += 1
+            self.drop(f"host {self.peer or '(unnamed)'} may not serve {service.decode(errors='replace')}")
+            self.disconnect(identity, "READY for a service of another host")
         else:
             svc = self.services.get(service)
             if svc is None:

@@ -30,6 +30,7 @@ from raspy.state.kv.message import (
     icanhaz,
     parse_ttl,
 )
+from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,8 @@ class KvPublisherClient:
                  context: zmq.Context | None = None) -> None:
         self.collector_endpoint = collector_endpoint
         self.timeout = timeout
-        self._socket = (context or zmq.Context.instance()).socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.IMMEDIATE, 1)
-        self._socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
-        self._socket.setsockopt(zmq.LINGER, int(timeout * 1000))
-        self._socket.connect(collector_endpoint)
+        self._context = context or zmq.Context.instance()
+        self._socket = self._open()
         self._lock = threading.Lock()
         # Unique per update without a syscall each: a random prefix and a counter.
         self._uuid_prefix = os.urandom(8)
@@ -73,7 +71,18 @@ class KvPublisherClient:
             try:
                 self._socket.send_multipart(frames)
             except zmq.Again:
+                # a fresh connection next time: ZeroMQ does not retry a handshake the server refused
+                self._socket.close(linger=0)
+                self._socket = self._open()
                 raise RequestTimeout(f"kv collector {self.collector_endpoint} took nothing for {self.timeout}s") from None
+
+    def _open(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.PUSH)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
+        sock.setsockopt(zmq.LINGER, int(self.timeout * 1000))
+        sock.connect(self.collector_endpoint)
+        return sock
 
     def close(self) -> None:
         """Close the socket; queued updates get up to ``timeout`` to leave."""
@@ -129,6 +138,7 @@ class KvSubscriberClient:
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stopping = threading.Event()
+        self._wakeup = Wakeup()
         self._thread: threading.Thread | None = None
 
     # -- reading --
@@ -163,6 +173,7 @@ class KvSubscriberClient:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
+        self._wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -193,15 +204,12 @@ class KvSubscriberClient:
             sub.close()
 
     def _wait(self, sock: zmq.Socket, seconds: float) -> bool:
-        """Poll ``sock`` for up to ``seconds`` in short slices; False if stopping or nothing came."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if sock.poll(min(remaining, 0.1) * 1000):
-                return True
-        return False
+        """Wait up to ``seconds`` for ``sock`` (or :meth:`stop`); False if stopping or nothing came."""
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wakeup, zmq.POLLIN)
+        ready = dict(poller.poll(seconds * 1000))
+        return sock in ready and not self._stopping.is_set()
 
     def _sync(self, sub: zmq.Socket) -> bool:
         """Take a snapshot once the subscription provably works; False when stopping.
@@ -241,12 +249,12 @@ class KvSubscriberClient:
             old, self._map = self._map, entries
             self.sequence = sequence
         self._catching_up = True
-        self._synced.set()
         if self.callback:
             changes = [(key, None, b"") for key in old if key not in entries]
             changes += [(key, frames[4], frames[3]) for key, frames in entries.items()
                         if key not in old or old[key][3:] != frames[3:]]
             self._notify(changes)
+        self._synced.set()  # after the callback has seen the snapshot: wait_synced() means both
 
     def _follow(self, sub: zmq.Socket) -> None:
         """Apply updates until stopping; raises :class:`_Resync` when the copy is in doubt."""
