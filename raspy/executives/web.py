@@ -58,8 +58,7 @@ class Web(Executive):
             mmi_interval=float(self.option("mmi_interval")),
             kv_snapshot=settings.kv_snapshot, kv_publisher=settings.kv_publisher,
         )
-        self.app = make_app(self.house, token=self.option("token") or None, refresh=float(self.option("refresh")),
-                            tick=self.beat_interval)
+        self.app = make_app(self.house, token=self.option("token") or None, refresh=float(self.option("refresh")))
         limits = Limits(**{field.name: self.option(field.name) for field in fields(Limits)})
         self.server = Server(counted(self.app, self.slot), self.option("bind"), self.option("port"), limits)
         self.add_thread(self.server.serve_forever, self.server.stop, "web-server")

@@ -140,9 +140,9 @@ HELPERS = {"duration": duration, "size": size, "reading": reading, "sparkline": 
 class Views:
     """The house's state, taken at most once per ``tick`` seconds, and each view of it rendered once.
 
-    The state changes a few times a second at most (the board beats every
-    0.5 s), so the first request of a tick takes and renders it while the
-    others wait for it, then every request of the tick shares the same bytes.
+    The state changes a few times a second at most, so the first request of a
+    tick takes and renders it while the others wait for it, then every request
+    of the tick shares the same bytes.
     A view already rendered in this tick is read without the lock.
     """
 
@@ -210,7 +210,7 @@ def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0, t
 
     ``refresh`` is how often (seconds) the page's script refetches its content;
     ``tick`` how long (seconds) one state of the house serves the page, its
-    fragment, ``/api/status`` and ``/metrics`` (the board's beat).
+    fragment, ``/api/status`` and ``/metrics``.
     """
     app = bottle.Bottle()
     page = bottle.SimpleTemplate(name="page.tpl", lookup=[str(TEMPLATES)])
