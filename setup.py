@@ -72,6 +72,7 @@ setup(
         "msgpack>=1.0",
         "APScheduler>=3.10,<4",
         "bottle>=0.12",
+        "waitress>=3,<4",
         "gpiozero>=2,<3",
         "paho-mqtt>=2,<3",
     ],

@@ -2,12 +2,44 @@
 
 A peer that sends junk in a loop must not fill the SD card with log lines:
 at most ``burst`` lines per ``period`` are written, and the number held back
-is reported with the next line that gets through.
+is reported with the next line that gets through. :class:`DropLog` does it for
+messages we drop; :class:`RateLimit` does it for a logger's own lines (a
+library's, or an access log).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
+
+
+class _Window:
+    """At most ``burst`` admissions per ``period`` seconds; counts the ones held back."""
+
+    def __init__(self, burst: int, period: float) -> None:
+        self.burst = burst
+        self.period = period
+        self._start = 0.0
+        self._admitted = 0
+        self._held_back = 0
+        self._lock = threading.Lock()
+
+    def admit(self) -> int | None:
+        """``None`` when held back; otherwise how many were held back since the last admission."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._start >= self.period:
+                self._start, self._admitted = now, 0
+            if self._admitted >= self.burst:
+                self._held_back += 1
+                return None
+            self._admitted += 1
+            held_back, self._held_back = self._held_back, 0
+            return held_back
+
+
+def _more(held_back: int) -> str:
+    return f" ({held_back} more not logged)" if held_back else ""
 
 
 class DropLog:
@@ -15,23 +47,35 @@ class DropLog:
 
     def __init__(self, logger: logging.Logger, burst: int = 10, period: float = 10.0) -> None:
         self.logger = logger
-        self.burst = burst
-        self.period = period
         self.dropped = 0
-        self._window_start = 0.0
-        self._logged = 0
-        self._held_back = 0
+        self._window = _Window(burst, period)
 
     def __call__(self, reason: str, frames: list[bytes] | None = None) -> None:
         self.dropped += 1
-        now = time.monotonic()
-        if now - self._window_start >= self.period:
-            self._window_start, self._logged = now, 0
-        if self._logged >= self.burst:
-            self._held_back += 1
+        held_back = self._window.admit()
+        if held_back is None:
             return
-        self._logged += 1
-        extra = f" ({self._held_back} more not logged)" if self._held_back else ""
-        self._held_back = 0
         shape = f" {[f[:16] for f in frames[:6]]!r}" if frames else ""
-        self.logger.warning("dropped message: %s%s%s", reason, shape, extra)
+        self.logger.warning("dropped message: %s%s%s", reason, shape, _more(held_back))
+
+
+class RateLimit(logging.Filter):
+    """A logger filter: at most ``burst`` records per ``period`` seconds pass, the next says how many did not."""
+
+    def __init__(self, burst: int = 10, period: float = 10.0) -> None:
+        super().__init__()
+        self._window = _Window(burst, period)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held_back = self._window.admit()
+        if held_back is None:
+            return False
+        if held_back:
+            record.msg, record.args = record.getMessage() + _more(held_back), None
+        return True
+
+    @classmethod
+    def install(cls, logger: logging.Logger, burst: int = 10, period: float = 10.0) -> None:
+        """Rate-limit ``logger``'s own records (once: installing twice changes nothing)."""
+        if not any(isinstance(f, cls) for f in logger.filters):
+            logger.addFilter(cls(burst, period))

@@ -1,4 +1,4 @@
-"""The status page: every route called through WSGI, the real sources, the threaded server."""
+"""The status page: every route called through WSGI, the real sources, the server, the executive."""
 from __future__ import annotations
 
 import io
@@ -32,7 +32,7 @@ from raspy.web.app import Unavailable, make_app, sparkline
 from raspy.web.host import host_health
 from raspy.web.house import House, MmiCache
 from raspy.web.readings import DeviceReadings, EventLog
-from raspy.web.server import serve
+from raspy.web.server import Server
 
 TOKEN = "correct horse"
 
@@ -379,13 +379,13 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 @pytest.fixture
 def server(house):
-    srv = serve(make_app(house), "127.0.0.1", free_port())
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    srv = Server(make_app(house), "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    yield f"http://127.0.0.1:{srv.address[1]}"
+    srv.stop()
     thread.join(2)
+    srv.close()
 
 
 def test_a_slow_client_does_not_block_the_page(server):

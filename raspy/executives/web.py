@@ -2,16 +2,27 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, Callable
 
 from raspy.house.board import board_name
 from raspy.house.executive import Counters, Executive, Settings
-from raspy.house.options import PORT, POSITIVE, Option
+from raspy.house.options import PORT, POSITIVE, Option, at_least
 from raspy.web.app import make_app
 from raspy.web.house import House, supervisor_restarter
-from raspy.web.server import DEFAULT_BIND, DEFAULT_PORT, counted, serve
+from raspy.web.server import DEFAULT_BIND, DEFAULT_PORT, Limits, Server
 
 log = logging.getLogger(__name__)
+
+def counted(app: Callable, slot: Counters) -> Callable:
+    """``app`` counting each HTTP request on the board slot (5xx answers as errors)."""
+    def wsgi(environ: dict, start_response: Callable) -> Any:
+        def start(status: str, headers: list, exc_info: Any = None) -> Callable:
+            slot.count(requests=1, replies=1, errors=int(status[:1] == "5"))
+            return start_response(status, headers, exc_info)
+        return app(environ, start)
+    return wsgi
 
 
 class Web(Executive):
@@ -26,6 +37,16 @@ class Web(Executive):
         Option("mmi_interval", float, 5.0, "seconds between queries of the broker's `mmi.workers`", POSITIVE),
         Option("stale_after", float, 15.0, "seconds without a beat before a running executive counts as hung "
                "(as the supervisor's default `hang_timeout`)", POSITIVE),
+        # the server's bounds (docs/limits.md, "Web")
+        Option("threads", int, Limits.threads, "worker threads running the page", at_least(1)),
+        Option("connections", int, Limits.connections,
+               "connections held at once; more wait in the listen backlog", at_least(1)),
+        Option("idle_timeout", float, Limits.idle_timeout,
+               "seconds a connection may hold without a complete request", POSITIVE),
+        Option("max_header_bytes", int, Limits.max_header_bytes,
+               "bytes of request line and headers, up to the blank line; 431 beyond", at_least(256)),
+        Option("max_body_bytes", int, Limits.max_body_bytes,
+               "bytes of a request body (the POST routes); 413 beyond, before it is read", at_least(1)),
     )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
@@ -38,8 +59,9 @@ class Web(Executive):
             kv_snapshot=settings.kv_snapshot, kv_publisher=settings.kv_publisher,
         )
         self.app = make_app(self.house, token=self.option("token") or None, refresh=float(self.option("refresh")))
-        self.server = serve(counted(self.app, self.slot), self.option("bind"), self.option("port"))
-        self.add_thread(lambda: self.server.serve_forever(0.2), self.server.shutdown, "web-server")
+        limits = Limits(**{field.name: self.option(field.name) for field in fields(Limits)})
+        self.server = Server(counted(self.app, self.slot), self.option("bind"), self.option("port"), limits)
+        self.add_thread(self.server.serve_forever, self.server.stop, "web-server")
 
     @classmethod
     def endpoints(cls, settings: Settings) -> list[str]:
@@ -48,7 +70,7 @@ class Web(Executive):
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
+        host, port = self.server.address
         return f"http://{host}:{port}/"
 
     def run(self) -> None:
@@ -58,5 +80,5 @@ class Web(Executive):
 
     def close(self) -> None:
         super().close()
-        self.server.server_close()
+        self.server.close()
         self.house.close()

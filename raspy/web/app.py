@@ -3,14 +3,18 @@
 The app only formats; where the data comes from is a :class:`Sources` object
 (the board, the broker's MMI and the key/value map in production, fakes in
 tests). Every route is read-only except the restart action, which exists only
-when a token is configured and checks it on every call.
+when a token is configured and checks it on every call. What the page shows is
+taken once per tick and each view of it rendered once (:class:`Views`), so a
+crowd costs what one visitor does.
 """
 from __future__ import annotations
 
 import hmac
 import json
 import logging
+import math
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -133,11 +137,52 @@ HELPERS = {"duration": duration, "size": size, "reading": reading, "sparkline": 
 
 # -- the app ---------------------------------------------------------------------
 
+class Views:
+    """The house's state, taken at most once per ``tick`` seconds, and each view of it rendered once.
+
+    The state changes a few times a second at most, so the first request of a
+    tick takes and renders it while the others wait for it, then every request
+    of the tick shares the same bytes.
+    A view already rendered in this tick is read without the lock.
+    """
+
+    def __init__(self, take: Callable[[], dict[str, Any]], tick: float) -> None:
+        self._take = take
+        self._tick = tick
+        self._lock = threading.Lock()
+        #: (when taken, the state, its views rendered so far): replaced whole, so read without the lock
+        self._current: tuple[float, dict[str, Any], dict[str, bytes]] = (-math.inf, {}, {})
+
+    def get(self, view: str, render: Callable[[dict[str, Any]], str]) -> bytes:
+        """``render(state)`` as UTF-8, made once per tick for each ``view``."""
+        taken, _, views = self._current
+        body = views.get(view)
+        if body is not None and time.monotonic() - taken < self._tick:
+            return body
+        with self._lock:
+            now = time.monotonic()
+            if now - self._current[0] >= self._tick:
+                self._current = (now, self._take(), {})
+            _, state, views = self._current
+            body = views.get(view)
+            if body is None:
+                body = views[view] = render(state).encode()
+            return body
+
+    def forget(self) -> None:
+        """Take the state anew at the next request (an action has just changed the house)."""
+        self._current = (-math.inf, {}, {})
+
+
+def _to_json(data: Any) -> str:
+    return json.dumps(data, allow_nan=False, default=str)
+
+
 def _json(data: Any, status: int = 200) -> str:
     bottle.response.status = status
     bottle.response.content_type = "application/json"
     bottle.response.set_header("Cache-Control", "no-store")
-    return json.dumps(data, allow_nan=False, default=str)
+    return _to_json(data)
 
 
 def _token_of(request: bottle.BaseRequest) -> str:
@@ -160,40 +205,49 @@ MAX_BODY = 4096
 DEVICE_NAME = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)?)\Z")
 
 
-def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -> bottle.Bottle:
+def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0, tick: float = 0.5) -> bottle.Bottle:
     """The WSGI app. ``token``: the secret a POST must carry; ``None`` or empty turns actions off.
 
-    ``refresh`` is how often (seconds) the page's script refetches its content.
+    ``refresh`` is how often (seconds) the page's script refetches its content;
+    ``tick`` how long (seconds) one state of the house serves the page, its
+    fragment, ``/api/status`` and ``/metrics``.
     """
     app = bottle.Bottle()
     page = bottle.SimpleTemplate(name="page.tpl", lookup=[str(TEMPLATES)])
     fragment = bottle.SimpleTemplate(name="fragment.tpl", lookup=[str(TEMPLATES)])
     actions = bool(token)
+    views = Views(lambda: snapshot(sources), tick)
 
     @app.hook("after_request")
     def secure() -> None:
         for name, value in SECURITY_HEADERS.items():
             bottle.response.set_header(name, value)
+        if bottle.request.method == "POST":
+            views.forget()  # the page refetches after an action: it shows the house as changed
 
-    def render(template: bottle.SimpleTemplate) -> str:
+    def html(template: bottle.SimpleTemplate) -> Callable[[dict[str, Any]], str]:
+        return lambda state: template.render(s=state, actions=actions, refresh=refresh, **HELPERS)
+
+    def cached(name: str, render: Callable[[dict[str, Any]], str], content_type: str) -> bytes:
+        bottle.response.content_type = content_type
         bottle.response.set_header("Cache-Control", "no-store")
-        return template.render(s=snapshot(sources), actions=actions, refresh=refresh, **HELPERS)
+        return views.get(name, render)
 
     @app.get("/")
-    def index() -> str:
-        return render(page)
+    def index() -> bytes:
+        return cached("page", html(page), "text/html; charset=utf-8")
 
     @app.get("/fragment")
-    def part() -> str:
-        return render(fragment)
+    def part() -> bytes:
+        return cached("fragment", html(fragment), "text/html; charset=utf-8")
 
     @app.get("/static/<path:path>")
     def static(path: str) -> bottle.HTTPResponse:
         return bottle.static_file(path, root=str(STATIC))
 
     @app.get("/api/status")
-    def api_status() -> str:
-        return _json(snapshot(sources))
+    def api_status() -> bytes:
+        return cached("status", _to_json, "application/json")
 
     @app.get("/api/services")
     def api_services() -> str:
@@ -204,9 +258,8 @@ def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -
         return _json({"devices": sources.devices()})
 
     @app.get("/metrics")
-    def metrics_text() -> str:
-        bottle.response.content_type = metrics.CONTENT_TYPE
-        return metrics.render(snapshot(sources))
+    def metrics_text() -> bytes:
+        return cached("metrics", metrics.render, metrics.CONTENT_TYPE)
 
     @app.get("/healthz")
     def healthz() -> str:
