@@ -7,6 +7,7 @@ import threading
 import zmq
 
 from raspy.mdp import _fast
+from raspy.mdp.limits import BrokerLimits
 
 log = logging.getLogger(__name__)
 
@@ -16,10 +17,10 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5514"
 class Broker:
     """Binds the endpoint and runs the dispatch core until :meth:`stop`.
 
-    Timings are in seconds: workers are heartbeated every ``heartbeat`` and
-    declared dead after ``liveness`` silent intervals; a request waiting
-    ``request_expiry`` for a worker is dropped; a worker busy with one request
-    for ``busy_timeout`` is dropped.
+    Workers are heartbeated every ``heartbeat`` seconds and declared dead after
+    ``liveness`` silent intervals; ``limits`` bounds what peers can make the
+    broker hold (a frame over ``max_message`` is refused by libzmq itself, which
+    drops that peer's connection before reading the frame).
     """
 
     def __init__(
@@ -27,8 +28,7 @@ class Broker:
         endpoint: str = DEFAULT_ENDPOINT,
         heartbeat: float = 2.5,
         liveness: int = 3,
-        request_expiry: float = 30.0,
-        busy_timeout: float = 300.0,
+        limits: BrokerLimits = BrokerLimits(),
         context: zmq.Context | None = None,
         core: type | None = None,
     ) -> None:
@@ -37,11 +37,9 @@ class Broker:
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.linger = 0
         self.socket.router_mandatory = True  # an unroutable send fails: see _fast.pure.send
+        self.socket.maxmsgsize = limits.max_message
         self.socket.bind(endpoint)
-        self.core = (core or _fast.BrokerCore)(
-            self.socket, heartbeat=heartbeat, liveness=liveness,
-            request_expiry=request_expiry, busy_timeout=busy_timeout,
-        )
+        self.core = (core or _fast.BrokerCore)(self.socket, heartbeat=heartbeat, liveness=liveness, limits=limits)
         self._stop = threading.Event()
 
     def run(self) -> None:

@@ -81,9 +81,9 @@ class _Link:
         return None
 
     def reply(self, reply: p.Frames) -> None:
-        """Answer the request being served (if the connection was not renewed since)."""
+        """Answer the request being served (if the connection was not renewed since); 7/MDP: a body frame at least."""
         if self.client is not None:
-            self.sock.send_multipart(p.worker_message(p.REPLY, self.client, b"", *reply))
+            self.sock.send_multipart(p.worker_message(p.REPLY, self.client, b"", *(reply or [b""])))
             self.client = None
 
     def beat_if_due(self, now: float) -> None:
