@@ -42,7 +42,11 @@ def to_json(value: Any) -> str:
 # -- raspy run ----------------------------------------------------------------
 
 def run_broker(args: argparse.Namespace) -> int:
-    limits = BrokerLimits.from_options(vars(args))
+    try:
+        limits = BrokerLimits.from_options(vars(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     broker = Broker(args.bind, heartbeat=args.heartbeat, liveness=args.liveness, limits=limits)
     on_stop_signals(broker.stop)
     broker.run()

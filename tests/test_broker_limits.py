@@ -5,6 +5,7 @@ Every test runs against both dispatch cores (``brokerhouse.core_env``).
 from __future__ import annotations
 
 import re
+import subprocess
 
 import zmq
 from brokerhouse import House, core_env, house, raw_client  # noqa: F401 (fixtures)
@@ -188,3 +189,5 @@ def test_bounds_are_options_of_the_broker_executive(children, core_env, tmp_path
         assert re.search(r"queue_requests.*positive", str(exc)) and str(config) in str(exc)
     else:
         raise AssertionError("a negative bound was accepted")
+    flag = children.raspy("run", "broker", "--bind", house.endpoint, "--queue-requests", "0", stderr=subprocess.PIPE)
+    assert flag.wait(timeout=30) == 2 and b"queue_requests: 0 is not a positive integer" in flag.stderr.read()

@@ -74,7 +74,7 @@ class _Link:
             self.client = rest[0]
             return rest[2:]
         if command == p.DISCONNECT:
-            log.info("%s: broker sent DISCONNECT, reconnecting", self.service)
+            log.info("%s: broker sent DISCONNECT, reconnecting", self.service.decode(errors="replace"))
             self.heard = 0.0
         elif command != p.HEARTBEAT:
             drop(f"{p.COMMANDS[command]} is not for workers", frames)
@@ -116,8 +116,8 @@ class _Serving:
         self._drop = DropLog(log)
         self._lock = threading.Lock()  # whoever holds it owns the sockets
         self._backoff = self.reconnect_min
-        self._beater = threading.Thread(target=self._beat_while_busy, daemon=True,
-                                        name=f"mdp-beat-{self.service.decode(errors='replace')}")
+        self.name = self.service.decode(errors="replace")  # as log lines print it
+        self._beater = threading.Thread(target=self._beat_while_busy, daemon=True, name=f"mdp-beat-{self.name}")
 
     def shutdown(self) -> None:
         """Ask the worker to stop (within :attr:`stop_check`); safe from signal handlers."""
@@ -152,7 +152,7 @@ class _Serving:
         if not silent:
             return False
         self.connected.clear()
-        log.warning("%s: broker silent, reconnecting in %.1fs", self.service, self._backoff)
+        log.warning("%s: broker silent, reconnecting in %.1fs", self.name, self._backoff)
         for link in silent:
             link.close()
         self._stop.wait(self._backoff)
@@ -215,7 +215,7 @@ class MajorDomoWorker(_Serving):
             try:
                 reply = self.handler(request)
             except Exception as exc:
-                log.exception("handler of %s failed", self.service)
+                log.exception("handler of %s failed", self.name)
                 reply = p.reply(p.ERROR, f"{type(exc).__name__}: {exc}")
         self._beater.join()
 
@@ -290,7 +290,7 @@ class MajorDomoWorkerPool(_Serving):
                 raise ValueError(f"{len(replies)} replies to {len(requests)} requests")
             return replies
         except Exception as exc:
-            log.exception("handler of %s failed", self.service)
+            log.exception("handler of %s failed", self.name)
             return [p.reply(p.ERROR, f"{type(exc).__name__}: {exc}")] * len(requests)
 
     def _wait(self) -> list[tuple[_Link, p.Frames]]:

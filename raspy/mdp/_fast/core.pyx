@@ -261,8 +261,8 @@ cdef class BrokerCore:
         self.liveness = liveness
         self.limits = limits
         self.frame_cap = limits.max_frames + 1  # with the identity frame the ROUTER socket adds
-        self.max_message, self.queue_requests, self.queue_bytes = limits.max_message, limits.queue_requests, limits.queue_bytes
-        self.total_requests, self.total_bytes = limits.total_requests, limits.total_bytes
+        self.max_message, self.queue_requests = limits.max_message, limits.queue_requests
+        self.queue_bytes, self.total_requests, self.total_bytes = limits.queue_bytes, limits.total_requests, limits.total_bytes
         self.services = {}
         self.workers = {}
         self.drop, self.refusals, self.peers = DropLog(log), DropLog(log), DropLog(log)
