@@ -73,8 +73,13 @@ setup(
         "regex>=2022.1",
         "APScheduler>=3.10,<4",
         "bottle>=0.12",
+        "gpiozero>=2,<3",
+        "paho-mqtt>=2,<3",
     ],
     extras_require={
+        # lgpio, gpiozero's pin factory on current Raspberry Pi OS and the Pi 5, builds against the
+        # Pi's liblgpio: install it on the Pi (pip install "raspy[pi]") or take python3-lgpio from apt.
+        "pi": ["lgpio>=0.2"],
         "dev": [
             "pytest>=7",
             "pytest-timeout",
@@ -82,6 +87,8 @@ setup(
             "hypothesis",
             "cython>=3",
             "coverage",
+            "sphinx>=7",
+            "myst-parser>=3",
         ],
     },
     entry_points={"console_scripts": ["raspy = raspy.cli:main"]},

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from support import free_endpoint  # noqa: E402
+from support import free_endpoint, free_port  # noqa: E402
 from support import write_config as write_toml  # noqa: E402
 
 from raspy.house.board import State, house_states  # noqa: E402
@@ -136,7 +136,10 @@ def bench_house(tmp: Path, executives: dict[str, dict], label: str) -> dict:
     """Start-up time and memory of a house (on a free port)."""
     endpoint = free_endpoint()
     config, state_dir = tmp / f"{label}.toml", tmp / label
-    write_config(config, state_dir, endpoint, executives)
+    kv = {f"kv_{name}": free_endpoint() for name in ("snapshot", "publisher", "collector")}  # not port + 1..3
+    if "web" in executives:
+        executives = {**executives, "web": {**executives["web"], "port": free_port()}}
+    write_config(config, state_dir, endpoint, executives, **kv)
     started = time.monotonic()
     house = Supervised(config, state_dir)
     try:

@@ -222,7 +222,8 @@ def raw_client(endpoint: str, service: bytes, mdp: bool, index: int, sc: Scenari
 
 def raspy_client(endpoint: str, service: bytes, mdp: bool, index: int, sc: Scenario, go, out) -> None:
     """The same load through RasPy's own client (send for one in flight, else send_many)."""
-    from raspy.mdp.client import MajorDomoClient, RequestTimeout
+    from raspy.errors import RequestTimeout
+    from raspy.mdp.client import MajorDomoClient
 
     payload = os.urandom(sc.size)
     bodies = [[struct.pack("!II", index, i), payload] for i in range(sc.requests)]

@@ -43,7 +43,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from support import write_config  # noqa: E402
 
-from raspy.mdp.client import MajorDomoClient, RequestTimeout  # noqa: E402
+from raspy.errors import RequestTimeout  # noqa: E402
+from raspy.mdp.client import MajorDomoClient  # noqa: E402
 from raspy.state.titanic.journal import Journal  # noqa: E402
 
 PAYLOAD = b"x" * 100

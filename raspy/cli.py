@@ -2,7 +2,9 @@
 
 Commands that only talk to services (``call``, ``mmi``, ``kv``) load no part of
 the house: the supervisor's modules are imported by the commands that use them,
-which keeps ``raspy call`` quick to start on a slow Pi.
+which keeps ``raspy call`` quick to start on a slow Pi. Commands that talk to a
+running house read its configuration for the endpoints and the state directory,
+and never import executive code: only ``start``, ``reload`` and ``run`` do.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
+import zmq
+
 from raspy import __version__, kvcli
-from raspy.errors import RequestTimeout
+from raspy.errors import RaspyError, RequestTimeout
 from raspy.mdp import _fast
 from raspy.mdp import protocol as p
 from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
@@ -45,9 +49,12 @@ def run_broker(args: argparse.Namespace) -> int:
     try:
         limits = BrokerLimits.from_options(vars(args))
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    broker = Broker(args.bind, heartbeat=args.heartbeat, liveness=args.liveness, limits=limits)
+        return fail(str(exc), 2)
+    bindable_or_exit(args.bind)
+    try:
+        broker = Broker(args.bind, heartbeat=args.heartbeat, liveness=args.liveness, limits=limits)
+    except zmq.ZMQError as exc:
+        return fail(f"cannot bind {args.bind!r}: {reason(exc)}", 2)
     on_stop_signals(broker.stop)
     broker.run()
     return 0
@@ -71,12 +78,14 @@ def run_executive(name: str, rest: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"raspy run {name}")
     config_option(parser)
     options = parser.parse_args(rest)
-    config = load_or_exit(options.config)
+    config = load_or_exit(options.config, import_kinds=True)
     if name not in config.executives:
-        print(f"error: no executive {name!r} in {config.path or 'the default configuration'}; "
-              f"known: {', '.join(config.executives)}", file=sys.stderr)
-        return 2
-    executive = load_kind(config.executives[name].kind)(config.settings(name))
+        return fail(f"no executive {name!r} in {config.path or 'the default configuration'}; "
+                    f"known: {', '.join(config.executives)}", 2)
+    kind = load_kind(config.executives[name].kind)
+    for endpoint in kind.endpoints(config.settings(name)):
+        bindable_or_exit(endpoint)
+    executive = kind(config.settings(name))
     on_stop_signals(executive.shutdown)
     executive.run()
     return 0
@@ -93,26 +102,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- raspy start / status / stop / restart / reload --------------------------------
 
-def load_or_exit(path: str | None) -> Config:
+def fail(message: str, code: int = 1) -> int:
+    """Print ``error: MESSAGE`` (one line per line of it) and return ``code``, the exit status."""
+    for line in message.splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    return code
+
+
+def reason(exc: zmq.ZMQError) -> str:
+    """ZeroMQ's reason without the address it appends (the message names it already)."""
+    return str(exc.strerror).split(" (addr=")[0]
+
+
+def load_or_exit(path: str | None, import_kinds: bool = False) -> Config:
+    """The configuration; ``import_kinds`` only for commands that start executives (start, reload, run)."""
     from raspy.house.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, import_kinds=import_kinds)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(fail(str(exc), 2)) from None
+
+
+def bindable_or_exit(endpoint: str) -> None:
+    from raspy.house.endpoints import EndpointBusy, check_bindable
+
+    try:
+        check_bindable(endpoint)
+    except EndpointBusy as exc:
+        raise SystemExit(fail(str(exc))) from None
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from raspy.house.board import BoardError
     from raspy.house.supervisor import Supervisor
 
-    config = load_or_exit(args.config)
+    config = load_or_exit(args.config, import_kinds=True)
     try:
         Supervisor(config).run()
-    except BoardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except RaspyError as exc:  # the state directory is not usable, an endpoint is taken, a board in use
+        return fail(str(exc))
     return 0
 
 
@@ -124,14 +152,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def control(args: argparse.Namespace, command: str) -> tuple[dict | None, Config]:
+def control(args: argparse.Namespace, command: str, import_kinds: bool = False) -> tuple[dict | None, Config]:
     from raspy.house.control import NotRunning, send_command
 
-    config = load_or_exit(args.config)
+    config = load_or_exit(args.config, import_kinds)
     try:
         return send_command(config.state_dir, command), config
     except (NotRunning, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        fail(str(exc))
         return None, config
 
 
@@ -153,7 +181,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    return print_reply(control(args, "reload")[0])
+    return print_reply(control(args, "reload", import_kinds=True)[0])  # checks the file as the supervisor will
 
 
 def print_reply(reply: dict | None) -> int:
@@ -166,37 +194,53 @@ def print_reply(reply: dict | None) -> int:
 
 # -- raspy call / mmi -----------------------------------------------------------
 
+def broker_of(args: argparse.Namespace) -> str:
+    """The broker to talk to: ``--broker``, else the one of ``--config``, else ``$RASPY_BROKER``,
+    else the one of ``$RASPY_CONFIG``, else the default: the command line first, then the environment."""
+    if args.broker:
+        return args.broker
+    if args.config:
+        return load_or_exit(args.config).broker
+    if os.environ.get("RASPY_BROKER"):
+        return os.environ["RASPY_BROKER"]
+    if os.environ.get("RASPY_CONFIG"):
+        return load_or_exit(os.environ["RASPY_CONFIG"]).broker
+    return DEFAULT_ENDPOINT
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     try:
         params = json.loads(args.args) if args.args is not None else None
     except json.JSONDecodeError:
         params = args.args  # a bare word is sent as a string
-    with MajorDomoClient(args.broker, timeout=args.timeout, retries=args.retries) as client:
+    broker = broker_of(args)
+    with MajorDomoClient(broker, timeout=args.timeout, retries=args.retries) as client:
         try:
             status, result = client.call(args.service, args.command, *([] if args.args is None else [params]))
         except RequestTimeout as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 3
+            return fail(str(exc), 3)
         except p.ProtocolError as exc:
-            print(f"error: the reply does not follow RasPy's convention: {exc}", file=sys.stderr)
-            return 2
+            return fail(f"the reply does not follow RasPy's convention: {exc}", 2)
+        except zmq.ZMQError as exc:
+            return fail(f"bad broker endpoint {broker!r}: {reason(exc)}", 2)
     print(status, to_json(result))
     return 0 if status == p.OK else 1
 
 
 def cmd_mmi(args: argparse.Namespace) -> int:
-    with MajorDomoClient(args.broker, timeout=args.timeout, retries=args.retries) as client:
+    broker = broker_of(args)
+    with MajorDomoClient(broker, timeout=args.timeout, retries=args.retries) as client:
         try:
             if args.regex is None:
                 status, names = p.parse_reply(client.send("mmi.services", []))
             else:
                 status, names = p.parse_reply(client.send("mmi.discovery", [args.regex.encode()]))
         except RequestTimeout as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 3
+            return fail(str(exc), 3)
+        except zmq.ZMQError as exc:
+            return fail(f"bad broker endpoint {broker!r}: {reason(exc)}", 2)
     if status != p.OK:
-        print(f"error: {status} {names}", file=sys.stderr)
-        return 1
+        return fail(f"{status} {names}")
     for name in names:
         print(name)
     return 0
@@ -207,8 +251,20 @@ def cmd_mmi(args: argparse.Namespace) -> int:
 def client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", default=os.environ.get("RASPY_BROKER", DEFAULT_ENDPOINT),
                         help="broker endpoint (default %(default)s, or $RASPY_BROKER)")
+    timing_options(parser)
+
+
+def timing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=2.5, help="seconds to wait per attempt")
     parser.add_argument("--retries", type=int, default=3, help="attempts before giving up")
+
+
+def house_client_options(parser: argparse.ArgumentParser) -> None:
+    """``--broker`` and ``--config`` of a command that talks to a house's broker."""
+    parser.add_argument("--broker", help="broker endpoint (default: the configuration's, else $RASPY_BROKER, "
+                                         f"else the one of $RASPY_CONFIG, else {DEFAULT_ENDPOINT})")
+    parser.add_argument("--config", metavar="FILE", help="take the broker from this configuration")
+    timing_options(parser)
 
 
 def heartbeat_options(parser: argparse.ArgumentParser) -> None:
@@ -279,14 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     call = commands.add_parser("call", help="send one request to a service and print the reply")
-    client_options(call)
+    house_client_options(call)
     call.add_argument("service", help="service name, e.g. pi.fake.devices")
     call.add_argument("command", help="command word, e.g. list_keys")
     call.add_argument("args", nargs="?", help="arguments as JSON (sent as msgpack)")
     call.set_defaults(func=cmd_call)
 
     mmi = commands.add_parser("mmi", help="list live services (8/MMI)")
-    client_options(mmi)
+    house_client_options(mmi)
     mmi.add_argument("regex", nargs="?", help="only names matching this regular expression")
     mmi.set_defaults(func=cmd_mmi)
 

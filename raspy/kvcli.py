@@ -19,6 +19,8 @@ import sys
 import threading
 from typing import Any, Sequence
 
+import zmq
+
 from raspy.errors import RequestTimeout
 from raspy.mdp import protocol
 from raspy.mdp.protocol import ProtocolError
@@ -59,7 +61,7 @@ def endpoints_from_config(args: argparse.Namespace) -> None:
     """Fill the endpoints not given on the command line from the house's configuration."""
     from raspy.house.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, import_kinds=False)  # no executive code for a client
     for name in ("snapshot", "publisher", "collector"):
         if getattr(args, name, "") is None:
             setattr(args, name, getattr(config, f"kv_{name}"))
@@ -73,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     except (RequestTimeout, ValueError) as exc:
         print(f"raspy kv {args.kv_command}: {exc}", file=sys.stderr)
         return 1
+    except zmq.ZMQError as exc:  # an endpoint ZeroMQ cannot use
+        print(f"raspy kv {args.kv_command}: bad endpoint: {exc}", file=sys.stderr)
+        return 2
 
 
 def encode_value(text: str) -> bytes:

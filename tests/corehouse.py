@@ -28,6 +28,7 @@ class CoreHouse:
         self.broker = free_endpoint()
         self.snapshot, self.publisher, self.collector = free_endpoint(), free_endpoint(), free_endpoint()
         self.core = None
+        self.executives: dict[str, dict[str, Any]] = {}  # more [executives.NAME] tables, e.g. fake
         self._workers: list[MajorDomoWorker] = []
 
     def call(self, service: str, command: str, args: Any = None, timeout: float = 1.0) -> tuple[int, Any]:
@@ -49,7 +50,7 @@ class CoreHouse:
              "kv_publisher": self.publisher, "kv_collector": self.collector, "heartbeat": HEARTBEAT},
             {"kv": {"state": str(self.tmp_path / "kv.state")},
              "titanic": {"db": str(self.tmp_path / "titanic.db")},
-             "core": core_options})
+             "core": core_options, **self.executives})
 
     def start_kv(self) -> None:
         self.children.executive(self.config(), "kv")

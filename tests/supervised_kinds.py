@@ -8,6 +8,7 @@ from pathlib import Path
 
 from raspy.executives.echo import EchoServer
 from raspy.house.executive import Executive
+from raspy.house.options import Option
 
 
 class Crash(Executive):
@@ -24,8 +25,10 @@ class Freezer(EchoServer):
     The file is removed when seen, so the restarted executive runs normally.
     """
 
+    options = (*EchoServer.options, Option("freeze", str, None, "the file whose appearance freezes it"))
+
     def tick(self, now: float) -> None:
-        flag = Path(self.settings.options["freeze"])
+        flag = Path(self.option("freeze"))
         if flag.exists():
             flag.unlink()
             while True:
@@ -37,4 +40,23 @@ class Stubborn(EchoServer):
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        super().run()
+
+
+class Chatty(EchoServer):
+    """Writes a line to its output on every beat, as a verbose executive does."""
+
+    def tick(self, now: float) -> None:
+        print(f"chatty at {now:.3f}: " + "." * 1000, flush=True)
+
+
+class Flaky(EchoServer):
+    """Exits at once while the file named by option ``crash_while`` exists, else runs as an echo server."""
+
+    options = (*EchoServer.options, Option("crash_while", str, None, "the file whose presence makes it crash"))
+
+    def run(self) -> None:
+        if Path(self.option("crash_while")).exists():
+            print("flaky: crashing while the flag exists", file=sys.stderr)
+            raise SystemExit(3)
         super().run()

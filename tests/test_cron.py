@@ -12,6 +12,7 @@ from support import wait_for
 
 from raspy.automation.actions import Actions
 from raspy.automation.cron import CronManager, CronService, build_trigger, check_spec, event_key
+from raspy.errors import InvalidValue
 from raspy.mdp import protocol as p
 
 
@@ -80,7 +81,8 @@ def call(service, command, args=None):
     ({"id": "a", "interval": 1, "action": "request", "service": "pi.x"}, "'service' and 'command'"),
     ({"id": "a", "interval": 1, "action": "scenario"}, "'scenario' name"),
     ({"id": "a", "interval": 1, "action": "event", "missed": "maybe"}, "missed must be"),
-    ({"id": "a", "interval": 1, "action": "event", "every": 2}, "unknown job fields ['every']"),
+    ({"id": "a", "interval": 1, "action": "event", "every": 2}, "unknown key 'every'; known: id, cron,"),
+    ({"id": "a", "interval": 1, "action": "event", "paused": "no"}, "'no' is not true or false"),
 ])
 def test_bad_tables_say_why(spec, reason):
     with pytest.raises(ValueError, match=reason.replace("[", r"\[").replace("]", r"\]")):
@@ -162,10 +164,11 @@ def test_a_store_failure_changes_nothing(rec):
     assert call(service, "list") == (p.OK, [])
 
 
-def test_bad_config_job_names_its_index(rec):
-    with pytest.raises(ValueError, match=r"jobs\[1\]: unknown action"):
+def test_a_bad_configured_job_names_its_entry_and_key(rec):
+    with pytest.raises(InvalidValue, match=r"unknown action 'nope'") as caught:
         CronManager(rec.actions()).load_config([{"id": "a", "interval": 1, "action": "event"},
                                                 {"id": "b", "interval": 1, "action": "nope"}])
+    assert caught.value.where == (1, "action")
 
 
 # -- missed runs -----------------------------------------------------------------------
@@ -248,6 +251,20 @@ def test_service_commands(manager):
     assert call(service, "get", "nope")[0] == p.NOT_FOUND
     assert call(service, "delete", "j") == (p.OK, None)
     assert call(service, "delete", "j")[0] == p.NOT_FOUND
+
+
+def test_run_now_runs_a_job_once_besides_its_schedule(manager, rec):
+    service = CronService(manager)
+    call(service, "add", {"id": "feed", "cron": "0 7 * * *", "action": "request", "service": "pi.fake.devices",
+                          "command": "set", "args": ["heater", True]})
+    status, job = call(service, "run", "feed")
+    assert status == p.OK and job["stats"]["runs"] == 1 and job["stats"]["last_error"] is None
+    assert rec.requests == [("pi.fake.devices", "set", ["heater", True])]
+    assert job["next_run"] > time.time()  # still on its schedule
+    rec.status = p.NOT_FOUND
+    status, job = call(service, "run", "feed")
+    assert job["stats"]["errors"] == 1 and "404" in job["stats"]["last_error"]
+    assert call(service, "run", "nope")[0] == p.NOT_FOUND
 
 
 # -- end to end: broker, kv, Titanic and Core processes -------------------------------------

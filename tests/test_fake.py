@@ -79,9 +79,12 @@ def test_set_a_switch(fake):
 
 
 def test_config_poll_log_reset_through_frames(fake):
-    assert call(fake, "config", ["aquarium", {"name": "aquarium", "max": 28, "tank": "reef"}])[0] == 200
+    assert call(fake, "config", ["aquarium", {"name": "aquarium", "max": 28}])[0] == 200
     config = call(fake, "config", ["aquarium"])[1]
-    assert config["max"] == 28 and config["tank"] == "reef" and config["min"] == 24
+    assert config["max"] == 28 and config["min"] == 24
+    status, reason = call(fake, "config", ["aquarium", {"name": "aquarium", "cyle": 60}])  # a typo is no extra key
+    assert status == 400 and reason.startswith("unknown key 'cyle'; known: name, kind, poll, unit, cycle,")
+    assert "cyle" not in call(fake, "config", ["aquarium"])[1]
     status, reason = call(fake, "config", ["aquarium", {"max": 29}])
     assert status == 400 and "name" in reason
     assert call(fake, "poll", ["aquarium"]) == (200, 10)
@@ -91,7 +94,7 @@ def test_config_poll_log_reset_through_frames(fake):
     status, lines = call(fake, "log", "aquarium")
     assert status == 200 and lines[-1].endswith("poll set to 60")
     status, config = call(fake, "reset", "aquarium")
-    assert status == 200 and config["max"] == 1 and "tank" not in config and config["name"] == "aquarium"
+    assert status == 200 and config["max"] == 1 and config["name"] == "aquarium"
 
 
 @pytest.mark.parametrize("command, args, status", [

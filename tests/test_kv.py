@@ -100,8 +100,9 @@ def test_join_key_puts_one_slash_between_subtree_and_key():
 class Kv:
     """A ``raspy run kv`` child process on free ports."""
 
-    def __init__(self, children, state, flush_interval=0.2):
+    def __init__(self, children, state, flush_interval=0.2, readings_flush_interval=None):
         self.children, self.state, self.flush_interval = children, state, flush_interval
+        self.readings_flush_interval = readings_flush_interval
         self.snapshot, self.publisher, self.collector = free_endpoint(), free_endpoint(), free_endpoint()
         self.proc = None
 
@@ -113,10 +114,12 @@ class Kv:
         return self
 
     def _spawn(self, flush_interval, log):
+        flush_interval = flush_interval or self.flush_interval
         config = write_config(self.state.with_name("kv.toml"),
                               {"state_dir": str(self.state.parent), "kv_snapshot": self.snapshot,
                                "kv_publisher": self.publisher, "kv_collector": self.collector},
-                              {"kv": {"state": str(self.state), "flush_interval": flush_interval or self.flush_interval,
+                              {"kv": {"state": str(self.state), "flush_interval": flush_interval,
+                                      "readings_flush_interval": self.readings_flush_interval or flush_interval,
                                       "hugz_interval": 0.2}})
         return self.children.executive(config, "kv", stderr=log)
 
@@ -250,6 +253,23 @@ def test_empty_body_deletes_a_key(kv, subscribers):
         pub.send("/device/", "gone", b"")
     wait_for(lambda: sub.get("/device/gone") is None, what="the deletion")
     assert kv.snapshot_of() == {}
+
+
+def test_readings_alone_wait_for_their_longer_interval_other_keys_take_them_along(children, tmp_path):
+    kv = Kv(children, tmp_path / "kv.state", flush_interval=0.2, readings_flush_interval=3600).start()
+    state = StateFile(kv.state)
+    keys = lambda: {entry[0] for entry in (state.load() or {"entries": []})["entries"]}  # noqa: E731
+    pub = KvPublisherClient(kv.collector)
+    try:
+        pub.send("", "/device/pi.fake.t", protocol.pack(21.5))
+        assert kv.snapshot_of() == {"/device/pi.fake.t": protocol.pack(21.5)}
+        time.sleep(1.0)  # five flush intervals: a reading alone is not written in them
+        assert b"/device/pi.fake.t" not in keys()
+        pub.send("", "/event/door", protocol.pack("open"))
+        wait_for(lambda: keys() == {b"/device/pi.fake.t", b"/event/door"}, what="both keys on disk")
+    finally:
+        pub.close()
+        kv.kill()
 
 
 def test_kill_9_and_restart_subscribers_resync_to_the_servers_state(kv, subscribers):

@@ -2,7 +2,7 @@
 
 ``mdp/`` and ``state/`` import nothing from ``house/``, ``executives/`` or
 ``automation/``; ``devices/`` imports no socket library; ``web/`` never imports
-an executive; nothing but the entry points and ``house/`` imports ``executives/``.
+an executive; ``mqtt/`` (the bridge's library) never loads the house; nothing but the entry points and ``house/`` imports ``executives/``.
 Checked twice: on the import statements of every module, and by importing each
 public client in a fresh interpreter and looking at what got loaded.
 """
@@ -23,8 +23,9 @@ FORBIDDEN = {
     "raspy.mdp": ("raspy.house", "raspy.executives", "raspy.automation", "raspy.state", "raspy.web", "raspy.devices"),
     "raspy.state": ("raspy.house", "raspy.executives", "raspy.automation", "raspy.web", "raspy.devices"),
     "raspy.automation": ("raspy.house", "raspy.executives", "raspy.web"),
-    "raspy.devices": ("raspy.house", "raspy.executives", "raspy.web", "raspy.state", "zmq"),
+    "raspy.devices": ("raspy.house", "raspy.executives", "raspy.web", "raspy.state", "zmq", "socket"),
     "raspy.web": ("raspy.executives",),
+    "raspy.mqtt": ("raspy.house", "raspy.executives", "raspy.automation", "raspy.web"),
 }
 
 
@@ -60,6 +61,19 @@ def test_no_package_imports_across_its_layer():
     assert violations() == []
 
 
+def test_the_rules_see_an_import_when_there_is_one():
+    assert "raspy.house.board" in imports(PACKAGE / "web" / "house.py")
+
+
+def test_the_device_model_loads_no_socket_library_even_indirectly():
+    code = ("import importlib, pkgutil, sys, raspy.devices\n"
+            "for module in pkgutil.iter_modules(raspy.devices.__path__):\n"
+            "    importlib.import_module('raspy.devices.' + module.name)\n"
+            "print(sorted(name for name in ('zmq', 'socket') if name in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 CLIENTS = [
     "from raspy.mdp.client import MajorDomoClient",
     "from raspy.mdp.worker import MajorDomoWorker, MajorDomoWorkerPool",
@@ -68,6 +82,7 @@ CLIENTS = [
     "from raspy.state.titanic.client import TitanicClient",
     "from raspy.automation.store import TitanicStore",
     "from raspy.devices import BaseDevice, DeviceRegister",
+    "from raspy.mqtt.bridge import Bridge",
     "import raspy.kvcli",
     "import raspy.cli",
 ]

@@ -192,7 +192,7 @@ def test_fahrenheit(service):
 
 
 def test_config_and_poll_rules(service):
-    assert call(service, "config", [SENSOR]) == (200, {"name": SENSOR, "poll": 0, "unit": "C"})
+    assert call(service, "config", [SENSOR]) == (200, {"oid": "sensor.temperature", "name": SENSOR, "poll": 0, "unit": "C"})
     status, reason = call(service, "config", [SENSOR, {"name": SENSOR, "unit": "K"}])
     assert status == 400 and "unit" in reason
     assert call(service, "poll", [SENSOR, "often"])[0] == 400

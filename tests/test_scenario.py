@@ -195,7 +195,7 @@ def test_remote_code_when_the_configuration_allows_it(kv, folder):
     ({"name": "hello", "entries": {"t": {"op": "<", "value": 1}}}, "starting with '/'"),
     ({"name": "hello", "entries": {"/t": {"op": "<"}}}, "needs a value"),
     ({"name": "hello", "entries": {"/t": {"op": "~"}}}, "condition is"),
-    ({"name": "hello", "colour": "red"}, "unknown conf fields"),
+    ({"name": "hello", "colour": "red"}, "unknown key 'colour'"),
     ({"name": "hello", "timeout": -1}, "timeout"),
     ({"name": "a.b"}, "scenario name"),
 ])
@@ -229,14 +229,35 @@ def test_enabled_state_survives_a_restart(kv, folder):
     assert store.get("scenario.main", "keys") == ["hello"] and store.get("scenario.boom", "conf") is None
 
 
-def test_configured_scenarios_carry_no_code(kv, folder):
-    with pytest.raises(ValueError, match=r"scenarios\[0\]: .*names its file"):
-        ScenarioManager(kv.api(), None, folder).load_config([{"name": "x", "code": "def run(ctx): pass"}])
+def test_configured_scenarios_carry_no_code(kv, folder, caplog):
+    manager = ScenarioManager(kv.api(), None, folder, allow_remote_code=True)
+    manager.load_config([{"name": "x", "code": "def run(ctx): pass"}, {"name": "hello"}])
+    assert [s.name for s in manager.all()] == ["hello"] and not (folder / "x.py").exists()
+    assert "configured scenario x left out: a configured scenario names its file" in caplog.text
+
+
+def test_a_scenario_file_checks_its_params_at_add_and_before_each_run(manager, folder):
+    (folder / "picky.py").write_text("def check(params):\n    if params.get('n', 0) < 1:\n"
+                                     "        raise ValueError('n must be at least 1')\n\n"
+                                     "def run(ctx):\n    return ctx.params['n']\n")
+    service = ScenarioCollectionService(manager)
+    assert call(service, "add", {"name": "picky", "params": {"n": 0}}) == (p.BAD_REQUEST, "n must be at least 1")
+    assert call(service, "list_keys") == (p.OK, [])
+    assert call(service, "add", {"name": "picky", "params": {"n": 2}})[0] == p.OK
+    assert call(service, "update", {"name": "picky", "params": {"n": -1}}) == (p.BAD_REQUEST, "n must be at least 1")
+    assert manager.get("picky").conf["params"] == {"n": 2}
+    # the owner edits the file: the next run is refused by the new check, with its reason
+    (folder / "picky.py").write_text("def check(params):\n    raise ValueError('n is never enough')\n\n"
+                                     "def run(ctx):\n    return ctx.params['n']\n")
+    assert manager.fire("picky") is True
+    wait_for(lambda: manager.get("picky").last_result is not None, what="the run")
+    assert manager.get("picky").last_result == {"ok": False, "error": "ValueError: n is never enough"}
 
 
 def test_shipped_examples_are_found(kv, tmp_path):
     manager = ScenarioManager(kv.api(), None, tmp_path / "empty")
-    assert manager.path_of(manager.add({"name": "thermostat", "active": False})).name == "thermostat.py"
+    params = {"sensor": "/t", "service": "pi.fake.devices", "switch": "heater", "low": 19, "high": 21}
+    assert manager.path_of(manager.add({"name": "thermostat", "params": params})).name == "thermostat.py"
 
 
 def test_the_service_pair(manager, kv):

@@ -3,6 +3,7 @@ hangs, crash loops, reloads and stops, checked the way a user would (services, `
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,86 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, free_endpoint, wait_for
+from supervised_house import ECHOES, ENV, HOST, House, fill, mount_tmpfs
+from support import live, wait_for
 
-from raspy.errors import RequestTimeout
 from raspy.house import systemd
-from raspy.house.board import State, board_name, house_states, pid_alive
+from raspy.house.board import State, board_name, pid_alive
 from raspy.house.config import ConfigError, load_config
+from raspy.house.control import MAX_CONNECTIONS
 from raspy.house.logs import CappedLog
 from raspy.mdp import protocol as p
-from raspy.mdp.client import MajorDomoClient
-
-HOST = "t"
-ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-TIMINGS = {"heartbeat": 0.2, "liveness": 3, "backoff_start": 0.05, "backoff_cap": 0.2, "backoff_reset": 0.5,
-           "give_up_after": 3, "gave_up_retry": 60, "stop_timeout": 1.0, "hang_timeout": 5.0}
-ECHOES = """
-[executives.broker]
-
-[executives.one]
-kind = "echo"
-
-[executives.two]
-kind = "echo"
-"""
-
-
-class House:
-    """A supervisor started with ``raspy start --config`` on a temporary state directory."""
-
-    def __init__(self, children, tmp_path: Path) -> None:
-        self.children = children
-        self.tmp = tmp_path
-        self.endpoint = free_endpoint()
-        self.state_dir = tmp_path / "state"
-        self.config = tmp_path / "raspy.toml"
-        self.proc: subprocess.Popen | None = None
-
-    def write(self, executives: str, **timings: float) -> None:
-        lines = "".join(f"{key} = {value}\n" for key, value in dict(TIMINGS, **timings).items())
-        self.config.write_text(f'[raspy]\nhostname = "{HOST}"\nstate_dir = "{self.state_dir}"\n'
-                               f'broker = "{self.endpoint}"\n{lines}\n{executives}')
-
-    def start(self, executives: str = ECHOES, running: tuple[str, ...] = ("broker", "one", "two"),
-              env: dict | None = None):
-        if not self.config.exists():
-            self.write(executives)
-        output = open(self.tmp / "supervisor.out", "ab")
-        self.proc = self.children.raspy("start", "--config", str(self.config), env=dict(ENV, **(env or {})),
-                                        stdout=output, stderr=subprocess.STDOUT)
-        output.close()
-        wait_for(lambda: (states := self.states(*running)) and all(states[n].state == State.RUNNING for n in running),
-                 what=f"{running} running")
-        return self.proc
-
-    def stop(self) -> None:
-        """SIGTERM, as systemd would: the supervisor removes its board (SIGKILL would leave it)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-    def states(self, *names: str) -> dict:
-        states = house_states(self.state_dir)
-        return states if all(n in states for n in names) else {}
-
-    def pid(self, name: str) -> int:
-        return self.states(name)[name].pid
-
-    def raspy(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "raspy", *args, "--config", str(self.config)],
-                              env=dict(os.environ, **ENV), capture_output=True, text=True, timeout=30)
-
-    def call(self, service: str, command: str, args=None, timeout: float = 0.3, retries: int = 10):
-        with MajorDomoClient(self.endpoint, timeout=timeout, retries=retries) as client:
-            return client.call(f"{HOST}.{service}", command, *([] if args is None else [args]))
-
-    def echo(self, name: str, timeout: float = 0.3, retries: int = 10) -> bool:
-        with MajorDomoClient(self.endpoint, timeout=timeout, retries=retries) as client:
-            try:
-                return client.send(f"{HOST}.{name}.echo", [b"hello"]) == [b"hello"]
-            except RequestTimeout:
-                return False
 
 
 @pytest.fixture
@@ -129,7 +59,7 @@ def test_a_bad_configuration_names_file_line_and_reason(tmp_path, text, line, re
 
 
 def test_a_bad_configuration_stops_start_up(house):
-    house.config.write_text('[raspy]\nstate_dir = "%s"\n\n[executives.broker]\nbind = 5514\n'
+    house.config.write_text('[raspy]\nstate_dir = "%s"\n\n[executives.broker]\nbind = "tcp://127.0.0.1:5514"\n'
                             '[executives.one]\nkind = "echoo"\n' % house.state_dir)
     result = house.raspy("start")
     assert result.returncode == 2
@@ -311,6 +241,13 @@ def test_control_commands(house):
     assert result.returncode == 2 and f"{house.config}, line {line}: executives.x.kind" in result.stderr
     supervisor.send_signal(signal.SIGHUP)  # the supervisor checks it too, and keeps running as it was
     wait_for(lambda: "reload refused" in (house.tmp / "supervisor.out").read_text(), what="reload refused")
+    typo = good.replace('[executives.two]\nkind = "echo"\n', '[executives.two]\nkind = "echo"\ndelai = 0.1\n')
+    house.config.write_text(typo)
+    result = house.raspy("reload")  # an option the kind does not declare
+    line = typo.splitlines().index("delai = 0.1") + 1
+    assert result.returncode == 2
+    assert (f"{house.config}, line {line}: executives.two.delai: unknown key; known: kind, enabled, delay"
+            in result.stderr)
     assert set(house.states()) == {"broker", "one", "two"} and house.echo("two")
     house.config.write_text(good)
     result = house.raspy("stop")
@@ -335,3 +272,118 @@ def test_under_systemd_it_notifies_ready_status_and_watchdog(house, tmp_path):
         messages = set()
         wait_for(lambda: messages.update(notify.recv(200).decode().splitlines()) or
                  {"READY=1", "WATCHDOG=1", "STATUS=3/3 executives running"} <= messages, what="notifications")
+
+
+# -- months alone: a full disk, a second house, forks while a command is answered ---------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from mount_tmpfs(tmp_path / "disk")
+
+
+def test_a_full_disk_drops_log_output_and_the_house_keeps_running(house, small_disk):
+    house.state_dir = small_disk / "state"
+    house.write(ECHOES + '\n[executives.chatty]\nkind = "supervised_kinds:Chatty"\n')
+    fill(small_disk)
+    supervisor = house.start(running=("broker", "one", "two", "chatty"))
+    wait_for(lambda: house.states("chatty")["chatty"].log_dropped > 2000, what="chatty's output dropped")
+    old = house.pid("one")
+    os.kill(old, signal.SIGKILL)  # its exit and its restart are noted in its log: dropped too
+    assert house.echo("one", timeout=0.1, retries=30)
+    wait_for(lambda: house.states("one")["one"].state == State.RUNNING and house.pid("one") != old,
+             what="one running again")
+    assert supervisor.poll() is None and house.echo("two")
+    status = house.raspy("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert re.search(r"^    chatty: \d+ bytes of its output were not written to its log", status.stdout, re.M), \
+        status.stdout
+    # room again: the log is written again
+    log = house.state_dir / "logs" / "chatty.log"
+    size = log.stat().st_size
+    (small_disk / "filler").unlink()
+    wait_for(lambda: log.stat().st_size > size, what="chatty's log written again")
+
+
+def test_a_second_house_on_the_same_ports_refuses_to_start(house, tmp_path):
+    house.write(ECHOES + "\n[executives.kv]\n")
+    house.start(running=("broker", "kv", "one", "two"))
+    second_state = tmp_path / "second"
+    second = tmp_path / "second.toml"
+    second.write_text(house.config.read_text().replace(str(house.state_dir), str(second_state))
+                      .replace(f'hostname = "{HOST}"', 'hostname = "b"'))
+    result = subprocess.run([sys.executable, "-m", "raspy", "start", "--config", str(second)],
+                            env=dict(os.environ, **ENV), capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    broker_port, snapshot_port = house.endpoint.rsplit(":", 1)[1], house.kv["snapshot"].rsplit(":", 1)[1]
+    assert f"port {broker_port} is in use by pid {house.pid('broker')} (raspy-broker)" in result.stderr
+    assert f"port {snapshot_port} is in use by pid {house.pid('kv')} (raspy-kv)" in result.stderr
+    assert not list(second_state.glob("logs/*.log"))  # none of its executives ever started
+    assert not live(house.endpoint, "b.one.echo")
+    assert house.echo("one")
+
+
+def test_a_busy_web_port_is_named_with_its_holder(house):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        house.write(ECHOES + f"\n[executives.web]\nport = {port}\n")
+        result = house.raspy("start", timeout=20)
+    assert result.returncode == 1, result.stderr
+    assert f"web: cannot bind tcp://127.0.0.1:{port}: port {port} is in use by pid {os.getpid()}" in result.stderr
+
+
+def test_an_executive_whose_serving_thread_died_exits_and_is_given_up_with_the_reason(house):
+    house.write(ECHOES + "\n[executives.kv]\n")
+    supervisor = house.start(running=("broker", "kv", "one", "two"))
+    house.write(ECHOES + '\n[executives.kv]\n\n[executives.kv2]\nkind = "kv"\n')  # the same endpoints as kv
+    supervisor.send_signal(signal.SIGHUP)
+    wait_for(lambda: (s := house.states("kv2")) and s["kv2"].state == State.GAVE_UP, what="kv2 given up")
+    assert "Address already in use" in house.states("kv2")["kv2"].last_exit.reason
+    assert house.states("kv")["kv"].state == State.RUNNING
+
+
+def test_restart_of_a_given_up_executive_and_a_reload_that_adds_one_answer_at_once(house):
+    flag = house.tmp / "crash"
+    flag.touch()
+    flaky = f'\n[executives.flaky]\nkind = "supervised_kinds:Flaky"\ncrash_while = "{flag}"\n'
+    house.write(ECHOES + flaky)
+    house.start()
+    wait_for(lambda: house.states("flaky")["flaky"].state == State.GAVE_UP, what="flaky given up")
+    flag.unlink()
+    result = house.raspy("restart", "flaky")  # the fork happens while the supervisor answers
+    assert (result.returncode, result.stdout.strip()) == (0, "started flaky"), result.stderr
+    wait_for(lambda: house.states("flaky")["flaky"].state == State.RUNNING, what="flaky running")
+    house.write(ECHOES + flaky + '\n[executives.three]\nkind = "echo"\n')
+    result = house.raspy("reload")
+    assert (result.returncode, result.stdout.strip()) == (0, "reloaded: +three"), result.stderr
+    assert house.echo("three")
+
+
+def test_a_reload_adding_more_executives_than_free_slots_is_refused(house):
+    house.start()
+    many = "".join(f'\n[executives.more{i}]\nkind = "echo"\n' for i in range(9))
+    house.write(ECHOES + many)
+    result = house.raspy("reload")
+    assert result.returncode == 1 and "9 executives to add, the board has 8 free slots" in result.stderr
+    assert house.proc.poll() is None and set(house.states()) == {"broker", "one", "two"} and house.echo("one")
+
+
+def test_idle_control_connections_are_bounded_and_commands_still_answered(house):
+    house.start()
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 1):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(str(house.state_dir / "control.sock"))
+            conn.settimeout(5)
+            idle.append(conn)
+        assert idle[-1].recv(1) == b""  # one more than the bound is closed at once
+        for conn in idle[:4]:
+            conn.close()
+        result = house.raspy("restart", "one")
+        assert result.returncode == 0, result.stderr
+    finally:
+        for conn in idle:
+            conn.close()

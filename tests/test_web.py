@@ -306,7 +306,8 @@ def test_house_reads_the_board(board):
     start(board, "kv", os.getpid())
     board.slot("broker").count(requests=5, replies=5, errors=1)
     board.slot("fake").set_supervised(state=State.BACKOFF, restarts=3,
-                                      last_exit=LastExit(1, "exit 1: ValueError: bad", time.time()))
+                                      last_exit=LastExit(1, "exit 1: ValueError: bad", time.time()),
+                                      log_dropped=4096)
     house = House("pi", board.name, free_endpoint())
     try:
         app = make_app(house)
@@ -316,6 +317,7 @@ def test_house_reads_the_board(board):
         assert by_name["broker"]["ready"] and by_name["broker"]["pid"] == os.getpid()
         assert by_name["fake"]["state"] == "backoff" and by_name["fake"]["restarts"] == 3
         assert by_name["fake"]["last_exit"]["reason"] == "exit 1: ValueError: bad"
+        assert by_name["fake"]["log_dropped"] == 4096 and by_name["broker"]["log_dropped"] == 0
         assert by_name["fake"]["pid"] is None and by_name["fake"]["heartbeat_age"] is None
         r = call(app, "/readyz")
         assert r.status == 503 and r.json()["not_running"] == [{"name": "fake", "state": "backoff"}]

@@ -42,6 +42,8 @@ class FakeHouse:
         ]
         self.board_error: str | None = None
         self.restarted: list[str] = []
+        self.calls: list[tuple] = []
+        self.answers: dict[tuple, object] = {}
         self.devices_list = [
             {"name": "pi.fake.aquarium", "value": 24.53, "unit": "°C", "timestamp": time.time() - 2, "age": 2.0,
              "interval": 10.0, "stale": False, "history": [24.1, 24.3, 24.53]},
@@ -72,6 +74,17 @@ class FakeHouse:
             raise KeyError(name)
         self.restarted.append(name)
         return "restarting"
+
+    def scenarios(self) -> list[dict]:
+        return [{"name": "thermostat", "active": True, "running": True, "params": {"low": 24.5, "high": 25.5}}]
+
+    def call(self, service: str, command: str, args) -> tuple[int, object]:
+        """Records the request; answers what ``answers`` holds for (service, command), else 200 and args."""
+        self.calls.append((service, command, args))
+        answer = self.answers.get((service, command), (200, args))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 def kv_answers(snapshot_endpoint: str) -> bool:

@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from raspy.atomic import atomic_write
 from raspy.automation.actions import Actions
 from raspy.automation.store import Store, stored
+from raspy.errors import InvalidValue
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, bad_request, not_found
 from raspy.state.keys import EVENT, join_key
@@ -49,7 +50,7 @@ SECTION = "cron"
 
 _INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
-_KEYS = {"id", "paused", "missed", "action", "data", "service", "command", "args", "scenario", *SCHEDULES}
+_KEYS = ("id", *SCHEDULES, "action", "data", "service", "command", "args", "scenario", "missed", "paused")
 
 
 def event_key(job_id: str) -> str:
@@ -58,10 +59,10 @@ def event_key(job_id: str) -> str:
 
 
 def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
-    """The APScheduler trigger of a job table; a bad expression raises ValueError."""
+    """The APScheduler trigger of a job table; a bad expression raises InvalidValue naming the trigger."""
     kinds = [k for k in SCHEDULES if k in spec]
     if len(kinds) != 1:
-        raise ValueError(f"a job needs exactly one trigger of {list(SCHEDULES)}, got {kinds}")
+        raise InvalidValue(f"a job needs exactly one trigger of {list(SCHEDULES)}, got {kinds}", *kinds[1:2])
     kind, value = kinds[0], spec[kinds[0]]
     try:
         if kind == "cron":
@@ -79,7 +80,7 @@ def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
             raise ValueError("date is an ISO 8601 string or a Unix time")
         return DateTrigger(run_date=datetime.fromisoformat(value))
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"bad {kind} trigger {value!r}: {exc}") from None
+        raise InvalidValue(f"bad {kind} trigger {value!r}: {exc}", kind) from None
 
 
 def _cron_trigger(value: Any) -> CronTrigger:
@@ -100,30 +101,53 @@ def _cron_trigger(value: Any) -> CronTrigger:
 
 
 def check_spec(spec: Any, default_missed: str = "run_once") -> dict[str, Any]:
-    """A job table checked and completed; anything wrong raises ValueError with the reason."""
+    """A job table checked and completed; anything wrong raises InvalidValue with the reason and the key."""
     if not isinstance(spec, dict):
-        raise ValueError("a job is a table (JSON object)")
-    unknown = set(spec) - _KEYS
-    if unknown:
-        raise ValueError(f"unknown job fields {sorted(unknown)}; known: {sorted(_KEYS)}")
+        raise InvalidValue("a job is a table (JSON object)")
+    for key in spec:
+        if key not in _KEYS:
+            raise InvalidValue(f"unknown key {key!r}; known: {', '.join(_KEYS)}", key)
     job = dict(spec)
     if not isinstance(job.get("id"), str) or not p.NAME.match(job["id"]):
-        raise ValueError("job id: letters, digits, '_' and '-' only")
+        raise InvalidValue("job id: letters, digits, '_' and '-' only", "id")
     action = job.get("action")
     if action not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}; known: {list(ACTIONS)}")
+        raise InvalidValue(f"unknown action {action!r}; known: {', '.join(ACTIONS)}", "action")
     if action == "request":
-        if not isinstance(job.get("service"), str) or not isinstance(job.get("command"), str):
-            raise ValueError("a request action needs 'service' and 'command' strings")
-        p.request(job["command"])  # a bad command word raises ProtocolError, a ValueError
+        for key in ("service", "command"):
+            if not isinstance(job.get(key), str):
+                raise InvalidValue("a request action needs 'service' and 'command' strings", key)
+        try:
+            p.request(job["command"])
+        except p.ProtocolError as exc:
+            raise InvalidValue(str(exc), "command") from None
     if action == "scenario" and not isinstance(job.get("scenario"), str):
-        raise ValueError("a scenario action needs a 'scenario' name")
+        raise InvalidValue("a scenario action needs a 'scenario' name", "scenario")
     job.setdefault("missed", default_missed)
     if job["missed"] not in MISSED_POLICIES:
-        raise ValueError(f"missed must be one of {list(MISSED_POLICIES)}")
-    job["paused"] = bool(job.get("paused", False))
+        raise InvalidValue(f"missed must be one of {', '.join(MISSED_POLICIES)}", "missed")
+    job.setdefault("paused", False)
+    if not isinstance(job["paused"], bool):
+        raise InvalidValue(f"{job['paused']!r} is not true or false", "paused")
     build_trigger(job)
     return job
+
+
+def check_jobs(specs: Any) -> list[dict[str, Any]]:
+    """The jobs of a configuration, each checked (:func:`check_spec`), no id twice; a refusal names the entry."""
+    if not isinstance(specs, list):
+        raise InvalidValue("jobs is a list of tables")
+    jobs: list[dict[str, Any]] = []
+    for index, spec in enumerate(specs):
+        try:
+            job = check_spec(spec)
+        except InvalidValue as exc:
+            raise exc.inside(index) from None
+        first = next((i for i, other in enumerate(jobs) if other["id"] == job["id"]), None)
+        if first is not None:
+            raise InvalidValue(f"jobs[{first}] has the id {job['id']!r} too", index, "id")
+        jobs.append(spec)
+    return jobs
 
 
 @dataclass
@@ -239,12 +263,9 @@ class CronManager:
             return cron
 
     def load_config(self, specs: list[Any]) -> None:
-        """Jobs of the configuration file: a bad one stops start-up with its reason."""
-        for index, spec in enumerate(specs):
-            try:
-                self.add(spec, source="config", persist=False)
-            except ValueError as exc:
-                raise ValueError(f"jobs[{index}]: {exc}") from None
+        """Jobs of the configuration file (checked when it was loaded: a bad one stops start-up there)."""
+        for spec in check_jobs(specs):
+            self.add(spec, source="config", persist=False)
 
     def load_store(self) -> int:
         """Jobs kept in the store (added or changed at run time); they override the configuration's."""
@@ -320,6 +341,12 @@ class CronManager:
     def _unschedule(self, job_id: str) -> None:
         if self.scheduler.get_job(job_id) is not None:
             self.scheduler.remove_job(job_id)
+
+    def run_now(self, job_id: Any) -> CronJob:
+        """Run a job once now, in the caller's thread, besides its schedule (counted like any run)."""
+        cron = self.get(job_id)
+        self._run(cron.id)
+        return cron
 
     def _run(self, job_id: str) -> None:
         """One run of a job, in APScheduler's thread pool; failures are counted, never raised."""
@@ -397,7 +424,7 @@ def _iso(when: float) -> str:
 
 
 class CronService(Service):
-    """``<host>.core.cron``: ``add``, ``list``, ``get``, ``delete``, ``pause``, ``resume``."""
+    """``<host>.core.cron``: ``add``, ``list``, ``get``, ``delete``, ``pause``, ``resume``, ``run``."""
 
     def __init__(self, manager: CronManager) -> None:
         self.manager = manager
@@ -436,6 +463,11 @@ class CronService(Service):
         self._job(args)
         with stored():
             return self.manager.set_paused(args, True).info()
+
+    def do_run(self, args: Any) -> dict[str, Any]:
+        """Run the job now; result: its info, whose ``stats`` say whether this run failed."""
+        self._job(args)
+        return self.manager.run_now(args).info()
 
     def do_resume(self, args: Any) -> dict[str, Any]:
         self._job(args)

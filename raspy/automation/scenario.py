@@ -28,7 +28,7 @@ from typing import Any, Callable
 from raspy.atomic import atomic_write
 from raspy.automation.actions import Actions
 from raspy.automation.store import Store, StoreError, stored
-from raspy.errors import RaspyError
+from raspy.errors import InvalidValue, RaspyError
 from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, ServiceError, bad_request, not_found
 from raspy.state.keys import SCENARIO, join_key
@@ -64,45 +64,46 @@ def section(name: str) -> str:
 
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not p.NAME.match(name) or name == "main":
-        raise ValueError("scenario name: letters, digits, '_' and '-' only (and not 'main')")
+        raise InvalidValue("scenario name: letters, digits, '_' and '-' only (and not 'main')", "name")
     return name
 
 
 def check_conf(conf: Any, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """``conf`` laid over ``base`` (or the defaults), checked; a bad one raises ValueError."""
     if not isinstance(conf, dict):
-        raise ValueError("conf is a table")
-    unknown = set(conf) - set(CONF_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown conf fields {sorted(unknown)}; known: {sorted(CONF_DEFAULTS)}")
+        raise InvalidValue("conf is a table")
+    for key in conf:
+        if key not in CONF_DEFAULTS:
+            raise InvalidValue(f"unknown key {key!r}; known: name, entries, code, {', '.join(CONF_DEFAULTS)}", key)
     out = {**CONF_DEFAULTS, **(base or {}), **conf}
     for flag in ("active", "startup"):
         if not isinstance(out[flag], bool):
-            raise ValueError(f"{flag} is true or false")
+            raise InvalidValue(f"{flag} is true or false", flag)
     timeout = out["timeout"]
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
-        raise ValueError("timeout is a positive number of seconds, or none")
+        raise InvalidValue("timeout is a positive number of seconds, or none", "timeout")
     if out["file"] is not None and (not isinstance(out["file"], str) or not _FILE.match(out["file"])):
-        raise ValueError("file is a bare file name ending in .py (no directories)")
+        raise InvalidValue("file is a bare file name ending in .py (no directories)", "file")
     if not isinstance(out["params"], dict):
-        raise ValueError("params is a table")
+        raise InvalidValue("params is a table", "params")
     return out
 
 
 def check_entries(entries: Any) -> dict[str, dict[str, Any]]:
     """Entries ``{key: {"op": ..., "value": ...}}``, checked."""
     if not isinstance(entries, dict):
-        raise ValueError("entries is a table of key -> condition")
+        raise InvalidValue("entries is a table of key -> condition", "entries")
     for key, cond in entries.items():
         if not isinstance(key, str) or not key.startswith("/"):
-            raise ValueError(f"entry key {key!r} is a key/value key starting with '/'")
+            raise InvalidValue(f"entry key {key!r} is a key/value key starting with '/'", "entries")
         if not isinstance(cond, dict) or cond.get("op") not in (*COMPARISONS, *EVENT_OPS):
-            raise ValueError(f"entry {key}: condition is {{op: one of {[*COMPARISONS, *EVENT_OPS]}, value?}}")
+            raise InvalidValue(f"entry {key}: condition is {{op: one of {[*COMPARISONS, *EVENT_OPS]}, value?}}",
+                               "entries", key)
         if cond["op"] in COMPARISONS and "value" not in cond:
-            raise ValueError(f"entry {key}: a comparison needs a value")
+            raise InvalidValue(f"entry {key}: a comparison needs a value", "entries", key)
         if set(cond) - {"op", "value"}:
-            raise ValueError(f"entry {key}: a condition has only op and value")
+            raise InvalidValue(f"entry {key}: a condition has only op and value", "entries", key)
     return dict(entries)
 
 
@@ -192,7 +193,8 @@ class Scenario:
         return {"name": self.name, "conf": dict(self.conf), "entries": dict(self.entries)}
 
     def state(self) -> dict[str, Any]:
-        return {"running": self.running, "active": self.conf["active"], "last_run": self.last_run,
+        return {"running": self.running, "active": self.conf["active"], "params": self.conf.get("params"),
+                "last_run": self.last_run,
                 "last_result": self.last_result, "runs": self.runs, "failures": self.failures,
                 "timeouts": self.timeouts, "abandoned": self.abandoned}
 
@@ -206,8 +208,78 @@ def split_table(table: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None,
     entries = rest.pop("entries", None)
     code = rest.pop("code", None)
     if code is not None and not isinstance(code, str):
-        raise ValueError("code is the text of a Python file")
+        raise InvalidValue("code is the text of a Python file", "code")
     return name, rest, entries, code
+
+
+# -- files, their code, and the check of params ------------------------------------------
+
+def find_file(file: str, scenarios_dir: Path | None) -> Path:
+    """A scenario's file: the owner's directory first, then the shipped examples."""
+    for folder in (scenarios_dir, SHIPPED_DIR):
+        if folder is not None and (folder / file).is_file():
+            return folder / file
+    raise FileNotFoundError(f"no scenario file {file} in {scenarios_dir} or {SHIPPED_DIR}")
+
+
+def load_code(name: str, source: str, filename: str) -> dict[str, Any]:
+    """The names a scenario's code defines (``run``, maybe ``check``), run as a module of its own."""
+    namespace: dict[str, Any] = {"__name__": f"raspy.scenario.{name}", "__file__": filename}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace
+
+
+def check_params(namespace: dict[str, Any], params: dict[str, Any]) -> None:
+    """Call the code's ``check(params)`` if it defines one; what it raises says what is wrong with them."""
+    check = namespace.get("check")
+    if callable(check):
+        check(dict(params))
+
+
+def check_scenario(scenario: "Scenario", scenarios_dir: Path | None, code: str | None = None) -> None:
+    """The scenario's code (its file, or ``code`` about to be written) loads and accepts its params.
+
+    A refusal is an :class:`InvalidValue` under ``file`` or ``params``.
+    """
+    try:
+        if code is None:
+            path = find_file(scenario.file, scenarios_dir)
+            code, filename = path.read_text(), str(path)
+        else:
+            filename = scenario.file
+        namespace = load_code(scenario.name, code, filename)
+    except FileNotFoundError as exc:
+        raise InvalidValue(str(exc), "file") from None
+    except Exception as exc:
+        raise InvalidValue(f"{scenario.file} does not load: {type(exc).__name__}: {exc}", "file") from None
+    if not callable(namespace.get("run")):
+        raise InvalidValue(f"{scenario.file} defines no run(ctx)", "file")
+    try:
+        check_params(namespace, scenario.conf["params"])
+    except InvalidValue as exc:
+        raise exc.inside("params") from None
+    except ValueError as exc:
+        raise InvalidValue(str(exc), "params") from None
+    except Exception as exc:
+        raise InvalidValue(f"check(params) failed: {type(exc).__name__}: {exc}", "params") from None
+
+
+def check_config(tables: Any, scenarios_dir: Path | None) -> None:
+    """The scenarios of a configuration, as Core will add them, and no name twice; a refusal names the entry."""
+    if not isinstance(tables, list):
+        raise InvalidValue("scenarios is a list of tables")
+    names: dict[str, int] = {}
+    for index, table in enumerate(tables):
+        try:
+            if isinstance(table, dict) and "code" in table:
+                raise InvalidValue("a configured scenario names its file; code belongs in that file", "code")
+            name, conf, entries, _ = split_table(table)
+            check_scenario(Scenario(name, check_conf(conf), check_entries(entries or {})), scenarios_dir)
+        except InvalidValue as exc:
+            raise exc.inside(index) from None
+        if name in names:
+            raise InvalidValue(f"scenarios[{names[name]}] has the name {name!r} too", index, "name")
+        names[name] = index
 
 
 class ScenarioManager:
@@ -231,11 +303,8 @@ class ScenarioManager:
     # -- files ---------------------------------------------------------------------------
 
     def path_of(self, scenario: Scenario) -> Path:
-        """The scenario's file: the owner's directory first, then the shipped examples."""
-        for folder in (self.scenarios_dir, SHIPPED_DIR):
-            if folder is not None and (folder / scenario.file).is_file():
-                return folder / scenario.file
-        raise FileNotFoundError(f"no scenario file {scenario.file} in {self.scenarios_dir} or {SHIPPED_DIR}")
+        """The scenario's file (see :func:`find_file`)."""
+        return find_file(scenario.file, self.scenarios_dir)
 
     def _write_code(self, file: str, code: str) -> None:
         """Write remote code (only when allowed) to the owner's directory, atomically."""
@@ -275,8 +344,7 @@ class ScenarioManager:
                 raise ValueError(f"scenario {name!r} exists; update or delete it")
             scenario = Scenario(name, check_conf(conf), check_entries(entries or {}), source)
             self._check_code(code, scenario.file)
-            if code is None:
-                self.path_of(scenario)
+            check_scenario(scenario, self.scenarios_dir, code)
             if persist:
                 self._save(scenario, with_keys=[*self.scenarios, name])
             if code is not None:
@@ -295,8 +363,7 @@ class ScenarioManager:
             new_entries = scenario.entries if entries is None else check_entries(entries)
             candidate = Scenario(name, new_conf, new_entries)
             self._check_code(code, candidate.file)
-            if code is None:
-                self.path_of(candidate)
+            check_scenario(candidate, self.scenarios_dir, code)
             self._save(candidate)
             if code is not None:
                 self._write_code(candidate.file, code)
@@ -334,14 +401,17 @@ class ScenarioManager:
             del self.scenarios[name]
 
     def load_config(self, tables: list[Any]) -> None:
-        """Scenarios of the configuration file; a bad one stops start-up with its reason."""
-        for index, table in enumerate(tables):
+        """Scenarios of the configuration file, checked (:func:`check_config`) when it was loaded.
+
+        One whose file was removed or changed since is logged and left out: Core runs the others.
+        """
+        for table in tables:
             try:
-                if isinstance(table, dict) and "code" in table:
-                    raise ValueError("a configured scenario names its file; code belongs in that file")
+                check_config([table], self.scenarios_dir)
                 self.add(table, source="config", persist=False)
-            except (ValueError, FileNotFoundError) as exc:
-                raise ValueError(f"scenarios[{index}]: {exc}") from None
+            except ValueError as exc:
+                name = table.get("name") if isinstance(table, dict) else table
+                log.error("configured scenario %s left out: %s", name, exc)
 
     # -- the store --------------------------------------------------------------------------
 
@@ -443,11 +513,11 @@ class ScenarioManager:
         """The scenario thread: load the file, call ``run(ctx)``, record the outcome."""
         try:
             path = self.path_of(scenario)
-            namespace: dict[str, Any] = {"__name__": f"raspy.scenario.{scenario.name}", "__file__": str(path)}
-            exec(compile(path.read_text(), str(path), "exec"), namespace)
+            namespace = load_code(scenario.name, path.read_text(), str(path))
             run = namespace.get("run")
             if not callable(run):
                 raise TypeError(f"{path} defines no run(ctx)")
+            check_params(namespace, context.params)
             scenario.last_result = {"ok": True, "value": _plain(run(context))}
         except (Exception, SystemExit) as exc:
             scenario.failures += 1

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping
 
-from raspy.errors import RaspyError
+from raspy.errors import InvalidValue
 from raspy.mdp.protocol import NAME
 
 logger = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ NOT_POLLABLE = -1
 NOT_POLLED = 0
 
 
-class DeviceError(RaspyError, ValueError):
-    """A device, configuration or reading that is refused, with the reason."""
+class DeviceError(InvalidValue):
+    """A device, configuration or reading that is refused, with the reason (and the key, when one is at fault)."""
 
 
 def freeze(template: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -89,25 +89,25 @@ class BaseDevice:
         if not isinstance(json, Mapping):
             raise DeviceError(f"a device configuration is a dict, got {type(json).__name__}")
         if "name" not in json:
-            raise DeviceError("a device needs a 'name'")
+            raise DeviceError("a device needs a 'name'", "name")
         name = json["name"]
         if not isinstance(name, str) or not NAME.match(name):
-            raise DeviceError(f"bad device name {name!r}: letters, digits, '_' and '-' only")
+            raise DeviceError(f"bad device name {name!r}: letters, digits, '_' and '-' only", "name")
         oid = json.get("oid", cls.oid)
         if oid != cls.oid:
-            raise DeviceError(f"oid {oid!r} does not match class {cls.__name__} ({cls.oid!r})")
+            raise DeviceError(f"oid {oid!r} does not match class {cls.__name__} ({cls.oid!r})", "oid")
         cls.check_poll(json.get("poll"))
 
     @classmethod
     def check_poll(cls, seconds: Any) -> None:
         """The poll rules: -1 for classes that cannot be polled, else 0 or a positive integer."""
         if isinstance(seconds, bool) or not isinstance(seconds, int):
-            raise DeviceError(f"poll must be an integer number of seconds, got {seconds!r}")
+            raise DeviceError(f"poll must be an integer number of seconds, got {seconds!r}", "poll")
         if not cls.pollable:
             if seconds != NOT_POLLABLE:
-                raise DeviceError(f"{cls.oid} devices cannot be polled: poll is always -1")
+                raise DeviceError(f"{cls.oid} devices cannot be polled: poll is always -1", "poll")
         elif seconds < 0:
-            raise DeviceError("poll must be 0 (not polled) or a positive number of seconds")
+            raise DeviceError("poll must be 0 (not polled) or a positive number of seconds", "poll")
 
     def _apply(self, full: Mapping[str, Any]) -> None:
         """Store a checked full configuration (the oid is the class's, not stored)."""

@@ -7,10 +7,10 @@ from typing import Any, Mapping
 from raspy.devices.base import NOT_POLLED, BaseDevice, DeviceError, freeze
 
 
-def check_number(what: str, value: Any) -> float:
-    """``value`` as a finite real number, or a :class:`DeviceError` that names ``what``."""
+def check_number(what: str, value: Any, key: str | None = None) -> float:
+    """``value`` as a finite real number, or a :class:`DeviceError` that names ``what`` (at ``key``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DeviceError(f"{what} must be a finite number, got {value!r}")
+        raise DeviceError(f"{what} must be a finite number, got {value!r}", *([key] if key else []))
     return value
 
 
@@ -26,7 +26,7 @@ class SensorDevice(BaseDevice):
         super().check(json)
         unit = json.get("unit")
         if unit is not None and not isinstance(unit, str):
-            raise DeviceError(f"unit must be a string, got {unit!r}")
+            raise DeviceError(f"unit must be a string, got {unit!r}", "unit")
 
     def check_reading(self, value: Any) -> None:
         check_number(f"a reading of {self.name}", value)
@@ -43,7 +43,7 @@ class SensorTemperature(SensorDevice):
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
         if json.get("unit") not in cls.units:
-            raise DeviceError(f"temperature unit must be one of {list(cls.units)}, got {json.get('unit')!r}")
+            raise DeviceError(f"temperature unit must be one of {list(cls.units)}, got {json.get('unit')!r}", "unit")
 
 
 class SensorWind(SensorDevice):
@@ -57,7 +57,7 @@ class SensorWind(SensorDevice):
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
         if json.get("unit") not in cls.units:
-            raise DeviceError(f"wind speed unit must be one of {list(cls.units)}, got {json.get('unit')!r}")
+            raise DeviceError(f"wind speed unit must be one of {list(cls.units)}, got {json.get('unit')!r}", "unit")
 
     def check_reading(self, value: Any) -> None:
         if not isinstance(value, Mapping) or set(value) != {"speed", "direction"}:

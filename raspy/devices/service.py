@@ -3,7 +3,8 @@
 Argument shapes (``args`` is the msgpack-decoded frame):
 
 - ``list_keys``: none; result: the device names, sorted.
-- ``config``: ``[name]`` gets, ``[name, {...}]`` sets (the dict must carry ``"name"``); result: the config.
+- ``config``: ``[name]`` gets, ``[name, {...}]`` sets (the dict must carry ``"name"``); result: the config
+  with the device's ``oid``, which tells a client what kind of device it is (the MQTT bridge reads it).
 - ``poll``: ``[name]`` gets, ``[name, seconds]`` sets; result: the interval (-1, 0 or n).
 - ``log``: ``name``; result: the device's recent log lines.
 - ``reset``: ``name``; result: the config after the reset.
@@ -61,6 +62,10 @@ class DeviceService(Service):
         except KeyError as exc:
             raise not_found(exc.args[0]) from None
 
+    def next_due(self, now: float) -> float | None:
+        """When the next reading is due (wall time), for a publisher to sleep until; None: unknown."""
+        return None
+
     def do_list_keys(self, args: Any) -> list[str]:
         return sorted(self.devices)
 
@@ -68,7 +73,7 @@ class DeviceService(Service):
         name, new = name_and_value(args)
         device = self.device(name)
         with refusals():
-            return device.config(new)
+            return {"oid": device.oid, **device.config(new)}
 
     def do_poll(self, args: Any) -> int:
         name, seconds = name_and_value(args)

@@ -20,7 +20,11 @@ from raspy.devices.sensor import SensorDevice, check_number
 
 
 class SimulatedDevice(BaseDevice):
-    """A device whose reading is computed from the time; ``kind`` names it in configs."""
+    """A device whose reading is computed from the time; ``kind`` names it in configs.
+
+    Its keys are those of its template, ``name`` and ``oid``: any other is refused, since a
+    misspelt ``cyle`` would otherwise be kept as an extra key while the cycle stays the default.
+    """
 
     kind: ClassVar[str] = ""
     pollable = True
@@ -29,7 +33,11 @@ class SimulatedDevice(BaseDevice):
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
         if json.get("kind") != cls.kind:
-            raise DeviceError(f"kind {json.get('kind')!r} does not match {cls.__name__} ({cls.kind!r})")
+            raise DeviceError(f"kind {json.get('kind')!r} does not match {cls.__name__} ({cls.kind!r})", "kind")
+        known = ["name", *cls.template, "oid"]
+        for key in json:
+            if key not in known:
+                raise DeviceError(f"unknown key {key!r}; known: {', '.join(known)}", key)
 
     def value(self, now: float) -> Any:
         """The reading at time ``now``."""
@@ -50,12 +58,12 @@ class CyclicSensor(SimulatedDevice, SensorDevice):
     @classmethod
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
-        if check_number("cycle", json.get("cycle")) <= 0:
-            raise DeviceError(f"cycle must be a positive number of seconds, got {json['cycle']!r}")
-        low, high = check_number("min", json.get("min")), check_number("max", json.get("max"))
+        if check_number("cycle", json.get("cycle"), "cycle") <= 0:
+            raise DeviceError(f"cycle must be a positive number of seconds, got {json['cycle']!r}", "cycle")
+        low, high = check_number("min", json.get("min"), "min"), check_number("max", json.get("max"), "max")
         if low > high:
-            raise DeviceError(f"min ({low}) is above max ({high})")
-        check_number("offset", json.get("offset"))
+            raise DeviceError(f"min ({low}) is above max ({high})", "min")
+        check_number("offset", json.get("offset"), "offset")
 
     def value(self, now: float) -> float:
         cfg = self._config
@@ -80,11 +88,11 @@ class LinearSensor(SimulatedDevice, SensorDevice):
     @classmethod
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
-        check_number("start", json.get("start"))
-        check_number("slope (per hour)", json.get("slope"))
-        bounds = [check_number(key, json[key]) for key in ("lower", "upper") if json.get(key) is not None]
+        check_number("start", json.get("start"), "start")
+        check_number("slope (per hour)", json.get("slope"), "slope")
+        bounds = [check_number(key, json[key], key) for key in ("lower", "upper") if json.get(key) is not None]
         if len(bounds) == 2 and bounds[0] > bounds[1]:
-            raise DeviceError(f"lower ({bounds[0]}) is above upper ({bounds[1]})")
+            raise DeviceError(f"lower ({bounds[0]}) is above upper ({bounds[1]})", "lower")
 
     def value(self, now: float) -> float:
         if self._origin is None:
@@ -124,7 +132,10 @@ class Switch(SimulatedDevice):
     @classmethod
     def check(cls, json: Mapping[str, Any]) -> None:
         super().check(json)
-        switch_state(json.get("state"))
+        try:
+            switch_state(json.get("state"))
+        except DeviceError as exc:
+            raise exc.inside("state") from None
 
     def _apply(self, full: Mapping[str, Any]) -> None:
         super()._apply({**full, "state": switch_state(full["state"])})
@@ -153,5 +164,5 @@ def simulated(config: Any) -> SimulatedDevice:
         raise DeviceError(f"a simulated device is a table with 'name' and 'kind', got {type(config).__name__}")
     kind = config.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
-        raise DeviceError(f"a simulated device needs 'kind', one of {sorted(KINDS)}; got {kind!r}")
+        raise DeviceError(f"a simulated device needs 'kind', one of {sorted(KINDS)}; got {kind!r}", "kind")
     return KINDS[kind].new(config)

@@ -2,35 +2,34 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
 
 from raspy.house.executive import Counters, Executive, Settings
+from raspy.house.options import ENDPOINT, POSITIVE, Option, at_least
 from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
 from raspy.mdp.limits import BrokerLimits
 
 
 class BrokerExecutive(Executive):
-    """The broker as an executive: the core in a thread, beats and counters in the main one.
+    """The broker as an executive: the core in a thread, beats and counters in the main one."""
 
-    Options: ``bind`` (endpoint) and every bound of :class:`~raspy.mdp.limits.BrokerLimits`
-    (``max_message``, ``queue_requests``, ``request_expiry``, ...).
-    """
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        known = {"bind", *(f.name for f in fields(BrokerLimits))}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r}; the broker's are {', '.join(sorted(known))}")
-        BrokerLimits.from_options(options)  # a bad bound raises ValueError naming it
+    options = (
+        Option("bind", str, None, "the endpoint the broker binds; default `[raspy] broker`", ENDPOINT),
+        # every bound of raspy.mdp.limits (docs/limits.md), as `raspy run broker` has them too
+        *(Option(f.name, type(f.default), f.default, f.metadata["help"],
+                 at_least(1) if type(f.default) is int else POSITIVE) for f in fields(BrokerLimits)),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
-        options = settings.options
-        self.broker = Broker(options.get("bind", DEFAULT_ENDPOINT), heartbeat=settings.heartbeat,
-                             liveness=settings.liveness, limits=BrokerLimits.from_options(options))
+        limits = BrokerLimits(**{f.name: self.option(f.name) for f in fields(BrokerLimits)})
+        self.broker = Broker(self.option("bind") or DEFAULT_ENDPOINT, heartbeat=settings.heartbeat,
+                             liveness=settings.liveness, limits=limits)
         self.add_thread(self.broker.run, self.broker.stop, "broker")
         self._reported = (0, 0, 0)
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        return [settings.options.get("bind", DEFAULT_ENDPOINT)]
 
     def tick(self, now: float) -> None:
         core = self.broker.core

@@ -7,10 +7,6 @@ Core wires the managers to the world: key/value publishing and watching
 survive a restart. Titanic may start after Core: loading is retried, and
 startup scenarios wait for it at most ``store_wait`` seconds.
 
-Options (``Settings.options``): ``jobs``, ``scenarios`` (lists of tables),
-``scenarios_dir`` (default ``<state_dir>/scenarios``), ``allow_remote_code``
-(default false), ``missed`` (``run_once`` or ``skip``), ``scenario_timeout``,
-``stop_timeout``, ``store_wait``.
 See docs/core.md.
 """
 from __future__ import annotations
@@ -22,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from raspy.automation.actions import Actions
-from raspy.automation.cron import CronManager, CronService
-from raspy.automation.scenario import ScenarioCollectionService, ScenarioManager, ScenarioService
+from raspy.automation.cron import MISSED_POLICIES, CronManager, CronService, check_jobs
+from raspy.automation.scenario import ScenarioCollectionService, ScenarioManager, ScenarioService, check_config
 from raspy.automation.store import StoreError, TitanicStore
+from raspy.errors import InvalidValue
 from raspy.house.executive import Counters, Server, Settings
+from raspy.house.options import NOT_NEGATIVE, POSITIVE, Option, one_of
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
@@ -38,29 +36,53 @@ LOAD_RETRY = 5.0
 MARKS_FLUSH = 30.0
 
 
+def scenarios_dir(settings: Settings) -> Path:
+    """Where the owner's scenario files are: option ``scenarios_dir``, else ``<state_dir>/scenarios``."""
+    return Path(settings.options.get("scenarios_dir") or Path(settings.state_dir) / "scenarios")
+
+
 class Core(Server):
     """Cron and scenarios in one executive."""
 
+    options = (
+        Option("jobs", list, [], "cron jobs, one table each ([keys](core.md#cron-jobs))", check_jobs),
+        Option("scenarios", list, [], "scenarios, one table each ([keys](core.md#scenarios))"),
+        Option("scenarios_dir", str, None, "the owner's scenario files; default `<state_dir>/scenarios`"),
+        Option("allow_remote_code", bool, False, "accept scenario code over the network"),
+        Option("missed", str, "run_once", "missed-run policy of the jobs that set none", one_of(*MISSED_POLICIES)),
+        Option("scenario_timeout", float, 60.0, "seconds a triggered scenario may run when its conf sets no "
+               "`timeout`", POSITIVE),
+        Option("stop_timeout", float, 5.0, "seconds Core's shutdown waits, in all, for running scenarios", POSITIVE),
+        Option("store_wait", float, 10.0, "seconds startup scenarios wait for Titanic's store before starting "
+               "anyway", NOT_NEGATIVE),
+        Option("request_timeout", float, 2.5, "seconds per attempt of a request sent by a job or a scenario",
+               POSITIVE),
+    )
+
+    @classmethod
+    def check_options(cls, settings: Settings) -> None:
+        """Scenarios as Core will add them: their files are found and accept their params."""
+        try:
+            check_config(settings.options.get("scenarios", []), scenarios_dir(settings))
+        except InvalidValue as exc:
+            raise exc.inside("scenarios") from None
+
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
-        options = settings.options
-        self.request_timeout = float(options.get("request_timeout", 2.5))
-        self.stop_timeout = float(options.get("stop_timeout", 5.0))
-        self.store_wait = float(options.get("store_wait", 10.0))
+        self.request_timeout = float(self.option("request_timeout"))
+        self.stop_timeout = float(self.option("stop_timeout"))
+        self.store_wait = float(self.option("store_wait"))
         self.publisher = KvPublisherClient(settings.kv_collector)
         self.subscriber = KvSubscriberClient("", settings.kv_snapshot, settings.kv_publisher)
         store = TitanicStore(lambda: MajorDomoClient(settings.broker, timeout=1.0, retries=2), self.service)
         state_dir = Path(settings.state_dir)
         actions = Actions(self.publish, self.request, self.get, self.fire_scenario)
-        self.cron = CronManager(actions, store,
-                                missed=options.get("missed", "run_once"), marks_path=state_dir / "cron-marks.json")
-        self.scenarios = ScenarioManager(
-            actions, store,
-            Path(options.get("scenarios_dir", state_dir / "scenarios")),
-            allow_remote_code=options.get("allow_remote_code", False) is True,
-            default_timeout=float(options.get("scenario_timeout", 60.0)))
-        self.cron.load_config(list(options.get("jobs", [])))
-        self.scenarios.load_config(list(options.get("scenarios", [])))
+        self.cron = CronManager(actions, store, missed=self.option("missed"), marks_path=state_dir / "cron-marks.json")
+        self.scenarios = ScenarioManager(actions, store, scenarios_dir(settings),
+                                         allow_remote_code=self.option("allow_remote_code") is True,
+                                         default_timeout=float(self.option("scenario_timeout")))
+        self.cron.load_config(self.option("jobs"))
+        self.scenarios.load_config(self.option("scenarios"))
         self.add_service("cron", CronService(self.cron))
         self.add_service("scenarios", ScenarioCollectionService(self.scenarios))
         self.add_service("scenario", ScenarioService(self.scenarios))

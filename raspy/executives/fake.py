@@ -19,6 +19,7 @@ from raspy.devices.service import DeviceService, name_and_value, name_arg, readi
 from raspy.devices.simulated import SimulatedDevice, Switch, simulated
 from raspy.executives.device_server import DeviceServer
 from raspy.house.executive import Counters, Settings
+from raspy.house.options import Option, with_defaults
 from raspy.mdp.service import bad_request
 
 
@@ -51,6 +52,12 @@ class FakeDevices(DeviceService):
                 out.append((name, device.read(now)))
         return out
 
+    def next_due(self, now: float) -> float | None:
+        """The earliest time a polled device is due; a device never published is due now."""
+        times = [self._published[name] + device.poll() if name in self._published else now
+                 for name, device in self.devices.items() if device.poll() > 0]
+        return min(times, default=None)
+
     def do_get(self, args: Any) -> dict[str, Any]:
         now = self.clock()
         return reading_result(self.device(name_arg(args)).read(now), now)
@@ -75,12 +82,25 @@ class FakeDevices(DeviceService):
         return reading_result(device.read(now), now)
 
 
-class Fake(DeviceServer):
-    """The ``fake`` executive: the simulated devices of option ``devices`` (a list of tables)."""
+def check_devices(tables: list[Any]) -> None:
+    """Each table makes a simulated device, and no two share a name; a refusal names the entry and key."""
+    names: dict[str, int] = {}
+    for index, table in enumerate(tables):
+        try:
+            device = simulated(table)
+        except DeviceError as exc:
+            raise exc.inside(index) from None
+        if device.name in names:
+            raise DeviceError(f"devices[{names[device.name]}] has the name {device.name!r} too", index, "name")
+        names[device.name] = index
 
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        FakeDevices(options.get("devices", []))  # a bad table raises DeviceError, a ValueError
+
+class Fake(DeviceServer):
+    """The ``fake`` executive: the simulated devices of option ``devices``."""
+
+    options = (
+        Option("devices", list, [], "simulated devices, one table each (kinds and keys below)", check_devices),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
-        super().__init__(settings, FakeDevices(settings.options.get("devices", [])), slot)
+        super().__init__(settings, FakeDevices(with_defaults(self.options, settings.options)["devices"]), slot)

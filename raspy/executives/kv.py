@@ -4,25 +4,38 @@ from __future__ import annotations
 from pathlib import Path
 
 from raspy.house.executive import Counters, Executive, Settings
+from raspy.house.options import POSITIVE, Option
 from raspy.state.kv.server import KvServer
 
 
 class KvExecutive(Executive):
     """The ``kv`` executive: a :class:`KvServer` on the house's key/value endpoints.
 
-    Options: ``state`` (file; default ``<state_dir>/kv.state``), ``flush_interval``
-    and ``hugz_interval`` (seconds). Updates and snapshots count as requests on the board.
+    Updates and snapshots count as requests on the board.
     """
+
+    options = (
+        Option("state", str, None, "the state file; default `<state_dir>/kv.state`"),
+        Option("flush_interval", float, 5.0, "seconds from a change to its write in the state file (at most)",
+               POSITIVE),
+        Option("readings_flush_interval", float, 300.0, "the same when only device readings (`/device/`) "
+               "changed: their servers publish them again at their next poll", POSITIVE),
+        Option("hugz_interval", float, 1.0, "seconds between two HUGZ to subscribers", POSITIVE),
+    )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
-        options = settings.options
         self.server = KvServer(settings.kv_snapshot, settings.kv_publisher, settings.kv_collector,
-                               state_path=options.get("state", Path(settings.state_dir) / "kv.state"),
-                               flush_interval=options.get("flush_interval", 5.0),
-                               hugz_interval=options.get("hugz_interval", 1.0))
+                               state_path=self.option("state") or Path(settings.state_dir) / "kv.state",
+                               flush_interval=self.option("flush_interval"),
+                               hugz_interval=self.option("hugz_interval"),
+                               readings_flush_interval=self.option("readings_flush_interval"))
         self.add_thread(self.server.run, self.server.stop, "kv")
         self._reported = 0
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        return [settings.kv_snapshot, settings.kv_publisher, settings.kv_collector]
 
     def tick(self, now: float) -> None:
         served = self.server.stats["updates"] + self.server.stats["snapshots"]

@@ -26,6 +26,7 @@ from raspy.devices.service import DeviceService, name_arg, reading_result
 from raspy.errors import RaspyError
 from raspy.executives.device_server import DeviceServer
 from raspy.house.executive import Counters, Settings
+from raspy.house.options import NOT_NEGATIVE, Option, at_least, with_defaults
 from raspy.house.statistics import SNMPCounter, oid
 from raspy.mdp import protocol
 from raspy.mdp.service import ServiceError, not_found
@@ -238,11 +239,17 @@ class OneWireDevices(DeviceService):
 class OneWire(DeviceServer):
     """The ``onewire`` executive.
 
-    Options: ``devices_dir``, ``poll`` (seconds between readings of a new sensor, default 60;
-    0 reads only on request), ``retries``, ``pause`` (seconds between retries). Reads, retries
-    and errors of all sensors are counted in its statistics (``sensor_reads``, ...) and in the board's extra counters
-    0, 1 and 2; ``counters`` on ``<host>.onewire.devices`` gives them per sensor.
+    Reads, retries and errors of all sensors are counted in its statistics (``sensor_reads``, ...)
+    and in the board's extra counters 0, 1 and 2; ``counters`` on ``<host>.onewire.devices`` gives
+    them per sensor.
     """
+
+    options = (
+        Option("devices_dir", str, DEVICES_DIR, "where the kernel lists the 1-Wire devices"),
+        Option("poll", int, 60, "seconds between readings of a sensor it finds (0: only on request)", at_least(0)),
+        Option("retries", int, 3, "reads retried before a sensor's reading is given up", at_least(0)),
+        Option("pause", float, 0.2, "seconds between two tries", NOT_NEGATIVE),
+    )
 
     TOTALS = {
         "reads": "readings of w1_slave files",
@@ -251,10 +258,9 @@ class OneWire(DeviceServer):
     }
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
-        options = settings.options
-        bus = OneWireBus(options.get("devices_dir", DEVICES_DIR), retries=options.get("retries", 3),
-                         pause=options.get("pause", 0.2))
-        super().__init__(settings, OneWireDevices(bus, poll=options.get("poll", 60)), slot)
+        options = with_defaults(self.options, settings.options)  # self.option needs the settings set below
+        bus = OneWireBus(options["devices_dir"], retries=options["retries"], pause=options["pause"])
+        super().__init__(settings, OneWireDevices(bus, poll=options["poll"]), slot)
         self.totals = {name: self.statistics.add(SNMPCounter(oid(self.service, f"sensor_{name}"), doc))
                        for name, doc in self.TOTALS.items()}
         self._totalled = dict.fromkeys(self.TOTALS, 0)

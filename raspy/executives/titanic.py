@@ -5,7 +5,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from raspy.errors import InvalidValue
 from raspy.house.executive import Counters, Server, Settings
+from raspy.house.options import POSITIVE, Option, at_least, with_defaults
 from raspy.house.statistics import SNMPGauge, oid
 from raspy.mdp import protocol as p
 from raspy.mdp.protocol import Frames
@@ -21,34 +23,42 @@ OK_FRAME, PENDING_FRAME, UNKNOWN_FRAME, ERROR_FRAME = map(p.status_frame, (p.OK,
 
 
 class Titanic(Server):
-    """The Titanic executive: 9/TSP services, the store, the dispatcher, retention.
+    """The Titanic executive: 9/TSP services, the store, the dispatcher, retention."""
 
-    Options: ``db`` (default ``<state_dir>/titanic.sqlite``), ``retention``
-    (seconds a reply or a closed request is kept, default a week),
-    ``request_workers`` (connections serving ``titanic.request`` from one thread, so the
-    requests that arrive together are committed together; default 8),
-    ``clean_interval`` (seconds), and the dispatch settings ``dispatch_timeout``,
-    ``probe_timeout``, ``retry_min``, ``retry_max``, ``lanes``.
-    """
+    options = (
+        Option("db", str, None, "the database file; default `<state_dir>/titanic.sqlite`"),
+        Option("retention", float, 7 * 24 * 3600, "seconds a reply or a closed request is kept", POSITIVE),
+        Option("clean_interval", float, 60.0, "seconds between clean-ups", POSITIVE),
+        Option("request_workers", int, 8, "connections serving `titanic.request` from one thread "
+               "(the most requests one commit takes)", at_least(1)),
+        Option("dispatch_timeout", float, 10.0, "seconds one dispatched request may take", POSITIVE),
+        Option("probe_timeout", float, 1.0, "seconds for one `mmi.service` question", POSITIVE),
+        Option("retry_min", float, 0.5, "first delay before a request to an absent or failing service is "
+               "tried again", POSITIVE),
+        Option("retry_max", float, 30.0, "longest such delay (it doubles from `retry_min`)", POSITIVE),
+        Option("lanes", int, 4, "services dispatched to at once", at_least(1)),
+    )
+
+    @classmethod
+    def check_options(cls, settings: Settings) -> None:
+        values = with_defaults(cls.options, settings.options)
+        if values["retry_min"] > values["retry_max"]:
+            raise InvalidValue(f"{values['retry_min']} is more than retry_max {values['retry_max']}", "retry_min")
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
-        options = settings.options
-        self.retention = float(options.get("retention", 7 * 24 * 3600))
-        self.clean_interval = float(options.get("clean_interval", 60.0))
-        workers = int(options.get("request_workers", 8))
-        if self.retention <= 0 or self.clean_interval <= 0 or workers < 1:
-            raise ValueError("retention and clean_interval must be positive, request_workers at least 1")
-        self.journal = Journal(options.get("db") or Path(settings.state_dir) / "titanic.sqlite")
+        self.retention = float(self.option("retention"))
+        self.clean_interval = float(self.option("clean_interval"))
+        self.journal = Journal(self.option("db") or Path(settings.state_dir) / "titanic.sqlite")
         self.dispatcher = Dispatcher(self.journal, settings.broker, DispatchSettings(
-            timeout=float(options.get("dispatch_timeout", 10.0)),
-            probe_timeout=float(options.get("probe_timeout", 1.0)),
-            retry_min=float(options.get("retry_min", 0.5)),
-            retry_max=float(options.get("retry_max", 30.0)),
-            lanes=int(options.get("lanes", 4)),
+            timeout=float(self.option("dispatch_timeout")),
+            probe_timeout=float(self.option("probe_timeout")),
+            retry_min=float(self.option("retry_min")),
+            retry_max=float(self.option("retry_max")),
+            lanes=self.option("lanes"),
         ))
         self._next_clean = 0.0
-        self.add_pool(REQUEST_SERVICE, self.on_requests, workers)
+        self.add_pool(REQUEST_SERVICE, self.on_requests, self.option("request_workers"))
         self._add_gauges()
         self.add_worker(REPLY_SERVICE, self.on_reply)
         self.add_worker(CLOSE_SERVICE, self.on_close)

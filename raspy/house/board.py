@@ -53,8 +53,8 @@ _HEADER = struct.Struct("<8sIIIid")
 HEADER_SIZE = 64
 _SEQ = struct.Struct("<Q")  # layout only: the number is read and stored through _words(), see there
 #: Supervisor record after its sequence number: name, pid, state, started, started
-#: (monotonic), restarts, exit code, exit time, next start, exit reason.
-_SUP = struct.Struct(f"<{NAME_SIZE}siIddIidd{REASON_SIZE}s")
+#: (monotonic), restarts, exit code, exit time, next start, exit reason, log bytes dropped.
+_SUP = struct.Struct(f"<{NAME_SIZE}siIddIidd{REASON_SIZE}sQ")
 #: Executive record after its sequence number: heartbeat, heartbeat (monotonic),
 #: requests, replies, errors, bytes in, bytes out, extra counters.
 _EXEC = struct.Struct(f"<dd5Q{EXTRA_COUNTERS}Q")
@@ -153,6 +153,7 @@ class SlotState:
     bytes_in: int
     bytes_out: int
     extra: tuple[int, ...]
+    log_dropped: int = 0  # bytes of the executive's output its log file did not take (disk full?)
 
     def heartbeat_age(self, now: float | None = None) -> float:
         """Seconds since the last sign of life (the last beat, or the start if later).
@@ -342,14 +343,14 @@ class Slot:
 
     def read(self, timeout: float = READ_TIMEOUT) -> SlotState:
         """A consistent snapshot; :class:`BoardBusy` if a record stays half-written for ``timeout`` s."""
-        name, pid, state, started, started_mono, restarts, code, exit_at, next_start, reason = \
+        name, pid, state, started, started_mono, restarts, code, exit_at, next_start, reason, log_dropped = \
             self._stable(self._sup, _SUP, timeout)
         beat, beat_mono, requests, replies, errors, bytes_in, bytes_out, *extra = \
             self._stable(self._exec, _EXEC, timeout)
         return SlotState(  # positional: a snapshot is read often (watchdog, status page)
             self.index, _decode(name), pid, _STATES[state], started, started_mono, restarts,
             LastExit(code, _decode(reason), exit_at) if exit_at else None, next_start,
-            beat, beat_mono, requests, replies, errors, bytes_in, bytes_out, tuple(extra),
+            beat, beat_mono, requests, replies, errors, bytes_in, bytes_out, tuple(extra), log_dropped,
         )
 
     # -- the executive writes -----------------------------------------------
@@ -411,7 +412,7 @@ class Slot:
     def set_supervised(self, *, pid: int | None = None, state: State | None = None,
                        started: float | None = None, restarts: int | None = None,
                        last_exit: LastExit | None = None, next_start: float | None = None,
-                       name: str | None = None) -> None:
+                       name: str | None = None, log_dropped: int | None = None) -> None:
         """Change the supervisor's fields; those left ``None`` keep their value.
 
         ``started`` is a wall time (usually ``time.time()`` at fork); its
@@ -419,7 +420,7 @@ class Slot:
         """
         with self._sup_lock:
             (old_name, old_pid, old_state, old_started, started_mono, old_restarts,
-             code, exit_at, old_next, reason) = self._stable(self._sup, _SUP, READ_TIMEOUT)
+             code, exit_at, old_next, reason, old_dropped) = self._stable(self._sup, _SUP, READ_TIMEOUT)
             if started is not None:
                 started_mono = time.monotonic() - (time.time() - started) if started else 0.0
             if last_exit is not None:
@@ -434,6 +435,7 @@ class Slot:
                 code, exit_at,
                 old_next if next_start is None else next_start,
                 reason,
+                old_dropped if log_dropped is None else log_dropped,
             )
             buf, words, offset = self._buf, self._words, self._sup
             scratch = _SUP.pack(*fields)  # raises on bad values before anything changes
@@ -463,7 +465,7 @@ class Slot:
         """Give the slot to a new executive (supervisor): supervisor fields to zero, counters cleared."""
         self.clear()
         self.set_supervised(name=name, pid=0, state=state, started=0.0, restarts=0, next_start=0.0,
-                            last_exit=LastExit(0, "", 0.0))
+                            last_exit=LastExit(0, "", 0.0), log_dropped=0)
 
 
 def _check_name(name: str) -> bytes:

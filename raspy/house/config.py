@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raspy.errors import RaspyError
-from raspy.house.executive import Settings, load_kind
+from raspy.errors import InvalidValue, RaspyError
+from raspy.house.executive import BEATS_PER_HANG, Settings, load_kind
+from raspy.house.options import check_table
+from raspy.house.toml_lines import find_line, find_value_line
 
 #: The default house, in start order: executive name -> its options. An entry whose
 #: kind is not (yet) in ``raspy.house.executive.KINDS`` is left out, so a new executive
@@ -31,6 +34,7 @@ DEFAULT_HOUSE: dict[str, dict[str, Any]] = {
     ]},
     "web": {},
     "onewire": {},
+    "history": {},
 }
 
 #: Executives of the default house that only make sense when this path exists.
@@ -87,6 +91,7 @@ class Config:
     stop_timeout: float = 5.0        # SIGTERM, then SIGKILL after this
     hang_timeout: float = 15.0       # no heartbeat for this long: killed and restarted
     log_max_bytes: int = 1_000_000   # an executive's log is rotated at this size (one old file kept)
+    python_path: list[Path] = field(default_factory=list)  # ``path``: folders of the house's own kinds
     executives: dict[str, ExecutiveConfig] = field(default_factory=dict)
 
     @property
@@ -102,7 +107,8 @@ class Config:
         return Settings(name=name, hostname=self.hostname, broker=self.broker, state_dir=self.state_dir,
                         kv_snapshot=self.kv_snapshot, kv_publisher=self.kv_publisher, kv_collector=self.kv_collector,
                         kind=executive.kind, options=dict(executive.options),
-                        heartbeat=self.heartbeat, liveness=self.liveness)
+                        heartbeat=self.heartbeat, liveness=self.liveness,
+                        beat_interval=self.hang_timeout / BEATS_PER_HANG)
 
 
 #: ``[raspy]`` keys: name -> (accepted types, check of the value or None, what the check wants).
@@ -124,28 +130,18 @@ _RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "stop_timeout": ((int, float), *_POSITIVE),
     "hang_timeout": ((int, float), *_POSITIVE),
     "log_max_bytes": ((int,), lambda v: v >= 1024, "an integer >= 1024"),
+    "path": ((list,), lambda v: all(isinstance(f, str) and f for f in v), "a list of folders"),
 }
 
 
-def find_line(text: str, table: str, key: str | None) -> int | None:
-    """Line (1-based) of ``key`` in ``[table]``, else of the table's first header; a plain scan, no parser."""
-    name = r"\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split(".")))
-    exact, prefix = re.compile(name + r"\s*\]"), re.compile(name + r"\s*[\].]")
-    inside, header_line = False, None
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("["):
-            inside = bool(exact.match(line))
-            if header_line is None and prefix.match(line):
-                header_line = number
-        elif inside and key and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
-            return number
-    return header_line
+def load_config(path: str | os.PathLike | None = None, import_kinds: bool = True) -> Config:
+    """The configuration in ``path``, or the default house when ``path`` is None.
 
-
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """The configuration in ``path``, or the default house when ``path`` is None."""
+    ``import_kinds`` imports (and so checks) every executive's code, from the folders of
+    ``[raspy] path`` too: what starts a house does; what only talks to one does not need it.
+    """
     if path is None:
-        return parse_config(default_document(), None, "")
+        return parse_config(default_document(), None, "", import_kinds)
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -157,7 +153,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         found = re.search(r"line (\d+)", str(exc))
         line = int(found.group(1)) if found else len(text.splitlines()) or None  # "at end of document"
         raise ConfigError(path, "", f"not valid TOML: {exc}", line) from None
-    return parse_config(document, path, text)
+    return parse_config(document, path, text, import_kinds)
 
 
 def default_document() -> dict[str, Any]:
@@ -169,7 +165,7 @@ def default_document() -> dict[str, Any]:
     return {"raspy": {}, "executives": executives}
 
 
-def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Config:
+def parse_config(document: dict[str, Any], path: Path | None, text: str, import_kinds: bool = True) -> Config:
     """Check a parsed document and build the :class:`Config`."""
 
     def error(table: str, key: str | None, reason: str) -> ConfigError:
@@ -193,6 +189,8 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Conf
         values["state_dir"] = Path(values["state_dir"]).expanduser()
         if path is not None and not values["state_dir"].is_absolute():
             values["state_dir"] = path.parent / values["state_dir"]
+    folders = [Path(f).expanduser() for f in values.pop("path", ["."] if path else [])]
+    values["python_path"] = [path.parent.absolute() / f for f in folders] if path else folders
     config = Config(path=path, **values)
     for offset, key in enumerate(("kv_snapshot", "kv_publisher", "kv_collector"), 1):
         if not getattr(config, key):
@@ -205,8 +203,12 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str) -> Conf
     executives = document.get("executives", {})
     if not isinstance(executives, dict):
         raise error("executives", None, "must be a set of [executives.NAME] tables")
+    if import_kinds:
+        sys.path.extend(str(f) for f in config.python_path if str(f) not in sys.path)
     for name, table in executives.items():
         config.executives[name] = _executive(config, name, table, error)
+    if import_kinds:
+        check_kinds(config, text)
     return config
 
 
@@ -224,18 +226,38 @@ def _executive(config: Config, name: str, table: Any, error) -> ExecutiveConfig:
         raise error(where, "kind", f"{kind!r} is not a kind name or 'module:Class'")
     if not isinstance(enabled, bool):
         raise error(where, "enabled", f"{enabled!r} is not true or false")
-    try:
-        cls = load_kind(kind)  # imports it now: a typo stops start-up, and forked children share the pages
-    except ValueError as exc:
-        raise error(where, "kind", str(exc)) from None
-    try:
-        cls.check_options(options)
-    except ValueError as exc:
-        raise error(where, None, str(exc)) from None
     if kind == "broker":
         options.setdefault("bind", config.broker)
     return ExecutiveConfig(name, kind, enabled, options)
 
 
-__all__ = ["Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "default_state_dir", "find_line",
-           "load_config", "parse_config"]
+def check_kinds(config: Config, text: str) -> None:
+    """Import each executive's kind and check its options as the kind declares them.
+
+    What ``start``, ``reload`` and ``run`` need; a command that only talks to a running house
+    can skip it (and so never imports a kind of the owner's). Imported now, a kind's code is
+    also in memory before the fork: the children share its pages.
+    """
+    for name, executive in config.executives.items():
+        table = f"executives.{name}"
+        try:
+            cls = load_kind(executive.kind)
+        except ValueError as exc:
+            raise ConfigError(config.path, f"{table}.kind", str(exc), find_line(text, table, "kind")) from None
+        try:
+            check_table(cls.options, executive.options, fixed=("kind", "enabled"))
+            cls.check_options(config.settings(name))
+        except ValueError as exc:
+            where = exc.where if isinstance(exc, InvalidValue) else ()
+            line = find_value_line(text, table, where)
+            raise ConfigError(config.path, table + _path(where), str(exc), line) from None
+
+
+def _path(where: tuple[str | int, ...]) -> str:
+    """``("devices", 1, "cycle")`` as ``.devices[1].cycle``; a key that is not bare in TOML is quoted."""
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" if re.fullmatch(r"[A-Za-z0-9_-]+", step)
+                   else f'."{step}"' for step in where)
+
+
+__all__ = ["Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "check_kinds", "default_state_dir",
+           "find_line", "load_config", "parse_config"]

@@ -7,6 +7,7 @@ Both ends live here: :class:`ControlServer` in the supervisor's selector loop,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import selectors
 import socket
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from raspy.droplog import DropLog
 from raspy.errors import RaspyError
 from raspy.house.board import Board, BoardError, SlotState, State, board_name, pid_alive
 
@@ -23,8 +25,12 @@ CONTROL_SOCKET = "control.sock"
 LOG_LINES = 3
 #: Longest command line the supervisor reads.
 MAX_COMMAND = 4096
+#: Control connections open at once; one more is closed at once (an idle client holds its own).
+MAX_CONNECTIONS = 16
 
 Command = Callable[[list[str]], "tuple[bool, str]"]
+
+log = logging.getLogger(__name__)
 
 
 class NotRunning(RaspyError, RuntimeError):
@@ -35,13 +41,18 @@ class ControlServer:
     """The supervisor's end: one command line in, one JSON line ``{ok, message, pid}`` out, per connection.
 
     Runs in the supervisor's selector loop and never blocks it: a client that
-    sends nothing just holds its connection until it closes.
+    sends nothing just holds its connection until it closes. A command may fork an
+    executive while its connection is open: :meth:`close` in the child closes every
+    connection too, or the child would hold the client's connection (and the client
+    wait for its end) as long as it runs.
     """
 
     def __init__(self, path: Path, selector: selectors.BaseSelector, command: Command) -> None:
         self.path = path
         self.selector = selector
         self.command = command
+        self._connections: set[socket.socket] = set()
+        self._refused = DropLog(log, burst=3, period=60.0)
         try:
             path.unlink()  # a stale socket; the caller has ruled out a live supervisor
         except FileNotFoundError:
@@ -58,7 +69,12 @@ class ControlServer:
             conn, _ = sock.accept()
         except BlockingIOError:
             return
+        if len(self._connections) >= MAX_CONNECTIONS:
+            conn.close()
+            self._refused(f"control connection refused: {MAX_CONNECTIONS} are open already")
+            return
         conn.setblocking(False)
+        self._connections.add(conn)
         buffer = bytearray()
         self.selector.register(conn, selectors.EVENT_READ, lambda c: self._read(c, buffer))
 
@@ -75,7 +91,8 @@ class ControlServer:
         self.selector.unregister(conn)
         with conn:
             words = bytes(buffer).split(b"\n")[0].decode("utf-8", "replace").split()
-            ok, message = self.command(words)
+            ok, message = self.command(words)  # may fork: the connection is still in the set
+            self._connections.discard(conn)
             conn.setblocking(True)
             conn.settimeout(1.0)
             try:
@@ -84,8 +101,12 @@ class ControlServer:
                 pass
 
     def close(self, unlink: bool = True) -> None:
-        """Stop listening; ``unlink=False`` in a forked child, whose parent still serves the path."""
+        """Stop listening and close the connections; ``unlink=False`` in a forked child, whose
+        parent still serves the path and its connections."""
         self.sock.close()
+        for conn in self._connections:
+            conn.close()
+        self._connections.clear()
         if unlink:
             try:
                 self.path.unlink()
@@ -164,6 +185,9 @@ def status_report(state_dir: Path) -> tuple[list[str], int]:
     for state in states:
         if state.state in (State.BACKOFF, State.GAVE_UP):
             lines += [f"    {state.name}: {text}" for text in _log_tail(state_dir, state.name)]
+        if state.log_dropped:
+            lines.append(f"    {state.name}: {state.log_dropped} bytes of its output were not written to its log "
+                         "(disk full or read-only? the supervisor's log says why)")
     if not pid_alive(creator):
         lines.append(f"the supervisor (pid {creator}) is gone: this board is stale")
         return lines, 3

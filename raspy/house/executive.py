@@ -1,8 +1,8 @@
 """Executives: one process per service, hosting that service's MDP workers.
 
 An executive is what the supervisor forks and watches. Its main thread beats
-on its board slot (so a hung executive is seen) and runs the subclass's
-periodic work; each MDP worker runs in its own thread, so a slow handler
+on its board slot (so a hung executive is seen: every ``hang_timeout / 6``, 2.5 s
+by default, one cheap wake-up) and runs the subclass's periodic work; each MDP worker runs in its own thread, so a slow handler
 delays neither the beat nor the other workers.
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 from raspy.house.board import Board
+from raspy.house.options import Option, check_table, with_defaults
 from raspy.house.statistics import Statistics, StatisticsService
 from raspy.mdp import protocol as p
 from raspy.mdp.protocol import Frames
@@ -31,11 +32,14 @@ KINDS: dict[str, str] = {
     "broker": "raspy.executives.broker:BrokerExecutive",
     "echo": "raspy.executives.echo:EchoServer",
     "fake": "raspy.executives.fake:Fake",
+    "gpio": "raspy.executives.gpio:Gpio",
+    "history": "raspy.executives.history:History",
     "kv": "raspy.executives.kv:KvExecutive",
     "onewire": "raspy.executives.onewire:OneWire",
     "web": "raspy.executives.web:Web",
     "titanic": "raspy.executives.titanic:Titanic",
     "core": "raspy.executives.core:Core",
+    "mqtt": "raspy.executives.mqtt:Mqtt",
 }
 
 
@@ -49,6 +53,8 @@ def load_kind(kind: str) -> type["Executive"]:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot load {target!r}: {exc}") from None
+    except Exception as exc:  # the module's own code failed: a syntax error, a missing device...
+        raise ValueError(f"cannot load {target!r}: {type(exc).__name__}: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Executive)):
         raise ValueError(f"{target!r} is not an Executive class")
     return cls
@@ -77,18 +83,28 @@ class Settings:
     options: dict[str, Any] = field(default_factory=dict)
     heartbeat: float = 2.5
     liveness: int = 3
+    #: seconds between beats on the board (the supervisor's ``hang_timeout`` / ``BEATS_PER_HANG``)
+    beat_interval: float = 2.5
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name
 
 
+#: Beats on the board within the supervisor's ``hang_timeout``: a slow core may miss all but one.
+BEATS_PER_HANG = 6
+
+
 class Executive:
     """A process hosting MDP workers for the service ``<hostname>.<name>``."""
 
-    #: seconds between beats on the board (and calls of :meth:`tick`)
-    beat_interval = 0.5
+    #: The options of this kind's ``[executives.NAME]`` table (see ``raspy.house.options``),
+    #: checked when the configuration is loaded; None declares nothing and accepts any key.
+    options: ClassVar[tuple[Option, ...] | None] = None
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        # each option against its declaration once more: a test or a program may build an
+        # executive from Settings of its own, without a configuration file
+        check_table(self.options, settings.options)
         self.settings = settings
         # run alone (no supervisor), an executive counts on a private slot: one code path
         self.slot = slot if slot is not None else Board.private(1, [settings.name]).slot(0)
@@ -98,12 +114,30 @@ class Executive:
         self._stoppers: list[Callable[[], None]] = []
         self._started = False
         self._stop = threading.Event()
+        #: why a serving thread ended before the executive was asked to stop: :meth:`run` exits with it
+        self.failure = ""
         #: the supervisor's pid when forked by one: the executive stops if it is orphaned
         self.parent_pid: int | None = None
 
     @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Raise ``ValueError`` with the reason when ``options`` cannot work; called when the configuration is read."""
+    def check_options(cls, settings: Settings) -> None:
+        """Checks beyond each option's own: between options, or against the house's settings.
+
+        Called when the configuration is loaded, after every option passed its own check; raise
+        ``ValueError`` with the reason (an :class:`~raspy.errors.InvalidValue` names the key).
+        """
+
+    def option(self, name: str) -> Any:
+        """Option ``name`` as configured, else its declared default."""
+        values = with_defaults(self.options, self.settings.options)
+        if self.options is not None and name not in values:
+            raise KeyError(f"{type(self).__name__} reads option {name!r} but does not declare it")
+        return values.get(name)
+
+    @classmethod
+    def endpoints(cls, settings: Settings) -> list[str]:
+        """The endpoints this executive binds: a house does not start while one of them is taken."""
+        return []
 
     def get_instance_id(self) -> str:
         return f"{self.service}@{os.getpid()}"
@@ -127,11 +161,30 @@ class Executive:
     def add_thread(self, target: Callable[[], None], stop: Callable[[], None] | None = None, name: str = "") -> None:
         """Run ``target`` in a thread of its own from :meth:`run` on; ``stop`` ends it at :meth:`close`.
 
-        Without ``stop``, ``target`` should return once :meth:`stopping` waits no more.
+        Without ``stop``, ``target`` should return once :meth:`stopping` waits no more. A thread
+        that ends before the executive is asked to stop (an exception, such as a port already in
+        use) ends the executive, so its supervisor sees it and restarts it.
         """
-        self._threads.append(threading.Thread(target=target, name=name or target.__name__, daemon=True))
+        name = name or target.__name__
+        self._threads.append(threading.Thread(target=self._serving(target, name), name=name, daemon=True))
         if stop is not None:
             self._stoppers.append(stop)
+
+    def _serving(self, target: Callable[[], None], name: str) -> Callable[[], None]:
+        def serve() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                self._thread_ended(name, f"died: {exc}")
+                raise  # the thread's traceback goes to the log
+            self._thread_ended(name, "returned")
+
+        return serve
+
+    def _thread_ended(self, name: str, how: str) -> None:
+        if not self._stop.is_set():
+            self.failure = f"thread {name} {how}"
+            self._stop.set()
 
     def stopping(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; true once the executive is asked to stop."""
@@ -164,7 +217,7 @@ class Executive:
                         bytes_out=sum(map(len, chain.from_iterable(replies))))
 
     def tick(self, now: float) -> None:
-        """Periodic work of the executive, called every :attr:`beat_interval`."""
+        """Periodic work of the executive, called with each beat (``Settings.beat_interval``)."""
 
     def run(self) -> None:
         """Start the workers and other threads, and beat until :meth:`shutdown`."""
@@ -177,10 +230,12 @@ class Executive:
                 now = time.time()
                 self.slot.beat()
                 self.tick(now)
-                if self._stop.wait(self.beat_interval):
+                if self._stop.wait(self.settings.beat_interval):
                     break
         finally:
             self.close()
+        if self.failure:
+            raise SystemExit(f"{self.settings.name}: {self.failure}")
 
     def _orphaned(self) -> bool:
         """True once the supervisor is gone (the fallback of PR_SET_PDEATHSIG)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import gc
 import os
 import signal
 import sys
@@ -87,6 +88,9 @@ class ExecutiveProcess:
         cls = load_kind(self.config.kind)
         read, write = os.pipe()
         parent = os.getpid()
+        # what the supervisor holds moves out of the collector's reach: a child's collections
+        # would otherwise write to every object's header and copy the pages it shares
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             os.close(read)

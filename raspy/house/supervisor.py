@@ -6,7 +6,8 @@ within milliseconds); the executives' output arrives through one pipe each and
 is written to size-capped log files; ``raspy stop|restart|reload`` arrive on a
 Unix socket in the state directory. The only timers are the back-off delays,
 the stop timeout, the systemd watchdog and the hang check, which reads each
-executive's heartbeat from the shared-memory board. See docs/supervisor.md.
+executive's heartbeat from the shared-memory board when the oldest of them
+would pass ``hang_timeout``. See docs/supervisor.md.
 """
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ import socket
 import time
 from pathlib import Path
 
+from raspy.errors import RaspyError
 from raspy.house import systemd
 from raspy.house.board import Board, BoardBusy, LastExit, State, board_name
 from raspy.house.config import Config, ConfigError, ExecutiveConfig, load_config
 from raspy.house.control import CONTROL_SOCKET, ControlServer
+from raspy.house.endpoints import EndpointBusy, check_bindable
+from raspy.house.executive import load_kind
 from raspy.house.logs import CappedLog
 from raspy.house.process import SIGNALS, AfterExit, ExecutiveProcess, signal_group
 from raspy.house.restart import next_restart
@@ -30,6 +34,10 @@ log = logging.getLogger(__name__)
 
 #: Free board slots kept for executives added by a reload.
 SPARE_SLOTS = 8
+
+
+class StartError(RaspyError, RuntimeError):
+    """The house cannot start; the message says why, one line per reason."""
 
 
 class Supervisor:
@@ -46,6 +54,7 @@ class Supervisor:
         self._stop_deadline = 0.0
         self._watchdog = systemd.watchdog_interval()
         self._next_watchdog = 0.0
+        self._next_hang_check = 0.0
 
     @property
     def control_path(self) -> Path:
@@ -54,9 +63,14 @@ class Supervisor:
     # -- life -----------------------------------------------------------------------
 
     def run(self) -> None:
-        """Start every enabled executive, then supervise until stopped; always cleans up."""
+        """Start every enabled executive, then supervise until stopped; always cleans up.
+
+        :class:`StartError` (or a :class:`BoardError`) when the house cannot start: its state
+        directory is not usable, or an endpoint it binds is taken; then nothing was started.
+        """
         try:
             self._open()
+            self._check_endpoints()
             for executive in self.config.enabled():
                 self._start(self._add(executive))
             systemd.notify(READY=1, STATUS=self._summary())
@@ -64,11 +78,15 @@ class Supervisor:
             self._loop()
         finally:
             self._close()
+        log.info("supervisor %d stopped", os.getpid())
 
     def _open(self) -> None:
         config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        config.log_dir.mkdir(exist_ok=True, mode=0o700)
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            config.log_dir.mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StartError(f"cannot use the state directory {config.state_dir}: {exc}") from None
         # signals first: a SIGTERM from now on is handled by the loop, which removes the board
         for sock in (self._wakeup_r, self._wakeup_w):
             sock.setblocking(False)
@@ -78,7 +96,22 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)  # the work is done in the loop, from the wakeup bytes
         names = [e.name for e in config.enabled()]
         self.board = Board.create(board_name(config.state_dir), len(names) + SPARE_SLOTS, names)
-        self._control = ControlServer(self.control_path, self._selector, self._command)
+        try:
+            self._control = ControlServer(self.control_path, self._selector, self._command)
+        except OSError as exc:
+            raise StartError(f"cannot use the state directory {config.state_dir}: {exc}") from None
+
+    def _check_endpoints(self) -> None:
+        """Refuse to start while an endpoint the house binds is taken (another house on the same ports?)."""
+        busy = []
+        for executive in self.config.enabled():
+            for endpoint in load_kind(executive.kind).endpoints(self.config.settings(executive.name)):
+                try:
+                    check_bindable(endpoint)
+                except EndpointBusy as exc:
+                    busy.append(f"{executive.name}: {exc}")
+        if busy:
+            raise StartError("\n".join(busy))
 
     def _close(self) -> None:
         for proc in self.processes.values():
@@ -103,7 +136,6 @@ class Supervisor:
         if self.board is not None:
             self.board.unlink()
             self.board.close()
-        log.info("supervisor %d stopped", os.getpid())
 
     def _close_inherited(self) -> None:
         """In a forked child: drop the supervisor's descriptors (signals, control, other pipes)."""
@@ -131,7 +163,7 @@ class Supervisor:
 
     def _next_wakeup(self, now: float) -> float:
         starting = any(p.state == State.STARTING for p in self.processes.values())
-        times = [now + (0.05 if starting else min(1.0, self.config.hang_timeout / 4))]
+        times = [now + 0.05 if starting else self._next_hang_check]
         for proc in self.processes.values():
             times += [t for t in (proc.next_start, proc.kill_at) if t is not None]
         if self._watchdog:
@@ -139,6 +171,8 @@ class Supervisor:
         return min(times)
 
     def _on_timers(self, now: float) -> None:
+        # the next look is when the oldest sign of life would pass the timeout (sooner if it is unreadable)
+        self._next_hang_check = now + self.config.hang_timeout
         for proc in list(self.processes.values()):
             if not proc.pid:
                 if proc.next_start is not None and now >= proc.next_start and not self._stopping:
@@ -156,7 +190,11 @@ class Supervisor:
             try:
                 state = proc.slot.read()
             except BoardBusy:  # it died mid-write: its SIGCHLD is on the way, the reap recovers the slot
+                self._next_hang_check = min(self._next_hang_check, now + 1.0)
                 continue
+            if not state.is_stale(now, self.config.hang_timeout):
+                stale_at = now + self.config.hang_timeout - state.heartbeat_age(now) + 0.01
+                self._next_hang_check = min(self._next_hang_check, stale_at)
             if state.is_stale(now, self.config.hang_timeout):
                 proc.kill_reason = f"hung: no heartbeat for {state.heartbeat_age(now):.1f}s"
                 log.error("%s (pid %d) %s: SIGKILL", proc.name, proc.pid, proc.kill_reason)
@@ -187,7 +225,8 @@ class Supervisor:
         assert self.board is not None
         name = executive.name
         slot = self.board.slot(name) if name in self.board.names() else self.board.assign(name)
-        output = CappedLog(self.config.log_dir / f"{name}.log", self.config.log_max_bytes)
+        output = CappedLog(self.config.log_dir / f"{name}.log", self.config.log_max_bytes,
+                           on_drop=lambda dropped: slot.set_supervised(log_dropped=dropped))
         proc = ExecutiveProcess(executive, self.config.settings(name), slot, output)
         self.processes[name] = proc
         return proc
@@ -323,12 +362,12 @@ class Supervisor:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return False, str(exc)
-        if new.state_dir != self.config.state_dir:
-            reason = f"state_dir cannot change on reload ({self.config.state_dir} -> {new.state_dir})"
+        wanted = {e.name: e for e in new.enabled()}
+        reason = self._cannot_reload(new, [name for name in wanted if name not in self.processes])
+        if reason:
             log.error("reload refused: %s", reason)
             return False, reason
         self.config = new
-        wanted = {e.name: e for e in new.enabled()}
         changes: list[str] = []
         for name, proc in list(self.processes.items()):
             if name not in wanted:
@@ -352,6 +391,17 @@ class Supervisor:
         message = f"reloaded: {' '.join(changes) or 'nothing changed'}"
         log.info(message)
         return True, message
+
+    def _cannot_reload(self, new: Config, added: list[str]) -> str:
+        """Why ``new`` cannot replace the running configuration, or ''."""
+        if new.state_dir != self.config.state_dir:
+            return f"state_dir cannot change on reload ({self.config.state_dir} -> {new.state_dir})"
+        assert self.board is not None
+        free = len(self.board) - len(self.board.names())
+        if len(added) > free:
+            return (f"{len(added)} executives to add, the board has {free} free slots "
+                    f"({SPARE_SLOTS} spare at start): restart the house to add them")
+        return ""
 
     def _exited_for_good(self, proc: ExecutiveProcess) -> None:
         proc.then = AfterExit.REMOVE

@@ -7,11 +7,14 @@ import threading
 import zmq
 
 from raspy.mdp import _fast
+from raspy.mdp import protocol as p
 from raspy.mdp.limits import BrokerLimits
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5514"
+#: Idle, the core looks at the stop flag this often (seconds); :meth:`Broker.stop` wakes it at once.
+STOP_CHECK = 5.0
 
 
 class Broker:
@@ -39,6 +42,8 @@ class Broker:
         self.socket.router_mandatory = True  # an unroutable send fails: see _fast.pure.send
         self.socket.maxmsgsize = limits.max_message
         self.socket.bind(endpoint)
+        self._waker = f"inproc://raspy-broker-{id(self):x}"
+        self.socket.bind(self._waker)
         self.core = (core or _fast.BrokerCore)(self.socket, heartbeat=heartbeat, liveness=liveness, limits=limits)
         self._stop = threading.Event()
 
@@ -46,10 +51,20 @@ class Broker:
         """Serve until :meth:`stop` is called (from a signal handler or another thread)."""
         log.info("broker on %s (%s core)", self.endpoint, _fast.IMPLEMENTATION)
         try:
-            self.core.serve(self._stop.is_set)
+            self.core.serve(self._stop.is_set, max_wait=STOP_CHECK)
         finally:
             self.socket.close()
             log.info("broker on %s stopped", self.endpoint)
 
     def stop(self) -> None:
+        """Stop serving; the core, asleep on its socket, is woken by an MMI question on an inproc link."""
         self._stop.set()
+        waker = self.context.socket(zmq.DEALER)
+        waker.linger = 0
+        try:
+            waker.connect(self._waker)
+            waker.send_multipart(p.client_request(b"mmi.service", [b"mmi.service"]), zmq.NOBLOCK)
+        except zmq.ZMQError:  # closed already, or the queue is full: it is awake anyway
+            pass
+        finally:
+            waker.close()

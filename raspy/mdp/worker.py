@@ -1,12 +1,17 @@
 """Majordomo (7/MDP) workers that keep heartbeating while their handler runs.
 
 The serving thread owns the broker socket while it waits for a request. While
-the handler runs, a small heartbeat thread takes the socket (the lock between
-them is the memory barrier ZeroMQ asks for when a socket changes threads) and
-sends HEARTBEAT on time. So a handler that takes several heartbeat periods (a
-1-Wire conversion, a camera shot, an fsync on a tired SD card) keeps its worker
-alive, and the broker neither purges it nor hands its request to another
-worker, while a fast handler pays no thread hand-off at all.
+the handler runs, the process's heartbeat thread takes the socket (the lock
+between them is the memory barrier ZeroMQ asks for when a socket changes
+threads) and sends HEARTBEAT on time. So a handler that takes several heartbeat
+periods (a 1-Wire conversion, a camera shot, an fsync on a tired SD card) keeps
+its worker alive, and the broker neither purges it nor hands its request to
+another worker, while a fast handler pays no thread hand-off at all.
+
+Idle, a worker costs one wake-up per heartbeat: it sleeps on its sockets and a
+pipe that :meth:`shutdown` writes to, answers the broker's HEARTBEAT with its
+own when half its interval has passed, and wakes on its own timer only when the
+broker is late.
 
 :class:`MajorDomoWorker` serves one request at a time on one connection.
 :class:`MajorDomoWorkerPool` keeps several connections for one service in one
@@ -15,6 +20,7 @@ thread and hands its handler every request that arrived together.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Callable
@@ -23,6 +29,7 @@ import zmq
 
 from raspy.droplog import DropLog
 from raspy.mdp import protocol as p
+from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +93,85 @@ class _Link:
             self.sock.send_multipart(p.worker_message(p.REPLY, self.client, b"", *(reply or [b""])))
             self.client = None
 
-    def beat_if_due(self, now: float) -> None:
-        if now >= self.next_beat and not self.sock.closed:
+    def beat_if_due(self, now: float, early: float = 0.0) -> None:
+        """HEARTBEAT if one is due within ``early`` seconds (so one wake-up serves both directions)."""
+        if now >= self.next_beat - early and not self.sock.closed:
             self.next_beat = now + self.heartbeat
             self.sock.send_multipart(p.worker_message(p.HEARTBEAT))
+
+    def deadline(self) -> float:
+        """When this link must look again: its beat is overdue, or the broker has been silent too long."""
+        return min(self.next_beat + self.heartbeat * LATE, self.heard + self.heartbeat * self.liveness)
 
     def silent(self, now: float) -> bool:
         return now - self.heard > self.heartbeat * self.liveness
 
 
-class _Serving:
-    """What both workers share: the stop flag, the socket lock, the heartbeat thread and reconnection."""
+#: A link's own timer fires this fraction of a heartbeat after its beat was due: by then the
+#: broker's HEARTBEAT has usually woken it and been answered (the broker allows ``liveness`` periods).
+LATE = 0.25
 
-    #: longest wait before the stop flag is looked at again (seconds)
-    stop_check = 0.25
+
+class _BusyBeats:
+    """The one thread per process that heartbeats the workers whose handler is running.
+
+    It sleeps until a handler starts, then wakes when the earliest of the busy
+    workers' beats is due; an idle process has it blocked on its condition.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._cond = threading.Condition()
+        self._busy: set[_Serving] = set()
+
+    def enter(self, serving: "_Serving") -> None:
+        if self._pid != os.getpid():
+            with _STARTING:
+                if self._pid != os.getpid():  # first use, or inherited by a fork without its thread
+                    self._pid, self._cond, self._busy = os.getpid(), threading.Condition(), set()
+                    threading.Thread(target=self._run, args=(self._cond, self._busy), name="mdp-beats",
+                                     daemon=True).start()
+        with self._cond:
+            if not self._busy:  # asleep until someone is busy; else it wakes for the earliest beat anyway
+                self._cond.notify()
+            self._busy.add(serving)
+
+    def leave(self, serving: "_Serving") -> None:
+        if self._pid == os.getpid():
+            with self._cond:
+                self._busy.discard(serving)
+
+    @staticmethod
+    def _run(cond: threading.Condition, busy: set["_Serving"]) -> None:
+        while True:
+            with cond:
+                while not busy:
+                    cond.wait()
+                servings = list(busy)
+                wait = min(link.next_beat for serving in servings for link in serving._links) - time.monotonic()
+                if wait > 0:
+                    cond.wait(wait)
+                    continue
+            missed = 0.0
+            for serving in servings:
+                if serving._lock.acquire(blocking=False):
+                    try:
+                        serving._beat(time.monotonic())
+                    finally:
+                        serving._lock.release()
+                else:  # its serving thread has the socket (and beats) or is about to take it back
+                    missed = serving.heartbeat * 0.1
+            if missed:
+                with cond:
+                    cond.wait(missed)
+
+
+_STARTING = threading.Lock()
+_busy_beats = _BusyBeats()
+
+
+class _Serving:
+    """What both workers share: the stop flag and its pipe, the socket lock, heartbeats and reconnection."""
 
     def __init__(self, broker: str, service: str | bytes, links: int, heartbeat: float, liveness: int,
                  reconnect: tuple[float, float], context: zmq.Context | None) -> None:
@@ -117,16 +189,24 @@ class _Serving:
         self._lock = threading.Lock()  # whoever holds it owns the sockets
         self._backoff = self.reconnect_min
         self.name = self.service.decode(errors="replace")  # as log lines print it
-        self._beater = threading.Thread(target=self._beat_while_busy, daemon=True, name=f"mdp-beat-{self.name}")
+        self._poller = zmq.Poller()
+        self._wakeup = Wakeup()
 
     def shutdown(self) -> None:
-        """Ask the worker to stop (within :attr:`stop_check`); safe from signal handlers."""
+        """Ask the worker to stop (at once: its wait ends); safe from signal handlers."""
         self._stop.set()
+        self._wakeup.set()
 
     def _open(self) -> None:
         for link in self._links:
             link.open()
-        self._beater.start()
+        self._watch()
+
+    def _watch(self) -> None:
+        self._poller = zmq.Poller()
+        self._poller.register(self._wakeup, zmq.POLLIN)
+        for link in self._links:
+            self._poller.register(link.sock, zmq.POLLIN)
 
     def _close(self) -> None:
         for link in self._links:
@@ -136,9 +216,17 @@ class _Serving:
         self._backoff = self.reconnect_min
         self.connected.set()
 
-    def _timeout(self) -> float:
-        """Seconds to wait for a request: until the next heartbeat is due, at most :attr:`stop_check`."""
-        return max(0.0, min(min(link.next_beat for link in self._links) - time.monotonic(), self.stop_check))
+    def _poll(self) -> set:
+        """The sockets with a message, after waiting until one comes, a link's deadline or :meth:`shutdown`."""
+        timeout = max(0.0, min(link.deadline() for link in self._links) - time.monotonic())
+        return {sock for sock, _ in self._poller.poll(timeout * 1000)}
+
+    def _heard_on(self, link: _Link, frames: p.Frames) -> p.Frames | None:
+        """A message from the broker on ``link``: answer its heartbeat with ours if half-due; the request, if one."""
+        request = link.take(frames, self._drop)
+        self._heard()
+        link.beat_if_due(link.heard, early=self.heartbeat / 2)
+        return request
 
     def _beat(self, now: float) -> None:
         for link in self._links:
@@ -160,13 +248,8 @@ class _Serving:
         self.reconnects += 1
         for link in silent:
             link.open()
+        self._watch()
         return True
-
-    def _beat_while_busy(self) -> None:
-        """Heartbeat thread: beats only when the handler, not the serving thread, has the time."""
-        while not self._stop.wait(self.heartbeat / 2):
-            with self._lock:
-                self._beat(time.monotonic())
 
 
 class MajorDomoWorker(_Serving):
@@ -194,6 +277,7 @@ class MajorDomoWorker(_Serving):
     def recv(self, reply: p.Frames | None = None) -> p.Frames | None:
         """Send ``reply`` for the last request, then wait for the next one."""
         with self._lock:
+            _busy_beats.leave(self)
             if self._link.sock is None:
                 self._open()
             if reply is not None:
@@ -202,6 +286,7 @@ class MajorDomoWorker(_Serving):
             while not self._stop.is_set():
                 request = self._wait()
                 if request is not None:
+                    _busy_beats.enter(self)  # until the next recv, the process's beat thread beats for us
                     return request
             self._close()
             return None
@@ -217,14 +302,12 @@ class MajorDomoWorker(_Serving):
             except Exception as exc:
                 log.exception("handler of %s failed", self.name)
                 reply = p.reply(p.ERROR, f"{type(exc).__name__}: {exc}")
-        self._beater.join()
 
     def _wait(self) -> p.Frames | None:
-        """Wait a little for a request; heartbeat, and reconnect when the broker is silent."""
+        """Wait for a request, a deadline or :meth:`shutdown`; heartbeat, and reconnect when the broker is silent."""
         link = self._link
-        if link.sock.poll(self._timeout() * 1000):
-            request = link.take(link.sock.recv_multipart(), self._drop)
-            self._heard()
+        if link.sock in self._poll():
+            request = self._heard_on(link, link.sock.recv_multipart())
             if request is not None:
                 return request
         self._keep_alive()
@@ -257,31 +340,27 @@ class MajorDomoWorkerPool(_Serving):
             raise ValueError("a pool needs at least one connection")
         super().__init__(broker, service, size, heartbeat, liveness, reconnect, context)
         self.handler = handler
-        self._poller = zmq.Poller()
 
     def run(self) -> None:
         """Serve batches until :meth:`shutdown`."""
         with self._lock:
             self._open()
-            self._watch()
         try:
             while not self._stop.is_set():
                 with self._lock:
                     batch = self._wait()
                 if batch:
-                    replies = self._handle([request for _, request in batch])  # the beat thread may beat meanwhile
+                    _busy_beats.enter(self)  # the process's beat thread beats for us meanwhile
+                    try:
+                        replies = self._handle([request for _, request in batch])
+                    finally:
+                        _busy_beats.leave(self)
                     with self._lock:
                         for (link, _), reply in zip(batch, replies):
                             link.reply(reply)
         finally:
             with self._lock:
                 self._close()
-            self._beater.join()
-
-    def _watch(self) -> None:
-        self._poller = zmq.Poller()
-        for link in self._links:
-            self._poller.register(link.sock, zmq.POLLIN)
 
     def _handle(self, requests: list[p.Frames]) -> list[p.Frames]:
         try:
@@ -295,14 +374,12 @@ class MajorDomoWorkerPool(_Serving):
 
     def _wait(self) -> list[tuple[_Link, p.Frames]]:
         """The requests that arrived on any connection, after waiting a little; beats and reconnects too."""
-        ready = dict(self._poller.poll(self._timeout() * 1000))
+        ready = self._poll()
         batch = []
         for link in self._links:
             if link.sock in ready:  # one message each: zmq_poll is level-triggered, the rest waits its turn
-                self._heard()
-                request = link.take(link.sock.recv_multipart(), self._drop)
+                request = self._heard_on(link, link.sock.recv_multipart())
                 if request is not None:
                     batch.append((link, request))
-        if self._keep_alive():
-            self._watch()
+        self._keep_alive()
         return batch

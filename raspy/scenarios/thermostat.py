@@ -10,8 +10,25 @@ around one set point. Params (the scenario's ``params`` table):
   (the request is ``set [switch, true|false]``);
 - ``low``, ``high``: the marks (degrees); ``interval``: seconds between checks (default 1).
 
-It returns the number of times it switched the heater.
+It returns the number of times it switched the heater. ``check(params)`` refuses params it
+cannot work with (Core calls it when the configuration is loaded, at ``add``/``update``, and
+before each run).
 """
+
+
+def check(params):
+    """Raise ValueError with the reason unless the params are complete and the marks in order."""
+    for key in ("sensor", "service", "switch"):
+        if not isinstance(params.get(key), str) or not params[key]:
+            raise ValueError(f"{key} is missing (a string)")
+    for key in ("low", "high", "interval"):
+        value = params.get(key, 1.0 if key == "interval" else None)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+    if params["low"] >= params["high"]:
+        raise ValueError(f"low mark {params['low']} must be below high mark {params['high']}")
+    if params.get("interval", 1.0) <= 0:
+        raise ValueError(f"interval must be positive, got {params['interval']!r}")
 
 
 def temperature(value):
@@ -35,8 +52,6 @@ def decide(current, heating, low, high):
 def run(ctx):
     params = ctx.params
     low, high = float(params["low"]), float(params["high"])
-    if low >= high:
-        raise ValueError(f"low mark {low} must be below high mark {high}")
     heating = None  # unknown until the first decision is sent
     switches = 0
     while True:

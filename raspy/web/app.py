@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -54,6 +55,13 @@ class Sources(Protocol):
     def restart(self, name: str) -> str:
         """Ask the supervisor to restart ``name``; ``KeyError`` if unknown, :class:`Unavailable` if it cannot."""
 
+    def scenarios(self) -> list[dict[str, Any]]:
+        """Each scenario's published state: ``{name, active, running, params}``."""
+
+    def call(self, service: str, command: str, args: Any) -> tuple[int, Any]:
+        """One request to a service of the house (the one route that waits on the broker: a
+        person's action, or a plot); :class:`Unavailable` when nothing answers."""
+
 
 def snapshot(sources: Sources) -> dict[str, Any]:
     """Everything the page shows, as one JSON-ready dict (``/api/status``)."""
@@ -73,6 +81,7 @@ def snapshot(sources: Sources) -> dict[str, Any]:
         "broker": services["broker"],
         "services": services["services"],
         "devices": sources.devices(),
+        "scenarios": sources.scenarios(),
         "events": sources.events(),
         "host": sources.host(),
     }
@@ -118,7 +127,8 @@ def sparkline(values: Sequence[float], width: int = 96, height: int = 24) -> str
             f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/></svg>')
 
 
-HELPERS = {"duration": duration, "size": size, "reading": reading, "sparkline": sparkline, "time": time}
+HELPERS = {"duration": duration, "size": size, "reading": reading, "sparkline": sparkline, "time": time,
+           "SWITCHES": ("switch.relay", "switch"), "DIMMERS": ("light.dimmer",)}
 
 
 # -- the app ---------------------------------------------------------------------
@@ -137,6 +147,19 @@ def _token_of(request: bottle.BaseRequest) -> str:
     return request.forms.getunicode("token") or ""
 
 
+#: Every answer: the page's own assets and nothing else, no framing, no guessing of types.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+#: The largest JSON body a POST may carry.
+MAX_BODY = 4096
+#: A device as the page names it: ``<host>.<server>.<device>[.<part>]``.
+DEVICE_NAME = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)?)\Z")
+
+
 def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -> bottle.Bottle:
     """The WSGI app. ``token``: the secret a POST must carry; ``None`` or empty turns actions off.
 
@@ -146,6 +169,11 @@ def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -
     page = bottle.SimpleTemplate(name="page.tpl", lookup=[str(TEMPLATES)])
     fragment = bottle.SimpleTemplate(name="fragment.tpl", lookup=[str(TEMPLATES)])
     actions = bool(token)
+
+    @app.hook("after_request")
+    def secure() -> None:
+        for name, value in SECURITY_HEADERS.items():
+            bottle.response.set_header(name, value)
 
     def render(template: bottle.SimpleTemplate) -> str:
         bottle.response.set_header("Cache-Control", "no-store")
@@ -194,8 +222,23 @@ def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -
         down = [{"name": ex["name"], "state": ex["state"]} for ex in executives if not ex["ready"]]
         return _json({"ready": not down, "not_running": down}, 503 if down else 200)
 
+    @app.get("/api/history")
+    def api_history() -> str:
+        query = bottle.request.query
+        args: dict[str, Any] = {"device": query.getunicode("device") or ""}
+        try:
+            for key, kind in (("range", str), ("from", float), ("to", float), ("points", int)):
+                if query.get(key) is not None:
+                    args[key] = kind(query.getunicode(key))
+        except ValueError as exc:
+            return _json({"error": f"bad query: {exc}"}, 400)
+        if "range" not in args and "from" not in args:
+            args["range"] = "24h"
+        return _relay(sources, f"{sources.hostname}.history.query", "get", args)
+
     if actions:
         _add_actions(app, sources, token)
+        _add_controls(app, sources, token)
 
     @app.error(404)
     def not_found(error: bottle.HTTPError) -> str:
@@ -208,15 +251,106 @@ def make_app(sources: Sources, token: str | None = None, refresh: float = 5.0) -
     return app
 
 
+def _refusal(expected: bytes, what: str) -> str | None:
+    """The 403 answer for a POST from another site or without the token; None when it may go on."""
+    request = bottle.request
+    origin = request.get_header("Origin")
+    if origin is not None and origin != f"{request.urlparts.scheme}://{request.urlparts.netloc}":
+        log.warning("refused %s from %s: Origin %r is not this page's", what, request.remote_addr, origin[:100])
+        return _json({"error": "a request from another site is refused"}, 403)
+    if not hmac.compare_digest(_token_of(request).encode(), expected):
+        log.warning("refused %s from %s: bad token", what, request.remote_addr)
+        return _json({"error": "a valid token is required"}, 403)
+    return None
+
+
+def _relay(sources: Sources, service: str, command: str, args: Any) -> str:
+    """Ask a service; its answer as JSON: 200 with the result, its 400/403/404 with the reason."""
+    try:
+        status, result = sources.call(service, command, args)
+    except Unavailable as exc:
+        return _json({"error": str(exc)}, 503)
+    if status == 200:
+        return _json(result)
+    reason = result if isinstance(result, str) else json.dumps(result, default=str)
+    return _json({"error": reason}, status if status in (400, 403, 404) else 502)
+
+
+def _body() -> dict[str, Any]:
+    """A POST's JSON object (at most MAX_BODY bytes); ValueError with the reason otherwise."""
+    request = bottle.request
+    if request.content_type.split(";")[0].strip() != "application/json":
+        raise ValueError("the body must be JSON (Content-Type: application/json)")
+    data = request.body.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY:
+        raise ValueError(f"the body is larger than {MAX_BODY} bytes")
+    body = json.loads(data or b"null")
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body
+
+
+def _add_controls(app: bottle.Bottle, sources: Sources, token: str) -> None:
+    """POST routes that act on the house through its services: a device, a scenario, a cron job."""
+    expected = token.encode()
+    core = f"{sources.hostname}.core"
+
+    def guarded(what: str, action: Callable[[], str]) -> str:
+        refused = _refusal(expected, what)
+        if refused is not None:
+            return refused
+        try:
+            return action()
+        except ValueError as exc:
+            return _json({"error": str(exc)}, 400)
+
+    @app.post("/api/devices/<name>/set")
+    def set_device(name: str) -> str:
+        def act() -> str:
+            match = DEVICE_NAME.match(name)
+            if match is None:
+                return _json({"error": f"{name!r} is not <host>.<server>.<device>"}, 404)
+            body = _body()
+            if set(body) != {"value"}:
+                raise ValueError('the body is {"value": ...}')
+            host, server, device = match.groups()
+            log.info("set %s to %r from %s", name, body["value"], bottle.request.remote_addr)
+            return _relay(sources, f"{host}.{server}.devices", "set", [device, body["value"]])
+        return guarded(f"a set of {name!r}", act)
+
+    @app.post("/api/scenarios/<name>/<action:re:enable|disable>")
+    def switch_scenario(name: str, action: str) -> str:
+        return guarded(f"{action} of scenario {name!r}", lambda: _relay(sources, f"{core}.scenario", action, name))
+
+    @app.post("/api/scenarios/<name>/params")
+    def scenario_params(name: str) -> str:
+        def act() -> str:
+            body = _body()
+            if set(body) != {"params"} or not isinstance(body["params"], dict):
+                raise ValueError('the body is {"params": {...}}: the parameters to change')
+            try:
+                status, info = sources.call(f"{core}.scenario", "info", name)
+            except Unavailable as exc:
+                return _json({"error": str(exc)}, 503)
+            if status != 200:
+                return _json({"error": info}, status if status in (400, 404) else 502)
+            params = {**(info.get("conf", {}).get("params") or {}), **body["params"]}
+            return _relay(sources, f"{core}.scenarios", "update", {"name": name, "params": params})
+        return guarded(f"a change of scenario {name!r}", act)
+
+    @app.post("/api/cron/<job>/run")
+    def run_job(job: str) -> str:
+        return guarded(f"a run of cron job {job!r}", lambda: _relay(sources, f"{core}.cron", "run", job))
+
+
 def _add_actions(app: bottle.Bottle, sources: Sources, token: str) -> None:
     """The POST routes, each checking ``token`` in constant time."""
     expected = token.encode()
 
     def restart(name: str, then: Callable[[str], str]) -> str:
-        given = _token_of(bottle.request).encode()
-        if not hmac.compare_digest(given, expected):
-            log.warning("refused a restart of %r from %s: bad token", name, bottle.request.remote_addr)
-            return _json({"error": "a valid token is required"}, 403)
+        refused = _refusal(expected, f"a restart of {name!r}")
+        if refused is not None:
+            return refused
         try:
             detail = sources.restart(name)
         except KeyError:

@@ -21,7 +21,11 @@ from raspy.state.kv.client import KvSubscriberClient
 from raspy.state.kv.message import PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT
 from raspy.web.app import Unavailable
 from raspy.web.host import host_health
-from raspy.web.readings import DeviceReadings, EventLog
+from raspy.web.readings import DeviceReadings, EventLog, ScenarioStates
+
+
+#: Seconds a person's action (or a plot) waits for the service it asks.
+CALL_TIMEOUT = 5.0
 
 
 def executive_view(state: SlotState, now_mono: float, stale_after: float) -> dict[str, Any]:
@@ -43,6 +47,7 @@ def executive_view(state: SlotState, now_mono: float, stale_after: float) -> dic
         "errors": state.errors,
         "bytes_in": state.bytes_in,
         "bytes_out": state.bytes_out,
+        "log_dropped": state.log_dropped,  # output its log file did not take (disk full?)
         "ready": state.state == State.RUNNING and not state.is_stale(now_mono, stale_after),
     }
 
@@ -138,12 +143,15 @@ class House:
         self.restarter = restarter
         self.readings = DeviceReadings(history=history)
         self.event_log = EventLog()
+        self.scenario_states = ScenarioStates()
+        self.broker = broker
         self.mmi = MmiCache(broker, interval=mmi_interval)
         self._board: Board | None = None
         self._board_lock = threading.Lock()
         self._subscribers = [
             KvSubscriberClient(keys.DEVICE, kv_snapshot, kv_publisher, callback=self.readings.update),
             KvSubscriberClient(keys.EVENT, kv_snapshot, kv_publisher, callback=self.event_log.update),
+            KvSubscriberClient(keys.SCENARIO, kv_snapshot, kv_publisher, callback=self.scenario_states.update),
         ]
 
     def start(self) -> "House":
@@ -197,3 +205,14 @@ class House:
         if self.restarter is None:
             raise Unavailable("restarting needs the supervisor, and none is reachable")
         return self.restarter(name)
+
+    def scenarios(self) -> list[dict[str, Any]]:
+        return self.scenario_states.scenarios()
+
+    def call(self, service: str, command: str, args: Any) -> tuple[int, Any]:
+        """One request, one attempt, on a socket of its own (web requests run in many threads)."""
+        with MajorDomoClient(self.broker, timeout=CALL_TIMEOUT, retries=1) as client:
+            try:
+                return client.call(service, command, args)
+            except RequestTimeout:
+                raise Unavailable(f"{service} did not answer within {CALL_TIMEOUT:g} s") from None

@@ -17,21 +17,13 @@ from typing import Any
 from raspy.droplog import DropLog
 from raspy.mdp import protocol as p
 from raspy.state import keys
+from raspy.state.history.store import number as _number
 
 log = logging.getLogger(__name__)
 
 #: A value is stale when older than this many poll intervals: one interval is
 #: the normal age just before the next poll, the rest allows for a slow read.
 STALE_FACTOR = 1.5
-
-
-def _number(value: Any) -> float | None:
-    """The value as a float for a sparkline or a gauge, or ``None`` when it is not a number."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _jsonable(value: Any) -> Any:
@@ -80,6 +72,7 @@ class DeviceReadings:
             "unit": str(reading.get("unit") or ""),
             "timestamp": float(timestamp) if _number(timestamp) is not None else time.time(),
             "interval": float(interval) if _number(interval) and interval > 0 else None,
+            "oid": reading.get("oid") if isinstance(reading.get("oid"), str) else None,
         }
         number = _number(entry["value"])
         with self._lock:
@@ -105,7 +98,7 @@ class DeviceReadings:
                 "name": name, "value": device["value"], "unit": device["unit"],
                 "timestamp": device["timestamp"], "age": round(age, 3), "interval": interval,
                 "stale": interval is not None and age > interval * self.stale_factor,
-                "history": device["history"],
+                "history": device["history"], "oid": device["oid"],
             })
         return result
 
@@ -131,3 +124,41 @@ class EventLog:
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._events)
+
+
+class ScenarioStates:
+    """The state each scenario publishes under ``/scenario/<name>``: active, running, params."""
+
+    def __init__(self, max_scenarios: int = 100) -> None:
+        self.max_scenarios = max_scenarios
+        self._scenarios: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._dropped = DropLog(log)
+
+    def update(self, key: str, body: bytes | None, properties: dict[str, str] | None = None) -> None:
+        name = keys.name_in(keys.SCENARIO, key)
+        if body is None:
+            with self._lock:
+                self._scenarios.pop(name, None)
+            return
+        try:
+            state = p.unpack(body)
+        except p.ProtocolError as exc:
+            self._dropped(f"scenario state {key}: {exc}")
+            return
+        if not isinstance(state, dict):
+            self._dropped(f"scenario state {key}: a map is expected")
+            return
+        params = state.get("params")
+        entry = {"active": bool(state.get("active")), "running": bool(state.get("running")),
+                 "params": _jsonable(params) if isinstance(params, dict) else {}}
+        with self._lock:
+            if name in self._scenarios or len(self._scenarios) < self.max_scenarios:
+                self._scenarios[name] = entry
+            else:
+                self._dropped(f"scenario state {key}: more than {self.max_scenarios} scenarios")
+
+    def scenarios(self) -> list[dict[str, Any]]:
+        """Every scenario, sorted by name: name, active, running, params."""
+        with self._lock:
+            return [{"name": name, **entry} for name, entry in sorted(self._scenarios.items())]

@@ -30,6 +30,7 @@ from raspy.state.kv.message import (
     icanhaz,
     parse_ttl,
 )
+from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class KvSubscriberClient:
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stopping = threading.Event()
+        self._wakeup = Wakeup()
         self._thread: threading.Thread | None = None
 
     # -- reading --
@@ -163,6 +165,7 @@ class KvSubscriberClient:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stopping.set()
+        self._wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -193,15 +196,12 @@ class KvSubscriberClient:
             sub.close()
 
     def _wait(self, sock: zmq.Socket, seconds: float) -> bool:
-        """Poll ``sock`` for up to ``seconds`` in short slices; False if stopping or nothing came."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if sock.poll(min(remaining, 0.1) * 1000):
-                return True
-        return False
+        """Wait up to ``seconds`` for ``sock`` (or :meth:`stop`); False if stopping or nothing came."""
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wakeup, zmq.POLLIN)
+        ready = dict(poller.poll(seconds * 1000))
+        return sock in ready and not self._stopping.is_set()
 
     def _sync(self, sub: zmq.Socket) -> bool:
         """Take a snapshot once the subscription provably works; False when stopping.

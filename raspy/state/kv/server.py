@@ -25,26 +25,37 @@ from raspy.state.kv.message import (
     epoch_of,
     parse_icanhaz,
 )
+from raspy.state.keys import DEVICE
 from raspy.state.kv.statefile import StateFile
+from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
+
+_DEVICE = DEVICE.encode()
 
 
 class KvServer:
     """The ``kv`` executive: holds the map, numbers updates, serves snapshots.
 
-    ``run()`` binds and loops until ``stop()`` (callable from any thread; the
-    loop notices within 100 ms). Signals are the caller's business.
+    ``run()`` binds and loops until ``stop()`` (callable from any thread: it
+    wakes the loop, which otherwise sleeps on its sockets until the next HUGZ,
+    expiry or flush). Signals are the caller's business.
+
+    The state file is rewritten ``flush_interval`` seconds after a change, or
+    ``readings_flush_interval`` after a change of device readings alone
+    (``/device/``: their servers publish them again at their next poll), and at
+    a clean stop: a crash loses at most the updates of that interval.
     """
 
     def __init__(self, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, publisher_endpoint: str = PUBLISHER_ENDPOINT,
                  collector_endpoint: str = COLLECTOR_ENDPOINT, state_path: str | Path | None = None,
                  flush_interval: float = 5.0, hugz_interval: float = 1.0,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, readings_flush_interval: float = 300.0) -> None:
         self.snapshot_endpoint = snapshot_endpoint
         self.publisher_endpoint = publisher_endpoint
         self.collector_endpoint = collector_endpoint
         self.flush_interval = flush_interval
+        self.readings_flush_interval = readings_flush_interval
         self.hugz_interval = hugz_interval
         self.context = context or zmq.Context.instance()
         self.ready = threading.Event()
@@ -56,12 +67,15 @@ class KvServer:
         self._deadlines: dict[bytes, float] = {}      # key -> monotonic expiry, for ttl keys
         self._expiry: list[tuple[float, bytes]] = []  # heap of (deadline, key); stale ones skipped
         self._ceiling = 0
-        self._dirty = False
+        self._dirty = False      # a change not yet on disk
+        self._urgent = False     # ... of a key outside /device/: due after flush_interval
         self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._wakeup = Wakeup()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wakeup.set()
 
     # -- loop --
 
@@ -89,16 +103,16 @@ class KvServer:
         poller = zmq.Poller()
         poller.register(collector, zmq.POLLIN)
         poller.register(snapshot, zmq.POLLIN)
+        poller.register(self._wakeup, zmq.POLLIN)
         self.ready.set()
         log.info("kv serving: snapshot %s, publisher %s, collector %s, sequence %d",
                  self.snapshot_endpoint, self.publisher_endpoint, self.collector_endpoint, self.sequence)
         now = time.monotonic()
-        next_hugz, next_flush = now, now + self.flush_interval
+        next_hugz, flushed = now, now
         while not self._stopping.is_set():
-            wake = min(next_hugz, self._expiry[0][0] if self._expiry else math.inf,
-                       next_flush if self._dirty else math.inf)
-            timeout = min(max(wake - time.monotonic(), 0.0), 0.1)
-            events = dict(poller.poll(timeout * 1000))
+            next_flush = flushed + self._flush_delay()
+            wake = min(next_hugz, self._expiry[0][0] if self._expiry else math.inf, next_flush)
+            events = dict(poller.poll(max(wake - time.monotonic(), 0.0) * 1000))
             if collector in events:
                 self._collect(collector, publisher)
             if snapshot in events:
@@ -109,15 +123,21 @@ class KvServer:
             if now >= next_hugz:
                 publisher.send_multipart([HUGZ, self.sequence.to_bytes(8, "big"), b"", b"", b""])
                 next_hugz = now + self.hugz_interval
-            if self._dirty and now >= next_flush:
+            if now >= next_flush:
                 # A write still busy on a slow SD card: look again shortly, do not spin.
-                next_flush = now + (self.flush_interval if self._flush() else 0.1)
+                flushed = now if self._flush() else now - self._flush_delay() + 0.1
+
+    def _flush_delay(self) -> float:
+        """Seconds from the last write to the next: by what changed since."""
+        if not self._dirty:
+            return math.inf
+        return self.flush_interval if self._urgent else max(self.flush_interval, self.readings_flush_interval)
 
     def _collect(self, collector: zmq.Socket, publisher: zmq.Socket) -> None:
         """Number, store and republish up to BATCH updates: the hot path."""
         recv, send, store = collector.recv_multipart, publisher.send_multipart, self._map
         deadlines = self._deadlines
-        sequence, ceiling, accepted = self.sequence, self._ceiling, 0
+        sequence, ceiling, accepted, urgent = self.sequence, self._ceiling, 0, False
         try:
             for _ in range(BATCH):
                 try:
@@ -137,6 +157,7 @@ class KvServer:
                 frames[1] = sequence.to_bytes(8, "big")
                 send(frames)
                 key = frames[0]
+                urgent = urgent or not key.startswith(_DEVICE)
                 if frames[4]:
                     store[key] = frames
                 else:
@@ -152,6 +173,7 @@ class KvServer:
             if accepted:
                 self.stats["updates"] += accepted
                 self._dirty = True
+                self._urgent = self._urgent or urgent
 
     def _set_deadline(self, key: bytes, deadline: float) -> None:
         self._deadlines[key] = deadline
@@ -169,6 +191,7 @@ class KvServer:
             publisher.send_multipart([key, self.sequence.to_bytes(8, "big"), b"", b"", b""])
             self.stats["expired"] += 1
             self._dirty = True
+            self._urgent = self._urgent or not key.startswith(_DEVICE)
 
     def _serve_snapshots(self, snapshot: zmq.Socket) -> None:
         for _ in range(BATCH):
@@ -236,14 +259,14 @@ class KvServer:
     def _flush(self, wait: bool = False) -> bool:
         """Write the map; in the background unless ``wait``. False if a write is still busy."""
         if self._store is None:
-            self._dirty = False
+            self._dirty = self._urgent = False
             return True
         if self._writer is not None and self._writer.is_alive():
             if not wait:
                 return False
             self._writer.join()
         data = StateFile.dump(epoch_of(self.sequence), self._entries())
-        self._dirty = False
+        self._dirty = self._urgent = False
         if wait:
             self._store.save(data)
         else:
@@ -256,4 +279,4 @@ class KvServer:
             self._store.save(data)
         except OSError as exc:
             log.error("kv could not write %s: %s; will retry", self._store.path, exc)
-            self._dirty = True
+            self._dirty = self._urgent = True

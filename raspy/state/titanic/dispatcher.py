@@ -13,6 +13,9 @@ from raspy.state.titanic.journal import Journal
 
 log = logging.getLogger(__name__)
 
+#: Shortest time between the starts of two rounds (seconds): a burst of requests is one round.
+MIN_ROUND = 0.05
+
 
 @dataclass
 class DispatchSettings:
@@ -63,27 +66,32 @@ class Dispatcher:
             lane.join(timeout)
 
     def run(self) -> None:
-        """Start lanes for services that are there, until :meth:`stop`."""
+        """Start lanes for services that are there, until :meth:`stop`.
+
+        Between rounds it sleeps until new requests or a finished lane wake it, or
+        a backed-off service may be tried again: idle, it does not wake at all.
+        """
         probe = MajorDomoClient(self.broker, timeout=self.settings.probe_timeout, retries=1)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
+                began = time.monotonic()
                 try:
                     self._round(probe)
                 except Exception:
                     log.exception("dispatch round failed")
-                # at most ~20 rounds a second however often new requests wake us
-                self._stop.wait(0.05)
                 self._wake.wait(self._idle())
+                # at most ~20 rounds a second however often new requests wake us
+                self._stop.wait(max(0.0, began + MIN_ROUND - time.monotonic()))
         finally:
             probe.close()
 
-    def _idle(self) -> float:
-        """Seconds until a backed-off service may be tried again (capped at one)."""
+    def _idle(self) -> float | None:
+        """Seconds until a backed-off service may be tried again; None: none is."""
         now = time.monotonic()
         with self._lock:
             waits = [at - now for at, _ in self._retry.values()]
-        return max(0.0, min([1.0, *waits]))
+        return max(0.0, min(waits)) if waits else None
 
     def _round(self, probe: MajorDomoClient) -> None:
         now = time.monotonic()

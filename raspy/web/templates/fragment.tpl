@@ -46,13 +46,53 @@
 <tr class="device {{"stale" if dev["stale"] else ""}}" data-name="{{dev["name"]}}">
   <td>{{dev["name"]}}<br><small class="muted">{{duration(dev["age"])}} ago{{" · stale" if dev["stale"] else ""}}</small></td>
   <td class="value">{{reading(dev["value"])}}&nbsp;{{dev["unit"]}}</td>
-  <td>{{!sparkline(dev["history"])}}</td>
+  <td><button type="button" class="plot" data-device="{{dev["name"]}}" aria-label="plot of {{dev["name"]}}">{{!sparkline(dev["history"]) or "plot"}}</button></td>
+% if actions and dev.get("oid") in SWITCHES:
+  <td><button type="button" class="toggle" data-device="{{dev["name"]}}" aria-pressed="{{"true" if dev["value"] else "false"}}">{{"on" if dev["value"] else "off"}}</button></td>
+% elif actions and dev.get("oid") in DIMMERS and isinstance(dev["value"], (int, float)):
+  <td><input type="range" class="dimmer" min="0" max="100" step="1" value="{{dev["value"]}}" data-device="{{dev["name"]}}" aria-label="level of {{dev["name"]}}"></td>
+% end
 </tr>
 % end
 </tbody>
 </table>
 % end
 </section>
+
+% if s["scenarios"]:
+<section id="scenarios">
+<h2>Scenarios</h2>
+<table>
+<tbody>
+% for sc in s["scenarios"]:
+%   params = sc["params"]
+%   marks = all(isinstance(params.get(k), (int, float)) and not isinstance(params.get(k), bool) for k in ("low", "high"))
+<tr class="scenario" data-name="{{sc["name"]}}">
+  <td>{{sc["name"]}}<br><small class="muted">{{"running" if sc["running"] else "idle"}}</small></td>
+  <td>
+% if actions:
+    <button type="button" class="active" data-scenario="{{sc["name"]}}" aria-pressed="{{"true" if sc["active"] else "false"}}">{{"enabled" if sc["active"] else "disabled"}}</button>
+% else:
+    {{"enabled" if sc["active"] else "disabled"}}
+% end
+  </td>
+  <td>
+% if marks and actions:
+    <form class="marks" data-scenario="{{sc["name"]}}">
+      <label>low <input type="number" name="low" step="0.1" value="{{params["low"]}}" required></label>
+      <label>high <input type="number" name="high" step="0.1" value="{{params["high"]}}" required></label>
+      <button type="submit">Set</button>
+    </form>
+% elif marks:
+    {{reading(params["low"])}} – {{reading(params["high"])}}
+% end
+  </td>
+</tr>
+% end
+</tbody>
+</table>
+</section>
+% end
 
 <section id="services">
 <h2>Services</h2>

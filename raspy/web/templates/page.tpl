@@ -11,9 +11,27 @@
   <h1>{{s["hostname"]}}</h1>
   <span id="updated" class="muted">as of {{time.strftime("%H:%M:%S", time.localtime(s["time"]))}}</span>
 </header>
+% if actions:
+<form id="token-form" class="token">
+  <label>Token <input type="password" id="token" autocomplete="current-password" placeholder="kept in this browser"></label>
+  <button type="submit">Keep</button>
+  <span id="token-state" class="muted"></span>
+</form>
+% end
+<p id="message" class="muted" role="status"></p>
 <main id="status" data-refresh="{{refresh}}">
 % include("fragment.tpl")
 </main>
+<section id="plot" hidden>
+  <h2 id="plot-title">Plot</h2>
+  <div class="ranges">
+    <button type="button" data-range="24h">24 h</button>
+    <button type="button" data-range="7d">7 days</button>
+    <button type="button" data-range="1y">1 year</button>
+    <button type="button" id="plot-close">Close</button>
+  </div>
+  <div id="plot-area"></div>
+</section>
 % if actions:
 <section id="actions">
   <h2>Actions</h2>

@@ -1,0 +1,1 @@
+"""Device histories on fixed-size files: round-robin archives, batched writes (see docs/history.md)."""
