@@ -37,8 +37,8 @@ class BrokerLimits:
             value = getattr(self, f.name)
             kind = type(f.default)
             if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
-                unit = "number" if kind is float else "integer"
-                raise ValueError(f"{f.name}: {value!r} is not a positive {unit}")
+                wanted = "a number > 0" if kind is float else "an integer >= 1"  # as the executive's options say
+                raise ValueError(f"{f.name}: {value!r} is not {wanted}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> BrokerLimits:
