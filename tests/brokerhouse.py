@@ -35,6 +35,23 @@ def core_env(request):
     return {"RASPY_PURE": "1"} if request.param == "pure" else {}
 
 
+@pytest.fixture(params=["compiled", "pure"])
+def bare_core(request, tmp_path):
+    """``(BrokerCore class, ROUTER socket, its ipc endpoint)``: a core to drive from the test's own thread."""
+    if request.param == "compiled" and not compiled_available():
+        pytest.skip("compiled core not built (no Cython or compiler)")
+    if request.param == "compiled":
+        from raspy.mdp._fast.core import BrokerCore
+    else:
+        from raspy.mdp._fast.pure import BrokerCore
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.router_mandatory = True
+    endpoint = f"ipc://{tmp_path}/broker"
+    router.bind(endpoint)
+    yield BrokerCore, router, endpoint
+    router.close(linger=0)
+
+
 class House:
     """A broker process and the workers a test starts around it."""
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import zmq
-from brokerhouse import (House, compiled_available, core_env, house, raw_client, raw_worker,  # noqa: F401 (fixtures)
+from brokerhouse import (House, bare_core, core_env, house, raw_client, raw_worker,  # noqa: F401 (fixtures)
                          recv_non_heartbeat)
 from support import broker_up, wait_for
 
@@ -279,21 +279,11 @@ def test_cli_call_and_mmi(house, children):
     assert missing.returncode != 0 and "no reply" in missing.stderr
 
 
-@pytest.mark.parametrize("core_name", ["compiled", "pure"])
-def test_purge_survives_workers_dropped_while_it_runs(core_name, tmp_path):
+def test_purge_survives_workers_dropped_while_it_runs(bare_core):
     """An expired busy worker's request is requeued during the purge and dispatched to a worker
     that is gone too: the purge must not then remove that worker a second time."""
-    if core_name == "compiled" and not compiled_available():
-        pytest.skip("compiled core not built (no Cython or compiler)")
-    if core_name == "compiled":
-        from raspy.mdp._fast.core import BrokerCore
-    else:
-        from raspy.mdp._fast.pure import BrokerCore
+    BrokerCore, router, endpoint = bare_core
     ctx = zmq.Context.instance()
-    router = ctx.socket(zmq.ROUTER)
-    router.router_mandatory = True
-    endpoint = f"ipc://{tmp_path}/broker"
-    router.bind(endpoint)
     core = BrokerCore(router, heartbeat=0.05)
     peers = []
     for _ in range(3):
@@ -310,7 +300,6 @@ def test_purge_survives_workers_dropped_while_it_runs(core_name, tmp_path):
     core.tick(time.monotonic() + 10)  # every worker expired: the busy one's request is requeued mid-purge
     assert core.workers == {}
     client.close(linger=0)
-    router.close(linger=0)
 
 
 def core_send_ok(router: zmq.Socket, identity: bytes) -> bool:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import zmq
-from brokerhouse import (HEARTBEAT, GuideWorker, House, compiled_available, core_env, house,  # noqa: F401 (fixtures)
+from brokerhouse import (HEARTBEAT, GuideWorker, House, bare_core, core_env, house,  # noqa: F401 (fixtures)
                          raw_client, raw_worker, recv_non_heartbeat)
 from support import wait_for
 
@@ -74,20 +74,10 @@ def test_a_killed_busy_raspy_worker_request_is_served_once_by_another(house):
         client.close()
 
 
-@pytest.mark.parametrize("core_name", ["compiled", "pure"])
-def test_only_workers_heard_while_busy_expire_while_busy(core_name, tmp_path):
+def test_only_workers_heard_while_busy_expire_while_busy(bare_core):
     """The busy rule on the core itself, with the clock moved on by hand."""
-    if core_name == "compiled" and not compiled_available():
-        pytest.skip("compiled core not built (no Cython or compiler)")
-    if core_name == "compiled":
-        from raspy.mdp._fast.core import BrokerCore
-    else:
-        from raspy.mdp._fast.pure import BrokerCore
+    BrokerCore, router, endpoint = bare_core
     ctx = zmq.Context.instance()
-    router = ctx.socket(zmq.ROUTER)
-    router.router_mandatory = True
-    endpoint = f"ipc://{tmp_path}/broker"
-    router.bind(endpoint)
     core = BrokerCore(router, heartbeat=0.001)  # any real delay is over one heartbeat
     worker = raw_worker(ctx, endpoint, b"svc")
     client = raw_client(ctx, endpoint, zmq.DEALER)
@@ -100,7 +90,7 @@ def test_only_workers_heard_while_busy_expire_while_busy(core_name, tmp_path):
     wait_for(lambda: core.drain() == 0 and all(w.beats_busy for w in core.workers.values()), what="heartbeat read")
     core.tick(time.monotonic() + 1)
     assert core.workers == {} and len(core.services[b"svc"].requests) == 1  # expired, its request requeued
-    for sock in (worker, client, router):
+    for sock in (worker, client):
         sock.close(linger=0)
 
 

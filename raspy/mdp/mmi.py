@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import regex
 
+from raspy.errors import RaspyError
 from raspy.mdp import protocol as p
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ REPEAT_MAX = 100
 _COUNTED = re.compile(r"\{(\d*)(?:,(\d*))?\}")
 
 
-class PatternError(ValueError):
+class PatternError(RaspyError, ValueError):
     """A discovery pattern the broker will not match: the reason is the client's 400."""
 
 
