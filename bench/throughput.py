@@ -7,7 +7,9 @@ pyzmq speaking the wire protocol (so the figure is the broker's); in
 ``MajorDomoWorker`` (what users get). Every reply is checked against its
 request. The bare proxy is the ceiling (no protocol, requests pile up at
 workers); the minimal forwarder is the floor for any broker in Python (MDP
-routing in idiomatic pyzmq and nothing else). Reported per broker: requests/s, p50/p99 latency (one in flight),
+routing in idiomatic pyzmq and nothing else). ``curve`` is the compiled broker as a CURVE house's
+hub runs it (CURVE server, ZAP authenticator, READY authorised by host), with raw clients and
+workers holding allowed keys: its ratios to the plain compiled broker are CURVE's cost. Reported per broker: requests/s, p50/p99 latency (one in flight),
 the broker process's CPU time per request (``/proc/<pid>/stat``) and the
 ratios to the bare proxy measured in the same run; medians over ``--repeat``
 runs.
@@ -18,14 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import socket
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -37,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MDPC, MDPW = b"MDPC01", b"MDPW01"
 READY, REQUEST, REPLY, HEARTBEAT = b"\x01", b"\x02", b"\x03", b"\x04"
 PROBE = b"probe"
-BROKERS = ("proxy", "forwarder", "compiled", "pure")
+BROKERS = ("proxy", "forwarder", "compiled", "curve", "pure")
 REPLY_TIMEOUT = 5.0  # seconds without any reply before the rest count as lost
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -153,9 +158,28 @@ def run_forwarder(endpoint: str) -> None:
             sock.send_multipart([idle.popleft(), b"", MDPW, REQUEST, request[0], b"", *request[4:]])
 
 
-def raw_worker(endpoint: str, service: bytes, mdp: bool, name: bytes) -> None:
+def run_curve_broker(endpoint: str, state_dir: str) -> None:
+    """The compiled broker as a CURVE hub runs it: keys of ``state_dir``, its allow-list, READY authorised."""
+    from raspy.curve import Authenticator, Curve
+    from raspy.house.trust import Trust
+    from raspy.mdp.broker import Broker
+
+    curve = Curve.load(Path(state_dir), "hub")
+    Authenticator(curve).start()
+    Broker(endpoint, curve=curve, authorize=Trust("hub").may_serve).run()
+
+
+def context_for(keys: tuple[str, str, str] | None) -> zmq.Context:
+    """A context whose sockets are CURVE clients with ``(public, secret, server)`` keys; plain without."""
+    ctx = zmq.Context()
+    if keys is not None:
+        ctx.curve_publickey, ctx.curve_secretkey, ctx.curve_serverkey = (k.encode() for k in keys)
+    return ctx
+
+
+def raw_worker(endpoint: str, service: bytes, mdp: bool, name: bytes, keys: tuple | None = None) -> None:
     """An echo worker in a few lines: MDP over DEALER, or a DEALER behind the proxy."""
-    sock = zmq.Context().socket(zmq.DEALER)
+    sock = context_for(keys).socket(zmq.DEALER)
     sock.connect(endpoint)
     if mdp:
         sock.send_multipart([b"", MDPW, READY, service])
@@ -180,9 +204,10 @@ def raw_worker(endpoint: str, service: bytes, mdp: bool, name: bytes) -> None:
             next_beat = time.monotonic() + 1.0
 
 
-def raw_client(endpoint: str, service: bytes, mdp: bool, index: int, sc: Scenario, go, out) -> None:
+def raw_client(endpoint: str, service: bytes, mdp: bool, index: int, sc: Scenario, go, out,
+               keys: tuple | None = None) -> None:
     """Keeps ``window`` requests in flight on one DEALER; checks every reply against its request."""
-    sock = zmq.Context().socket(zmq.DEALER)
+    sock = context_for(keys).socket(zmq.DEALER)
     sock.connect(endpoint)
     head = [b"", MDPC, service] if mdp else [b""]
     payload = os.urandom(sc.size)
@@ -254,8 +279,10 @@ def raspy_client(endpoint: str, service: bytes, mdp: bool, index: int, sc: Scena
 class Run:
     """One broker with its workers and clients for one scenario; always cleaned up."""
 
-    def __init__(self, mode: str, broker: str, sc: Scenario) -> None:
+    def __init__(self, mode: str, broker: str, sc: Scenario, hub: "Keys | None" = None) -> None:
         self.mode, self.broker, self.sc = mode, broker, sc
+        self.hub = hub
+        self.keys = hub.client if hub is not None and broker == "curve" else None
         self.ctx = mp.get_context("forkserver")  # a clean process, started in milliseconds
         self.procs: list = []
         self.popen: subprocess.Popen | None = None
@@ -270,6 +297,11 @@ class Run:
             proc.start()
             self.procs.append(proc)
             return proc.pid, front, back
+        if self.broker == "curve":
+            proc = self.ctx.Process(target=run_curve_broker, args=(front, self.hub.state_dir), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+            return proc.pid, front, front
         if self.broker == "forwarder":
             proc = self.ctx.Process(target=run_forwarder, args=(front,), daemon=True)
             proc.start()
@@ -292,13 +324,14 @@ class Run:
                 self.procs.append(proc)
             else:
                 name = b"w%d" % i
-                proc = self.ctx.Process(target=raw_worker, args=(endpoint, self.service, mdp, name), daemon=True)
+                proc = self.ctx.Process(target=raw_worker, args=(endpoint, self.service, mdp, name, self.keys),
+                                        daemon=True)
                 proc.start()
                 self.procs.append(proc)
 
     def wait_for_workers(self, endpoint: str) -> None:
         """All W workers can be given work: counted by mmi.workers, or seen answering via the proxy."""
-        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock = context_for(self.keys).socket(zmq.DEALER)
         sock.linger = 0
         sock.connect(endpoint)
         seen: set = set()
@@ -337,8 +370,9 @@ class Run:
             go, out = self.ctx.Event(), self.ctx.Queue()
             target = raspy_client if self.mode == "raspy" else raw_client
             for i in range(self.sc.clients):
+                extra = (self.keys,) if self.mode == "raw" else ()
                 proc = self.ctx.Process(target=target, args=(front, self.service, self.broker != "proxy", i,
-                                                             self.sc, go, out), daemon=True)
+                                                             self.sc, go, out, *extra), daemon=True)
                 proc.start()
                 self.procs.append(proc)
             for _ in range(self.sc.clients):
@@ -366,6 +400,23 @@ class Run:
             proc.join(timeout=10) if hasattr(proc, "join") else proc.wait(timeout=10)
 
 
+@dataclass(frozen=True)
+class Keys:
+    """The CURVE broker's state directory (its key pair and allow-list) and the clients' allowed keys."""
+
+    state_dir: str
+    client: tuple[str, str, str]  # public, secret, the broker's public
+
+    @classmethod
+    def make(cls, folder: Path) -> "Keys":
+        from raspy.curve import ALLOWED_FILE, AllowList, init_keys, key_dir
+
+        hub = init_keys(folder)[0]
+        public, secret = (k.decode() for k in zmq.curve_keypair())
+        AllowList(key_dir(folder) / ALLOWED_FILE).allow("bench", public)  # bench.* services are its own
+        return cls(str(folder), (public, secret, hub.public))
+
+
 # -- the report ----------------------------------------------------------------------
 
 def median(values: list) -> float | None:
@@ -383,6 +434,8 @@ def summarise(runs: list[list[Result]]) -> list[dict]:
         twins = [next((r for r in run if (r.mode, r.scenario, r.broker) == (mode, scenario, "pure")), None) for run in runs]
         floors = [next((r for r in run if (r.mode, r.scenario, r.broker) == ("raw", scenario, "forwarder")), None)
                   for run in runs]
+        plains = [next((r for r in run if (r.mode, r.scenario, r.broker) == ("raw", scenario, "compiled")), None)
+                  for run in runs]
 
         def ratio(f, others):
             return median([f(a) / f(b) if b is not None and f(b) else None for a, b in zip(same, others)])
@@ -398,6 +451,8 @@ def summarise(runs: list[list[Result]]) -> list[dict]:
             "p50_vs_proxy": ratio(lambda r: r.percentile(0.5), ceilings),
             "rps_vs_twin": ratio(lambda r: r.rps, twins),
             "cpu_vs_forwarder": ratio(lambda r: r.cpu_us, floors),
+            "p50_vs_plain": ratio(lambda r: r.percentile(0.5), plains),
+            "cpu_vs_plain": ratio(lambda r: r.cpu_us, plains),
             "mismatches": sum(r.mismatches for r in same),
             "lost": sum(r.lost for r in same),
         })
@@ -418,6 +473,9 @@ def targets(rows: list[dict]) -> list[tuple[str, str, bool]]:
         ("req/s 4x2x16 64 B: compiled >= 0.4x proxy", get("throughput", "compiled", "rps_vs_proxy"), 0.4, "ge"),
         ("p50 latency 1x1x1: compiled <= 1.1x proxy", get("latency", "compiled", "p50_vs_proxy"), 1.1, "le"),
         ("CPU/request 2x2x16 64 KiB: compiled <= 1.3x proxy", get("large", "compiled", "cpu_vs_proxy"), 1.3, "le"),
+        ("p50 latency 1x1x1: CURVE <= 1.2x plain (compiled)", get("latency", "curve", "p50_vs_plain"), 1.2, "le"),
+        ("CPU/request 4x2x16 64 B: CURVE vs plain (compiled), reported", get("throughput", "curve", "cpu_vs_plain"),
+         math.inf, "le"),
     ]
     return [(name, f"{value:.2f}" if value is not None else "-",
              value is not None and (value <= limit if op == "le" else value >= limit))
@@ -468,21 +526,24 @@ def main(argv: list[str] | None = None) -> int:
     if "raw" not in modes:
         modes.insert(0, "raw")  # the proxy ceiling is measured in raw mode
     scs = [s for s in scenarios(args.smoke) if not args.scenario or s.name in args.scenario]
-    brokers = [b for b in BROKERS if b != "compiled" or compiled_core()]
+    brokers = [b for b in BROKERS if b not in ("compiled", "curve") or compiled_core()]
+    hub = Keys.make(Path(tempfile.mkdtemp(prefix="raspy-bench-curve-"))) if "curve" in brokers else None
     runs = []
     for n in range(repeat):
         run = []
         for sc in scs:
             for mode in modes:
                 for broker in brokers:
-                    if mode == "raspy" and broker in ("proxy", "forwarder"):
+                    if mode == "raspy" and broker in ("proxy", "forwarder", "curve"):
                         continue
-                    result = Run(mode, broker, sc).measure()
+                    result = Run(mode, broker, sc, hub).measure()
                     print(f"run {n + 1}/{repeat} {mode:5} {sc.label:18} {broker:8} {result.rps:8.0f} req/s "
                           f"{result.cpu_us:6.1f} us CPU/req  p50 {result.percentile(0.5) or 0:6.0f} us  "
                           f"mismatches {result.mismatches} lost {result.lost}", file=sys.stderr)
                     run.append(result)
         runs.append(run)
+    if hub is not None:
+        shutil.rmtree(hub.state_dir)
     rows = summarise(runs)
     info = machine()
     command = "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:])

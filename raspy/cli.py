@@ -200,12 +200,24 @@ def broker_of(args: argparse.Namespace) -> str:
     if args.broker:
         return args.broker
     if args.config:
-        return load_or_exit(args.config).broker
+        return client_of(args.config).broker
     if os.environ.get("RASPY_BROKER"):
         return os.environ["RASPY_BROKER"]
     if os.environ.get("RASPY_CONFIG"):
-        return load_or_exit(os.environ["RASPY_CONFIG"]).broker
+        return client_of(os.environ["RASPY_CONFIG"]).broker
     return DEFAULT_ENDPOINT
+
+
+def client_of(path: str) -> Config:
+    """The configuration of the house a command talks to; with ``curve = true`` its sockets use this host's keys."""
+    from raspy.house.config import ConfigError
+
+    config = load_or_exit(path)
+    try:
+        config.secure_clients()
+    except ConfigError as exc:
+        raise SystemExit(fail(str(exc), 2)) from None
+    return config
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -244,6 +256,68 @@ def cmd_mmi(args: argparse.Namespace) -> int:
     for name in names:
         print(name)
     return 0
+
+
+# -- raspy keys -------------------------------------------------------------------
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``raspy keys init|allow|revoke|list``: this host's key pair, and the hub's allow-list."""
+    from raspy.curve import ALLOWED_FILE, AllowList, CurveError, init_keys, key_dir
+
+    config = load_or_exit(args.config)
+    allowed = AllowList(key_dir(config.state_dir) / ALLOWED_FILE)
+    try:
+        if args.keys_command == "init":
+            keys, made = init_keys(config.state_dir)
+            print(keys.public)
+            print(f"{'made' if made else 'kept'} the key pair of {config.hostname} in {key_dir(config.state_dir)}",
+                  file=sys.stderr)
+        elif args.keys_command == "allow":
+            allowed.allow(args.name, args.key)
+            print(f"allowed {args.name}: a connection with its key is let in from now on")
+        elif args.keys_command == "revoke":
+            if not allowed.revoke(args.name):
+                return fail(f"{args.name} is not on {allowed.path}")
+            print(f"revoked {args.name}")
+            return restart_secured(args, config)
+        else:
+            for name, key in allowed.read().items():
+                print(f"{name} {key}")
+    except CurveError as exc:
+        return fail(str(exc))
+    return 0
+
+
+def restart_secured(args: argparse.Namespace, config: Config) -> int:
+    """After a revoke: restart the running house's broker and kv, which drops every connection;
+    those that come back are checked against the list again, and the revoked key is refused."""
+    from raspy.house.control import NotRunning, send_command
+
+    secured = [e.name for e in config.enabled() if e.kind in ("broker", "kv")]
+    for name in secured:
+        try:
+            reply = send_command(config.state_dir, f"restart {name}")
+        except (NotRunning, OSError):
+            print("no house runs here: the list takes effect when it starts")
+            return 0
+        print(reply["message"] if reply["ok"] else f"error: {reply['message']}",
+              file=sys.stdout if reply["ok"] else sys.stderr)
+    return 0
+
+
+def keys_parser(commands: argparse._SubParsersAction) -> None:
+    keys = commands.add_parser("keys", help="CURVE keys: this host's pair, the hub's allow-list (docs/hosts.md)")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    init = actions.add_parser("init", help="make this host's key pair (kept if there is one); print the public key")
+    allow = actions.add_parser("allow", help="on the hub: let host NAME in with its PUBLIC_KEY")
+    allow.add_argument("name", metavar="NAME", help="the host's name ([raspy] hostname on it)")
+    allow.add_argument("key", metavar="PUBLIC_KEY", help="what 'raspy keys init' printed on it")
+    revoke = actions.add_parser("revoke", help="on the hub: take host NAME off the list (restarts broker and kv)")
+    revoke.add_argument("name", metavar="NAME")
+    listing = actions.add_parser("list", help="on the hub: the hosts allowed in, and their keys")
+    for action in (init, allow, revoke, listing):
+        config_option(action)
+    keys.set_defaults(func=cmd_keys)
 
 
 # -- the parser -----------------------------------------------------------------
@@ -347,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     mmi.set_defaults(func=cmd_mmi)
 
     kvcli.add_parser(commands)
+    keys_parser(commands)
     return parser
 
 

@@ -62,6 +62,7 @@ def endpoints_from_config(args: argparse.Namespace) -> None:
     from raspy.house.config import load_config
 
     config = load_config(args.config, import_kinds=False)  # no executive code for a client
+    config.secure_clients()
     for name in ("snapshot", "publisher", "collector"):
         if getattr(args, name, "") is None:
             setattr(args, name, getattr(config, f"kv_{name}"))

@@ -26,7 +26,7 @@ def test_throughput_harness_smoke_run_loses_and_mixes_up_nothing(tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "smoke.json").read_text())["summary"]
-    expected = {"proxy", "forwarder", "compiled", "pure"} if compiled_available() else {"proxy", "forwarder", "pure"}
+    expected = {"proxy", "forwarder", "compiled", "curve", "pure"} if compiled_available() else {"proxy", "forwarder", "pure"}
     assert {row["broker"] for row in summary} == expected
     assert {row["mode"] for row in summary} == {"raw", "raspy"}
     for row in summary:

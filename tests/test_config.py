@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
+from raspy.curve import init_keys
 from raspy.devices.simulated import KINDS as DEVICE_KINDS
 from raspy.house.config import ConfigError, load_config
 from raspy.house.executive import KINDS, load_kind
@@ -224,6 +225,7 @@ def test_the_toml_examples_of_the_docs_are_accepted(tmp_path, monkeypatch):
     (tmp_path / "state" / "raspy" / "scenarios").mkdir(parents=True)
     (tmp_path / "state" / "raspy" / "scenarios" / "frost-alarm.py").write_text("def run(ctx):\n    pass\n")
     (tmp_path / "state" / "raspy" / "mqtt-password").write_text("secret\n")
+    init_keys(tmp_path / "state" / "raspy")  # what `raspy keys init` makes for the CURVE examples
     (tmp_path / "myhouse").mkdir()
     (tmp_path / "myhouse" / "__init__.py").write_text("")
     (tmp_path / "myhouse" / "aquarium.py").write_text("from raspy.house.executive import Executive\n\n\n"

@@ -87,6 +87,7 @@ def subscribe(ends: dict, key: str) -> tuple[KvSubscriberClient, Updates]:
 def test_an_input_edge_is_in_the_map_within_50_ms(house):
     pins, client, ends, executive = house
     subscriber, updates = subscribe(ends, "/device/pi.gpio.door")
+    updates.queue = queue.Queue()  # the snapshot was called back before the sync: only edges count from here
     try:
         latencies = []
         for round_ in range(10):

@@ -158,6 +158,22 @@ def subscribers():
         sub.stop()
 
 
+def test_wait_synced_returns_once_the_callback_has_seen_the_snapshot(kv, subscribers):
+    with KvPublisherClient(kv.collector) as pub:
+        for i in range(200):
+            pub.send("/device/", f"early.{i}", protocol.pack(i))
+    wait_for(lambda: len(kv.snapshot_of("/device/")) == 200, what="early keys stored")
+    seen = []
+
+    def slow_callback(key, body, props):  # a callback that takes its time, as a page's renderer may
+        time.sleep(0.001)
+        seen.append(key)
+    sub = kv.subscriber("/device/", callback=slow_callback)
+    subscribers.append(sub)
+    assert sub.wait_synced(5)
+    assert len(seen) == 200  # no wait: a caller may rely on its callback's state right after the sync
+
+
 def test_late_subscriber_gets_the_snapshot_then_every_update_in_order(kv, subscribers):
     with KvPublisherClient(kv.collector) as pub:
         for i in range(50):

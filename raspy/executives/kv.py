@@ -3,16 +3,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raspy.curve import Authenticator
 from raspy.house.executive import Counters, Executive, Settings
 from raspy.house.options import POSITIVE, Option
+from raspy.house.trust import Trust
 from raspy.state.kv.server import KvServer
 
 
 class KvExecutive(Executive):
     """The ``kv`` executive: a :class:`KvServer` on the house's key/value endpoints.
 
-    Updates and snapshots count as requests on the board.
+    Updates and snapshots count as requests on the board. In a CURVE house the sockets are CURVE
+    servers behind this process's authenticator, and a host may set only its own devices and
+    events (:class:`~raspy.house.trust.Trust`); refused handshakes and updates count as errors.
     """
+
+    secured = True
 
     options = (
         Option("state", str, None, "the state file; default `<state_dir>/kv.state`"),
@@ -25,19 +31,29 @@ class KvExecutive(Executive):
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
+        curve = settings.curve
+        self.authenticator = Authenticator(curve).start() if curve else None
         self.server = KvServer(settings.kv_snapshot, settings.kv_publisher, settings.kv_collector,
                                state_path=self.option("state") or Path(settings.state_dir) / "kv.state",
                                flush_interval=self.option("flush_interval"),
                                hugz_interval=self.option("hugz_interval"),
-                               readings_flush_interval=self.option("readings_flush_interval"))
+                               readings_flush_interval=self.option("readings_flush_interval"),
+                               curve=curve, authorize=Trust(settings.hostname).may_publish if curve else None)
         self.add_thread(self.server.run, self.server.stop, "kv")
-        self._reported = 0
+        self._reported = (0, 0)
 
     @classmethod
     def endpoints(cls, settings: Settings) -> list[str]:
         return [settings.kv_snapshot, settings.kv_publisher, settings.kv_collector]
 
     def tick(self, now: float) -> None:
-        served = self.server.stats["updates"] + self.server.stats["snapshots"]
-        self.slot.count(requests=served - self._reported)
-        self._reported = served
+        stats = self.server.stats
+        served = stats["updates"] + stats["snapshots"]
+        refused = stats["refused"] + (self.authenticator.refused if self.authenticator else 0)
+        self.slot.count(requests=served - self._reported[0], errors=refused - self._reported[1])
+        self._reported = (served, refused)
+
+    def close(self) -> None:
+        super().close()
+        if self.authenticator is not None:
+            self.authenticator.stop()

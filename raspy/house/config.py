@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zmq
+
+from raspy.curve import Curve, CurveError, check_key
 from raspy.errors import InvalidValue, RaspyError
 from raspy.house.executive import BEATS_PER_HANG, Settings, load_kind
 from raspy.house.options import check_table
@@ -92,6 +95,10 @@ class Config:
     hang_timeout: float = 15.0       # no heartbeat for this long: killed and restarted
     log_max_bytes: int = 1_000_000   # an executive's log is rotated at this size (one old file kept)
     python_path: list[Path] = field(default_factory=list)  # ``path``: folders of the house's own kinds
+    curve: bool = False              # CURVE on every ZeroMQ connection (keys in <state_dir>/curve)
+    hub_key: str = ""                # the hub's public key; empty: this host is the hub
+    insecure: bool = False           # allow a plaintext bind to an address other than loopback
+    security: Curve | None = None    # the keys, loaded by the commands that start executives
     executives: dict[str, ExecutiveConfig] = field(default_factory=dict)
 
     @property
@@ -101,6 +108,21 @@ class Config:
     def enabled(self) -> list[ExecutiveConfig]:
         return [e for e in self.executives.values() if e.enabled]
 
+    def load_security(self) -> Curve | None:
+        """This host's CURVE keys when ``curve = true``; a :class:`ConfigError` says what to do without them."""
+        if not self.curve:
+            return None
+        try:
+            return Curve.load(self.state_dir, self.hostname, self.hub_key)
+        except CurveError as exc:
+            raise ConfigError(self.path, "raspy.curve", str(exc)) from None
+
+    def secure_clients(self) -> None:
+        """With ``curve = true``, make this process's sockets CURVE clients of the hub (a command's)."""
+        security = self.load_security()
+        if security is not None:
+            security.client(zmq.Context.instance())
+
     def settings(self, name: str) -> Settings:
         """What the executive ``name`` is constructed with."""
         executive = self.executives[name]
@@ -108,7 +130,7 @@ class Config:
                         kv_snapshot=self.kv_snapshot, kv_publisher=self.kv_publisher, kv_collector=self.kv_collector,
                         kind=executive.kind, options=dict(executive.options),
                         heartbeat=self.heartbeat, liveness=self.liveness,
-                        beat_interval=self.hang_timeout / BEATS_PER_HANG)
+                        beat_interval=self.hang_timeout / BEATS_PER_HANG, curve=self.security)
 
 
 #: ``[raspy]`` keys: name -> (accepted types, check of the value or None, what the check wants).
@@ -131,7 +153,17 @@ _RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "hang_timeout": ((int, float), *_POSITIVE),
     "log_max_bytes": ((int,), lambda v: v >= 1024, "an integer >= 1024"),
     "path": ((list,), lambda v: all(isinstance(f, str) and f for f in v), "a list of folders"),
+    "curve": ((bool,), None, "true or false"),
+    "hub_key": ((str,), lambda v: v == "" or _is_key(v), "a CURVE public key (40 characters, 'raspy keys init')"),
+    "insecure": ((bool,), None, "true or false"),
 }
+
+
+def _is_key(text: str) -> bool:
+    try:
+        return bool(check_key(text))
+    except CurveError:
+        return False
 
 
 def load_config(path: str | os.PathLike | None = None, import_kinds: bool = True) -> Config:
@@ -182,7 +214,7 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str, import_
         if key not in _RASPY_KEYS:
             raise error("raspy", key, f"unknown key; known: {', '.join(_RASPY_KEYS)}")
         types, check, wanted = _RASPY_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, types) or not check(value):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types) or (check and not check(value)):
             raise error("raspy", key, f"{value!r} is not {wanted}")
         values[key] = value
     if "state_dir" in values:
@@ -208,6 +240,7 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str, import_
     for name, table in executives.items():
         config.executives[name] = _executive(config, name, table, error)
     if import_kinds:
+        config.security = config.load_security()
         check_kinds(config, text)
     return config
 
@@ -244,6 +277,12 @@ def check_kinds(config: Config, text: str) -> None:
             cls = load_kind(executive.kind)
         except ValueError as exc:
             raise ConfigError(config.path, f"{table}.kind", str(exc), find_line(text, table, "kind")) from None
+        if cls.secured and executive.enabled and not (config.curve or config.insecure):
+            plain = [e for e in cls.endpoints(config.settings(name)) if not loopback(e)]
+            if plain:
+                raise ConfigError(config.path, "raspy.curve",
+                                  f"executive {name} would bind {plain[0]} in plaintext: set curve = true "
+                                  "(docs/hosts.md), or insecure = true to accept it", find_line(text, "raspy", "curve"))
         try:
             check_table(cls.options, executive.options, fixed=("kind", "enabled"))
             cls.check_options(config.settings(name))
@@ -251,6 +290,15 @@ def check_kinds(config: Config, text: str) -> None:
             where = exc.where if isinstance(exc, InvalidValue) else ()
             line = find_value_line(text, table, where)
             raise ConfigError(config.path, table + _path(where), str(exc), line) from None
+
+
+def loopback(endpoint: str) -> bool:
+    """Whether ``endpoint`` stays on this machine: ipc://, inproc://, or tcp:// on a loopback address."""
+    found = re.fullmatch(r"tcp://(\[[^\]]*\]|[^:/]*):.*", endpoint)
+    if found is None:
+        return True
+    host = found.group(1).strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def _path(where: tuple[str | int, ...]) -> str:

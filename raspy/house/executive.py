@@ -17,6 +17,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
+import zmq
+
+from raspy.curve import Curve
 from raspy.house.board import Board
 from raspy.house.options import Option, check_table, with_defaults
 from raspy.house.statistics import Statistics, StatisticsService
@@ -85,6 +88,8 @@ class Settings:
     liveness: int = 3
     #: seconds between beats on the board (the supervisor's ``hang_timeout`` / ``BEATS_PER_HANG``)
     beat_interval: float = 2.5
+    #: this host's CURVE keys and the hub's public key; None: a plaintext house
+    curve: Curve | None = None
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name
@@ -100,8 +105,13 @@ class Executive:
     #: The options of this kind's ``[executives.NAME]`` table (see ``raspy.house.options``),
     #: checked when the configuration is loaded; None declares nothing and accepts any key.
     options: ClassVar[tuple[Option, ...] | None] = None
+    #: whether :meth:`endpoints` are ZeroMQ sockets that CURVE secures (a plaintext one on an
+    #: address other than loopback stops start-up unless ``[raspy] insecure = true``)
+    secured: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
+        if settings.curve is not None:  # every socket of this process from now on: workers, clients, kv
+            settings.curve.client(zmq.Context.instance())
         # each option against its declaration once more: a test or a program may build an
         # executive from Settings of its own, without a configuration file
         check_table(self.options, settings.options)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 import zmq
 
+from raspy.curve import Curve
 from raspy.mdp import _fast
 from raspy.mdp import protocol as p
 from raspy.mdp.limits import BrokerLimits
@@ -23,7 +25,9 @@ class Broker:
     Workers are heartbeated every ``heartbeat`` seconds and declared dead after
     ``liveness`` silent intervals; ``limits`` bounds what peers can make the
     broker hold (a frame over ``max_message`` is refused by libzmq itself, which
-    drops that peer's connection before reading the frame).
+    drops that peer's connection before reading the frame). With ``curve`` the endpoint is a CURVE
+    server (the caller runs the :class:`~raspy.curve.Authenticator`), and ``authorize(host, service)``
+    decides each READY.
     """
 
     def __init__(
@@ -34,6 +38,8 @@ class Broker:
         limits: BrokerLimits = BrokerLimits(),
         context: zmq.Context | None = None,
         core: type | None = None,
+        curve: Curve | None = None,
+        authorize: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.context = context or zmq.Context.instance()
@@ -41,10 +47,13 @@ class Broker:
         self.socket.linger = 0
         self.socket.router_mandatory = True  # an unroutable send fails: see _fast.pure.send
         self.socket.maxmsgsize = limits.max_message
+        if curve is not None:
+            curve.serve(self.socket)
         self.socket.bind(endpoint)
         self._waker = f"inproc://raspy-broker-{id(self):x}"
         self.socket.bind(self._waker)
-        self.core = (core or _fast.BrokerCore)(self.socket, heartbeat=heartbeat, liveness=liveness, limits=limits)
+        self.core = (core or _fast.BrokerCore)(self.socket, heartbeat=heartbeat, liveness=liveness, limits=limits,
+                                               authorize=authorize)
         self._stop = threading.Event()
 
     def run(self) -> None:

@@ -55,7 +55,7 @@ class _Link:
         self.sock = self.context.socket(zmq.DEALER)
         self.sock.linger = 0
         self.sock.connect(self.broker)
-        self.sock.send_multipart(p.worker_message(p.READY, self.service))
+        self.send(p.worker_message(p.READY, self.service))
         self.client = None
         self.heard = time.monotonic()
         self.next_beat = self.heard + self.heartbeat
@@ -63,8 +63,16 @@ class _Link:
     def close(self, goodbye: bool = False) -> None:
         if self.sock is not None and not self.sock.closed:
             if goodbye:
-                self.sock.send_multipart(p.worker_message(p.DISCONNECT))
+                self.send(p.worker_message(p.DISCONNECT))
             self.sock.close()
+
+    def send(self, frames: p.Frames) -> None:
+        """Send without blocking: a socket whose connection is gone (a handshake the broker refused is
+        not retried by ZeroMQ) would block forever; the silence that follows renews the connection."""
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def take(self, frames: p.Frames, drop: DropLog) -> p.Frames | None:
         """A message from the broker: the request's body, or ``None`` (heartbeat, disconnect, dropped)."""
@@ -90,14 +98,14 @@ class _Link:
     def reply(self, reply: p.Frames) -> None:
         """Answer the request being served (if the connection was not renewed since); 7/MDP: a body frame at least."""
         if self.client is not None:
-            self.sock.send_multipart(p.worker_message(p.REPLY, self.client, b"", *(reply or [b""])))
+            self.send(p.worker_message(p.REPLY, self.client, b"", *(reply or [b""])))
             self.client = None
 
     def beat_if_due(self, now: float, early: float = 0.0) -> None:
         """HEARTBEAT if one is due within ``early`` seconds (so one wake-up serves both directions)."""
         if now >= self.next_beat - early and not self.sock.closed:
             self.next_beat = now + self.heartbeat
-            self.sock.send_multipart(p.worker_message(p.HEARTBEAT))
+            self.send(p.worker_message(p.HEARTBEAT))
 
     def deadline(self) -> float:
         """When this link must look again: its beat is overdue, or the broker has been silent too long."""

@@ -70,6 +70,7 @@ ctypedef void *(*f_data)(msg_t *) nogil
 ctypedef size_t (*f_size)(msg_t *) nogil
 ctypedef int (*f_errno)() nogil
 ctypedef void (*f_version)(int *, int *, int *) nogil
+ctypedef const char *(*f_gets)(msg_t *, const char *) nogil
 
 cdef f_msg msg_init, msg_close, msg_more
 cdef f_msg_size msg_init_size
@@ -78,6 +79,7 @@ cdef f_msg_msg msg_copy, msg_move
 cdef f_data msg_data
 cdef f_size msg_size
 cdef f_errno zmq_errno
+cdef f_gets msg_gets
 
 # Stable across libzmq 4.x (zmq.h), and errno values of this platform.
 cdef enum:
@@ -99,7 +101,7 @@ cdef void *_symbol(void *lib, bytes name) except NULL:
 def _bind_libzmq() -> None:
     """Point the function pointers at the libzmq pyzmq loaded (never load a second one)."""
     global msg_init, msg_close, msg_more, msg_init_size, msg_send, msg_recv
-    global msg_copy, msg_move, msg_data, msg_size, zmq_errno
+    global msg_copy, msg_move, msg_data, msg_size, zmq_errno, msg_gets
     try:
         from zmq.backend.cython import _zmq as backend
     except ImportError:  # pyzmq < 26 split its backend into several modules
@@ -118,6 +120,7 @@ def _bind_libzmq() -> None:
     msg_data = <f_data>_symbol(lib, b"zmq_msg_data")
     msg_size = <f_size>_symbol(lib, b"zmq_msg_size")
     zmq_errno = <f_errno>_symbol(lib, b"zmq_errno")
+    msg_gets = <f_gets>_symbol(lib, b"zmq_msg_gets")
     cdef int major = 0, minor = 0, patch = 0
     (<f_version>_symbol(lib, b"zmq_version"))(&major, &minor, &patch)
     if (major, minor, patch) != zmq.zmq_version_info() or sizeof(msg_t) != 64:
@@ -144,6 +147,12 @@ cdef inline bint equals(msg_t *m, const char *data, size_t size) noexcept:
 
 cdef inline bint same(msg_t *a, msg_t *b) noexcept:
     return equals(a, <char *>msg_data(b), msg_size(b))
+
+
+cdef str user_id(msg_t *m):
+    """The User-Id CURVE's authenticator gave the sender's connection, '' if none."""
+    cdef const char *value = msg_gets(m, b"User-Id")
+    return "" if value == NULL else value.decode(errors="replace")
 
 
 cdef object zmq_error():
@@ -248,13 +257,15 @@ cdef class BrokerCore:
     cdef public object drop, refusals, peers
     cdef public long long requests, replies, refused, expired
     cdef public Py_ssize_t queued, queued_bytes, unknown
+    cdef public object authorize
+    cdef public str peer
     cdef double _next_beat
 
     def __cinit__(self):
         self.msgs = NULL
         self.capacity = 0
 
-    def __init__(self, socket, double heartbeat=2.5, int liveness=3, limits=BrokerLimits()):
+    def __init__(self, socket, double heartbeat=2.5, int liveness=3, limits=BrokerLimits(), authorize=None):
         self.socket = socket
         self.zsock = <void *><size_t>socket.underlying
         self.heartbeat = heartbeat
@@ -268,6 +279,8 @@ cdef class BrokerCore:
         self.drop, self.refusals, self.peers = DropLog(log), DropLog(log), DropLog(log)
         self.requests = self.replies = self.refused = self.expired = 0
         self.queued = self.queued_bytes = self.unknown = 0
+        self.authorize = authorize
+        self.peer = ""
         self._next_beat = monotonic() + heartbeat
         self._reserve(16)
 
@@ -390,6 +403,8 @@ cdef class BrokerCore:
             if n >= 7 and equals(&m[3], b"\x03", 1) and msg_size(&m[4]) and not msg_size(&m[5]):
                 self._on_reply(n)
             else:
+                if self.authorize is not None:
+                    self.peer = user_id(&m[2])  # READY is authorised by the sender's host
                 self.on_worker(self._frames(0, n))
         else:
             self.drop("unknown header", self._frames(0, n))

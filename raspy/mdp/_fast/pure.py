@@ -69,6 +69,23 @@ def recv(socket: zmq.Socket) -> list[bytes] | None:
     return frames
 
 
+def recv_with_peer(socket: zmq.Socket) -> tuple[list[bytes], str] | None:
+    """:func:`recv`, and the host CURVE's authenticator named the sender's connection ('' if none)."""
+    try:
+        frames = socket.recv_multipart(_NOBLOCK, copy=False)
+    except zmq.Again:
+        return None
+    return [f.bytes for f in frames], user_id(frames[-1])
+
+
+def user_id(frame: zmq.Frame) -> str:
+    """The User-Id of a frame from the wire (a ROUTER's identity frame has none)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return ""
+
+
 def name(service: bytes) -> str:
     """A service name as log lines print it."""
     return service.decode(errors="replace")
@@ -166,7 +183,7 @@ class BrokerCore:
     worker_type = Worker
 
     def __init__(self, socket: zmq.Socket, heartbeat: float = 2.5, liveness: int = 3,
-                 limits: BrokerLimits = BrokerLimits()) -> None:
+                 limits: BrokerLimits = BrokerLimits(), authorize: Callable[[str, bytes], bool] | None = None) -> None:
         self.socket = socket
         self.heartbeat = heartbeat
         self.liveness = liveness
@@ -179,6 +196,9 @@ class BrokerCore:
         self.requests = self.replies = self.refused = self.expired = 0
         self.queued = self.queued_bytes = 0  # requests waiting for a worker, and what they count for
         self.unknown = 0  # services with no worker
+        #: whether a host may serve a service: asked on READY with the sender's host (CURVE's User-Id)
+        self.authorize = authorize
+        self.peer = ""
         self._next_beat = time.monotonic() + heartbeat
 
     # -- the loop -------------------------------------------------------------
@@ -201,10 +221,22 @@ class BrokerCore:
     def drain(self) -> int:
         """Handle the messages waiting on the socket, at most ``BATCH``; how many were handled."""
         socket = self.socket
+        if self.authorize is not None:
+            return self._drain_with_peer()
         for handled in range(BATCH):
             frames = recv(socket)
             if frames is None:
                 return handled
+            self.handle(frames)
+        return BATCH
+
+    def _drain_with_peer(self) -> int:
+        """:meth:`drain` noting each sender's host in ``peer``, for :meth:`on_ready`."""
+        for handled in range(BATCH):
+            received = recv_with_peer(self.socket)
+            if received is None:
+                return handled
+            frames, self.peer = received
             self.handle(frames)
         return BATCH
 
@@ -363,6 +395,9 @@ class BrokerCore:
             self.disconnect(identity, "READY for an mmi.* service")
         elif not SERVICE_NAME.match(service):
             self.drop("READY: service name is not 1-255 printable ASCII characters", [identity, service])
+        elif self.authorize is not None and not self.authorize(self.peer, service):
+            self.drop(f"host {self.peer or '(unnamed)'} may not serve {name(service)}")  # counted as dropped
+            self.disconnect(identity, "READY for a service of another host")
         else:
             svc = self.services.get(service)
             if svc is None:

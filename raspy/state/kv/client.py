@@ -47,11 +47,8 @@ class KvPublisherClient:
                  context: zmq.Context | None = None) -> None:
         self.collector_endpoint = collector_endpoint
         self.timeout = timeout
-        self._socket = (context or zmq.Context.instance()).socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.IMMEDIATE, 1)
-        self._socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
-        self._socket.setsockopt(zmq.LINGER, int(timeout * 1000))
-        self._socket.connect(collector_endpoint)
+        self._context = context or zmq.Context.instance()
+        self._socket = self._open()
         self._lock = threading.Lock()
         # Unique per update without a syscall each: a random prefix and a counter.
         self._uuid_prefix = os.urandom(8)
@@ -74,7 +71,18 @@ class KvPublisherClient:
             try:
                 self._socket.send_multipart(frames)
             except zmq.Again:
+                # a fresh connection next time: ZeroMQ does not retry a handshake the server refused
+                self._socket.close(linger=0)
+                self._socket = self._open()
                 raise RequestTimeout(f"kv collector {self.collector_endpoint} took nothing for {self.timeout}s") from None
+
+    def _open(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.PUSH)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
+        sock.setsockopt(zmq.LINGER, int(self.timeout * 1000))
+        sock.connect(self.collector_endpoint)
+        return sock
 
     def close(self) -> None:
         """Close the socket; queued updates get up to ``timeout`` to leave."""
@@ -241,12 +249,12 @@ class KvSubscriberClient:
             old, self._map = self._map, entries
             self.sequence = sequence
         self._catching_up = True
-        self._synced.set()
         if self.callback:
             changes = [(key, None, b"") for key in old if key not in entries]
             changes += [(key, frames[4], frames[3]) for key, frames in entries.items()
                         if key not in old or old[key][3:] != frames[3:]]
             self._notify(changes)
+        self._synced.set()  # after the callback has seen the snapshot: wait_synced() means both
 
     def _follow(self, sub: zmq.Socket) -> None:
         """Apply updates until stopping; raises :class:`_Resync` when the copy is in doubt."""

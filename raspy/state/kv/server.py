@@ -7,9 +7,11 @@ import math
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import zmq
 
+from raspy.curve import Curve
 from raspy.droplog import DropLog
 from raspy.mdp.protocol import ProtocolError
 from raspy.state.kv.message import (
@@ -45,12 +47,17 @@ class KvServer:
     ``readings_flush_interval`` after a change of device readings alone
     (``/device/``: their servers publish them again at their next poll), and at
     a clean stop: a crash loses at most the updates of that interval.
+
+    With ``curve`` the three sockets are CURVE servers (the caller runs the
+    :class:`~raspy.curve.Authenticator`) and ``authorize(host, key)`` decides each
+    update by the host its connection is allowed as.
     """
 
     def __init__(self, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, publisher_endpoint: str = PUBLISHER_ENDPOINT,
                  collector_endpoint: str = COLLECTOR_ENDPOINT, state_path: str | Path | None = None,
                  flush_interval: float = 5.0, hugz_interval: float = 1.0,
-                 context: zmq.Context | None = None, readings_flush_interval: float = 300.0) -> None:
+                 context: zmq.Context | None = None, readings_flush_interval: float = 300.0,
+                 curve: Curve | None = None, authorize: Callable[[str, bytes], bool] | None = None) -> None:
         self.snapshot_endpoint = snapshot_endpoint
         self.publisher_endpoint = publisher_endpoint
         self.collector_endpoint = collector_endpoint
@@ -58,9 +65,11 @@ class KvServer:
         self.readings_flush_interval = readings_flush_interval
         self.hugz_interval = hugz_interval
         self.context = context or zmq.Context.instance()
+        self.curve = curve
+        self.authorize = authorize
         self.ready = threading.Event()
         self.sequence = 0
-        self.stats = {"updates": 0, "snapshots": 0, "expired": 0}
+        self.stats = {"updates": 0, "snapshots": 0, "expired": 0, "refused": 0}
         self.dropped = DropLog(log)
         self._store = StateFile(state_path) if state_path else None
         self._map: dict[bytes, list[bytes]] = {}      # key -> the published frames
@@ -89,6 +98,8 @@ class KvServer:
             snapshot.setsockopt(zmq.SNDHWM, HWM)
             snapshot.setsockopt(zmq.ROUTER_MANDATORY, 1)
             publisher.setsockopt(zmq.SNDHWM, HWM)
+            for sock in (snapshot, publisher, collector) if self.curve else ():
+                self.curve.serve(sock)
             snapshot.bind(self.snapshot_endpoint)
             publisher.bind(self.publisher_endpoint)
             collector.bind(self.collector_endpoint)
@@ -135,7 +146,8 @@ class KvServer:
 
     def _collect(self, collector: zmq.Socket, publisher: zmq.Socket) -> None:
         """Number, store and republish up to BATCH updates: the hot path."""
-        recv, send, store = collector.recv_multipart, publisher.send_multipart, self._map
+        recv = collector.recv_multipart if self.authorize is None else self._recv_authorized(collector)
+        send, store = publisher.send_multipart, self._map
         deadlines = self._deadlines
         sequence, ceiling, accepted, urgent = self.sequence, self._ceiling, 0, False
         try:
@@ -174,6 +186,24 @@ class KvServer:
                 self.stats["updates"] += accepted
                 self._dirty = True
                 self._urgent = self._urgent or urgent
+
+    def _recv_authorized(self, collector: zmq.Socket) -> Callable[[int], list[bytes]]:
+        """``recv_multipart`` that drops (and counts) updates whose key the sender's host may not set."""
+        authorize = self.authorize
+
+        def recv(flags: int) -> list[bytes]:
+            while True:
+                frames = collector.recv_multipart(flags, copy=False)
+                try:
+                    host = frames[0].get("User-Id")
+                except zmq.ZMQError:
+                    host = ""
+                if authorize(host, frames[0].bytes):
+                    return [f.bytes for f in frames]
+                self.stats["refused"] += 1
+                self.dropped(f"collector: host {host or '(unnamed)'} may not set {frames[0].bytes[:64]!r}")
+
+        return recv
 
     def _set_deadline(self, key: bytes, deadline: float) -> None:
         self._deadlines[key] = deadline

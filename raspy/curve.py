@@ -1,0 +1,232 @@
+"""CURVE for a house of several hosts: key pairs, the hub's allow-list, the ZAP authenticator.
+
+Each host has one key pair in ``<state_dir>/curve/`` (the secret file mode 0600). The hub keeps an
+allow-list ``<state_dir>/curve/allowed`` of ``NAME PUBLIC_KEY`` lines; its authenticator (a ZAP
+handler in each process that binds with CURVE) lets in the keys on that list and the hub's own,
+and names the connection after the key's host: ``zmq.Frame.get("User-Id")`` of every message is
+that host name, which is what the broker and the key/value server authorise by. The list is read
+again whenever the file changes, so a key allowed now works at the next connection.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth.thread
+
+from raspy.atomic import atomic_write
+from raspy.droplog import DropLog
+from raspy.errors import RaspyError
+
+log = logging.getLogger(__name__)
+
+KEY_DIR = "curve"
+PUBLIC_FILE = "host.key"
+SECRET_FILE = "host.key_secret"
+ALLOWED_FILE = "allowed"
+#: A host name on the allow-list: what ``[raspy] hostname`` accepts.
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
+class CurveError(RaspyError):
+    """A key or allow-list that cannot be used; the message says which file and why."""
+
+
+def check_key(text: str) -> str:
+    """``text`` if it is a CURVE public key in Z85 (40 characters), else :class:`CurveError`."""
+    text = text.strip()
+    try:
+        if len(text) == 40 and len(zmq.utils.z85.decode(text)) == 32:
+            return text
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise CurveError(f"{text!r} is not a CURVE public key (40 characters of Z85, as 'raspy keys init' prints)")
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A host's CURVE keys, Z85 text."""
+
+    public: str
+    secret: str
+
+
+def key_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / KEY_DIR
+
+
+def init_keys(state_dir: Path) -> tuple[KeyPair, bool]:
+    """This host's key pair, made now if there is none; whether it was made."""
+    try:
+        return load_keys(state_dir), False
+    except CurveError:
+        if (key_dir(state_dir) / SECRET_FILE).exists():
+            raise  # a damaged pair is the owner's to look at: never overwrite a secret
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    folder = key_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    fd = os.open(folder / SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    atomic_write(folder / PUBLIC_FILE, public + "\n")
+    return KeyPair(public, secret), True
+
+
+def load_keys(state_dir: Path) -> KeyPair:
+    """This host's key pair, or :class:`CurveError` naming the file and what to do."""
+    folder = key_dir(state_dir)
+    try:
+        public = (folder / PUBLIC_FILE).read_text().strip()
+        secret = (folder / SECRET_FILE).read_text().strip()
+    except OSError as exc:
+        raise CurveError(f"no CURVE key pair in {folder} ({exc.strerror}): run 'raspy keys init'") from None
+    check_key(public)
+    try:
+        derived = zmq.curve_public(secret.encode()).decode()
+    except (ValueError, zmq.ZMQError):
+        derived = ""
+    if derived != public:
+        raise CurveError(f"{folder / SECRET_FILE} does not hold the secret key of {folder / PUBLIC_FILE}")
+    return KeyPair(public, secret)
+
+
+class AllowList:
+    """The hub's allow-list: one ``NAME PUBLIC_KEY`` per line; a line starting with ``#`` is a comment
+    (only there: ``#`` is a Z85 digit)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, str]:
+        """Name -> public key; a missing file is an empty list, a bad line a :class:`CurveError`."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise CurveError(f"cannot read {self.path}: {exc.strerror}") from None
+        names: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if len(words) != 2 or not NAME.match(words[0]):
+                raise CurveError(f"{self.path}, line {number}: expected 'NAME PUBLIC_KEY'")
+            try:
+                names[words[0]] = check_key(words[1])
+            except CurveError as exc:
+                raise CurveError(f"{self.path}, line {number}: {exc}") from None
+        return names
+
+    def allow(self, name: str, public: str) -> None:
+        if not NAME.match(name):
+            raise CurveError(f"{name!r} is not a host name (letters, digits, '_' or '-')")
+        names = self.read()
+        names[name] = check_key(public)
+        self._write(names)
+
+    def revoke(self, name: str) -> bool:
+        """Take ``name`` off the list; False if it was not on it."""
+        names = self.read()
+        if names.pop(name, None) is None:
+            return False
+        self._write(names)
+        return True
+
+    def _write(self, names: dict[str, str]) -> None:
+        atomic_write(self.path, "".join(f"{name} {key}\n" for name, key in sorted(names.items())))
+
+
+@dataclass(frozen=True)
+class Curve:
+    """What a process of a CURVE house needs: its host's keys and the hub's public key."""
+
+    hostname: str
+    keys: KeyPair
+    server_key: str
+    allowed: Path
+
+    @classmethod
+    def load(cls, state_dir: Path, hostname: str, hub_key: str = "") -> "Curve":
+        """The keys in ``state_dir``; without ``hub_key`` this host is the hub."""
+        keys = load_keys(state_dir)
+        return cls(hostname, keys, check_key(hub_key) if hub_key else keys.public,
+                   key_dir(state_dir) / ALLOWED_FILE)
+
+    def client(self, context: zmq.Context) -> None:
+        """Make every socket ``context`` creates from now on a CURVE client of the hub."""
+        context.curve_publickey = self.keys.public.encode()
+        context.curve_secretkey = self.keys.secret.encode()
+        context.curve_serverkey = self.server_key.encode()
+
+    def serve(self, socket: zmq.Socket) -> None:
+        """Make ``socket`` a CURVE server (before it binds); an ``Authenticator`` decides who gets in."""
+        socket.curve_secretkey = self.keys.secret.encode()
+        socket.curve_publickey = self.keys.public.encode()
+        socket.curve_server = True
+
+
+class Authenticator:
+    """The ZAP handler of one process: the allow-list and the hub's own key, read again on change.
+
+    Without a ZAP handler libzmq lets in any client that knows the server's public key: a
+    process that binds with CURVE starts one first (after the fork: it is a thread).
+    """
+
+    def __init__(self, curve: Curve, context: zmq.Context | None = None) -> None:
+        self.curve = curve
+        self.allowed = AllowList(curve.allowed)
+        self.refused = 0
+        self.drop = DropLog(log)
+        self._names: dict[str, str] = {}
+        self._stamp: tuple | None | bool = False  # never read
+        self._lock = threading.Lock()
+        self._thread = zmq.auth.thread.ThreadAuthenticator(context or zmq.Context.instance(), log=log)
+        self._thread.curve_user_id = self.host_of  # type: ignore[method-assign]
+
+    def start(self) -> "Authenticator":
+        self._thread.start()
+        self._thread.configure_curve_callback("*", credentials_provider=self)
+        return self
+
+    def stop(self) -> None:
+        self._thread.stop()
+
+    def keys(self) -> dict[str, str]:
+        """Public key -> host name: the allow-list as it is now on disk, and the hub's own key."""
+        with self._lock:
+            try:
+                st = os.stat(self.allowed.path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except FileNotFoundError:
+                stamp = None
+            if stamp != self._stamp:
+                self._stamp = stamp  # a bad file is reported once, not at every handshake
+                try:
+                    listed = self.allowed.read()
+                except CurveError as exc:
+                    log.error("%s; keeping the list read before", exc)
+                    listed = {name: key for key, name in self._names.items()}
+                self._names = {key: name for name, key in listed.items()}
+                self._names[self.curve.keys.public] = self.curve.hostname
+            return self._names
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """pyzmq's credentials provider: whether the client's key (Z85) may connect."""
+        if key.decode() in self.keys():
+            return True
+        self.refused += 1
+        self.drop(f"CURVE key {key.decode()} is not on {self.allowed.path}")
+        return False
+
+    def host_of(self, key: bytes) -> str:
+        """The User-Id of a connection: the host name its key is allowed under."""
+        return self.keys().get(zmq.utils.z85.encode(key).decode(), "")
