@@ -70,6 +70,7 @@ setup(
     install_requires=[
         "pyzmq>=25",
         "msgpack>=1.0",
+        "regex>=2022.1",
         "APScheduler>=3.10,<4",
         "bottle>=0.12",
         "waitress>=3,<4",

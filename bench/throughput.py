@@ -345,7 +345,7 @@ class Run:
                         if len(seen) == self.sc.workers:
                             return
                 else:
-                    sock.send_multipart([b"", MDPC, b"mmi.workers"])
+                    sock.send_multipart([b"", MDPC, b"mmi.workers", b""])  # 7/MDP: a body frame at least
                     if sock.poll(500):
                         body = sock.recv_multipart()[3:]
                         if self.broker == "forwarder":

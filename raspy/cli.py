@@ -24,6 +24,7 @@ from raspy.mdp import _fast
 from raspy.mdp import protocol as p
 from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
 from raspy.mdp.client import MajorDomoClient
+from raspy.mdp.limits import BrokerLimits
 
 if TYPE_CHECKING:
     from raspy.house.config import Config
@@ -45,10 +46,13 @@ def to_json(value: Any) -> str:
 # -- raspy run ----------------------------------------------------------------
 
 def run_broker(args: argparse.Namespace) -> int:
+    try:
+        limits = BrokerLimits.from_options(vars(args))
+    except ValueError as exc:
+        return fail(str(exc), 2)
     bindable_or_exit(args.bind)
     try:
-        broker = Broker(args.bind, heartbeat=args.heartbeat, liveness=args.liveness,
-                        request_expiry=args.request_expiry, busy_timeout=args.busy_timeout)
+        broker = Broker(args.bind, heartbeat=args.heartbeat, liveness=args.liveness, limits=limits)
     except zmq.ZMQError as exc:
         return fail(f"cannot bind {args.bind!r}: {reason(exc)}", 2)
     on_stop_signals(broker.stop)
@@ -360,10 +364,8 @@ def broker_parser() -> argparse.ArgumentParser:
     broker = argparse.ArgumentParser(prog="raspy run broker", description="the Majordomo broker alone")
     broker.add_argument("--bind", default=DEFAULT_ENDPOINT, help="endpoint to bind (default %(default)s)")
     heartbeat_options(broker)
-    broker.add_argument("--request-expiry", type=float, default=30.0,
-                        help="seconds a request waits for a worker before it is dropped")
-    broker.add_argument("--busy-timeout", type=float, default=300.0,
-                        help="seconds a worker may hold one request before it is dropped")
+    for flag, kind, default, help in BrokerLimits.flags():
+        broker.add_argument(flag, type=kind, default=default, help=f"{help} (default %(default)s)")
     broker.set_defaults(func=run_broker)
     return broker
 

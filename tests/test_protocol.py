@@ -18,18 +18,25 @@ def test_client_message_round_trip():
     assert p.parse_client(p.client_request(b"echo", [b"a", b"b"])) == (b"echo", [b"a", b"b"])
 
 
+def test_an_empty_request_is_one_empty_frame():
+    """7/MDP: a client REQUEST carries one body frame at least."""
+    assert p.client_request(b"mmi.services", []) == [b"", p.CLIENT, b"mmi.services", b""]
+
+
 @pytest.mark.parametrize("frames", [
     [], [b""], [b"", p.WORKER], [b"x", p.WORKER, p.HEARTBEAT], [b"", b"MDPW02", p.HEARTBEAT],
     [b"", p.WORKER, b"\x09"], [b"", p.WORKER, p.READY], [b"", p.WORKER, p.READY, b""],
     [b"", p.WORKER, p.REPLY, b"client"], [b"", p.WORKER, p.REPLY, b"client", b"x", b"body"],
-    [b"", p.WORKER, p.HEARTBEAT, b"extra"],
+    [b"", p.WORKER, p.HEARTBEAT, b"extra"], [b"", p.WORKER, p.REPLY, b"client", b""],  # 7/MDP: a body frame at least
+    [b"", p.WORKER, p.REQUEST, b"client", b""],
 ])
 def test_bad_worker_messages_raise_protocol_error(frames):
     with pytest.raises(p.ProtocolError):
         p.parse_worker(frames)
 
 
-@pytest.mark.parametrize("frames", [[], [b"", p.CLIENT], [b"", p.CLIENT, b""], [b"x", p.CLIENT, b"svc"], [b"", p.WORKER, b"svc"]])
+@pytest.mark.parametrize("frames", [[], [b"", p.CLIENT], [b"", p.CLIENT, b""], [b"x", p.CLIENT, b"svc"], [b"", p.WORKER, b"svc"],
+                                    [b"", p.CLIENT, b"svc"]])
 def test_bad_client_messages_raise_protocol_error(frames):
     with pytest.raises(p.ProtocolError):
         p.parse_client(frames)

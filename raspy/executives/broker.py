@@ -1,11 +1,14 @@
 """The ``broker`` executive: the Majordomo broker in a thread, its counters on the board."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 from raspy.curve import Authenticator
 from raspy.house.executive import Counters, Executive, Settings
-from raspy.house.options import ENDPOINT, POSITIVE, Option
+from raspy.house.options import ENDPOINT, POSITIVE, Option, at_least
 from raspy.house.trust import Trust
 from raspy.mdp.broker import DEFAULT_ENDPOINT, Broker
+from raspy.mdp.limits import BrokerLimits
 
 
 class BrokerExecutive(Executive):
@@ -20,20 +23,19 @@ class BrokerExecutive(Executive):
 
     options = (
         Option("bind", str, None, "the endpoint the broker binds; default `[raspy] broker`", ENDPOINT),
-        Option("request_expiry", float, 30.0, "seconds a request waits for a worker before it is dropped", POSITIVE),
-        Option("busy_timeout", float, 300.0, "seconds a worker may spend on one request before it is dropped",
-               POSITIVE),
+        # every bound of raspy.mdp.limits (docs/limits.md), as `raspy run broker` has them too
+        *(Option(f.name, type(f.default), f.default, f.metadata["help"],
+                 at_least(1) if type(f.default) is int else POSITIVE) for f in fields(BrokerLimits)),
     )
 
     def __init__(self, settings: Settings, slot: Counters | None = None) -> None:
         super().__init__(settings, slot)
+        limits = BrokerLimits(**{f.name: self.option(f.name) for f in fields(BrokerLimits)})
         curve = settings.curve
         self.authenticator = Authenticator(curve).start() if curve else None
-        self.broker = Broker(
-            self.option("bind") or DEFAULT_ENDPOINT, heartbeat=settings.heartbeat, liveness=settings.liveness,
-            request_expiry=self.option("request_expiry"), busy_timeout=self.option("busy_timeout"),
-            curve=curve, authorize=Trust(settings.hostname).may_serve if curve else None,
-        )
+        self.broker = Broker(self.option("bind") or DEFAULT_ENDPOINT, heartbeat=settings.heartbeat,
+                             liveness=settings.liveness, limits=limits, curve=curve,
+                             authorize=Trust(settings.hostname).may_serve if curve else None)
         self.add_thread(self.broker.run, self.broker.stop, "broker")
         self._reported = (0, 0, 0)
 
@@ -43,11 +45,11 @@ class BrokerExecutive(Executive):
 
     def tick(self, now: float) -> None:
         core = self.broker.core
-        refused = core.refused + (self.authenticator.refused if self.authenticator else 0)
-        requests, replies = core.requests, core.replies
-        self.slot.count(requests=requests - self._reported[0], replies=replies - self._reported[1],
-                        errors=refused - self._reported[2])
-        self._reported = (requests, replies, refused)
+        refused = self.authenticator.refused if self.authenticator else 0  # handshakes refused
+        counts = (core.requests, core.replies, core.drop.dropped + core.refused + refused)
+        requests, replies, errors = (new - old for new, old in zip(counts, self._reported))
+        self.slot.count(requests=requests, replies=replies, errors=errors)
+        self._reported = counts
 
     def close(self) -> None:
         super().close()

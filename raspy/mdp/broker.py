@@ -10,6 +10,7 @@ import zmq
 from raspy.curve import Curve
 from raspy.mdp import _fast
 from raspy.mdp import protocol as p
+from raspy.mdp.limits import BrokerLimits
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +22,12 @@ STOP_CHECK = 5.0
 class Broker:
     """Binds the endpoint and runs the dispatch core until :meth:`stop`.
 
-    Timings are in seconds: workers are heartbeated every ``heartbeat`` and
-    declared dead after ``liveness`` silent intervals; a request waiting
-    ``request_expiry`` for a worker is dropped; a worker busy with one request
-    for ``busy_timeout`` is dropped. With ``curve`` the endpoint is a CURVE server (the caller
-    runs the :class:`~raspy.curve.Authenticator`), and ``authorize(host, service)`` decides each READY.
+    Workers are heartbeated every ``heartbeat`` seconds and declared dead after
+    ``liveness`` silent intervals; ``limits`` bounds what peers can make the
+    broker hold (a frame over ``max_message`` is refused by libzmq itself, which
+    drops that peer's connection before reading the frame). With ``curve`` the endpoint is a CURVE
+    server (the caller runs the :class:`~raspy.curve.Authenticator`), and ``authorize(host, service)``
+    decides each READY.
     """
 
     def __init__(
@@ -33,8 +35,7 @@ class Broker:
         endpoint: str = DEFAULT_ENDPOINT,
         heartbeat: float = 2.5,
         liveness: int = 3,
-        request_expiry: float = 30.0,
-        busy_timeout: float = 300.0,
+        limits: BrokerLimits = BrokerLimits(),
         context: zmq.Context | None = None,
         core: type | None = None,
         curve: Curve | None = None,
@@ -45,15 +46,14 @@ class Broker:
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.linger = 0
         self.socket.router_mandatory = True  # an unroutable send fails: see _fast.pure.send
+        self.socket.maxmsgsize = limits.max_message
         if curve is not None:
             curve.serve(self.socket)
         self.socket.bind(endpoint)
         self._waker = f"inproc://raspy-broker-{id(self):x}"
         self.socket.bind(self._waker)
-        self.core = (core or _fast.BrokerCore)(
-            self.socket, heartbeat=heartbeat, liveness=liveness,
-            request_expiry=request_expiry, busy_timeout=busy_timeout, authorize=authorize,
-        )
+        self.core = (core or _fast.BrokerCore)(self.socket, heartbeat=heartbeat, liveness=liveness, limits=limits,
+                                               authorize=authorize)
         self._stop = threading.Event()
 
     def run(self) -> None:

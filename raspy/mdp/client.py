@@ -72,7 +72,7 @@ class MajorDomoClient:
             sock.send_multipart(message)
             if sock.poll(self.timeout * 1000):
                 return self._body(service, sock.recv_multipart())
-            log.debug("no reply from %s (attempt %d/%d)", service, attempt, self.retries)
+            log.debug("no reply from %s (attempt %d/%d)", service.decode(errors="replace"), attempt, self.retries)
             sock = self._reopen(0)
         raise RequestTimeout(f"no reply from {service.decode(errors='replace')} after {self.retries} attempts of {self.timeout}s")
 

@@ -62,14 +62,17 @@ def routing_key(hostname: str, service: str, suffix: str | None = None) -> str:
 # -- 7/MDP, client side ---------------------------------------------------
 
 def client_request(service: bytes, body: Sequence[bytes]) -> Frames:
-    """Frames a DEALER client sends (REQ adds the empty frame itself: drop it there)."""
-    return [b"", CLIENT, service, *body]
+    """Frames a DEALER client sends (REQ adds the empty frame itself: drop it there).
+
+    7/MDP gives a request one body frame at least: an empty body is sent as one empty frame.
+    """
+    return [b"", CLIENT, service, *(body or [b""])]
 
 
 def parse_client(frames: Sequence[bytes]) -> tuple[bytes, Frames]:
     """``(service, body)`` of a client message, after the empty delimiter."""
-    if len(frames) < 3 or frames[0] != b"" or frames[1] != CLIENT:
-        raise ProtocolError("client message must be '', MDPC01, service, body...")
+    if len(frames) < 4 or frames[0] != b"" or frames[1] != CLIENT:
+        raise ProtocolError("client message must be '', MDPC01, service, body (one frame or more)")
     if not frames[2]:
         raise ProtocolError("client message names no service")
     return frames[2], list(frames[3:])
@@ -86,7 +89,7 @@ def parse_worker(frames: Sequence[bytes]) -> tuple[bytes, Frames]:
     """``(command, rest)`` of a worker-side message, checked frame by frame.
 
     READY carries one service name; REQUEST and REPLY carry a client address,
-    an empty frame and a body; HEARTBEAT and DISCONNECT carry nothing.
+    an empty frame and a body of one frame or more; HEARTBEAT and DISCONNECT carry nothing.
     """
     if len(frames) < 3 or frames[0] != b"" or frames[1] != WORKER:
         raise ProtocolError("worker message must be '', MDPW01, command, ...")
@@ -95,8 +98,8 @@ def parse_worker(frames: Sequence[bytes]) -> tuple[bytes, Frames]:
         if len(rest) != 1 or not rest[0]:
             raise ProtocolError("READY carries exactly one service name")
     elif command in (REQUEST, REPLY):
-        if len(rest) < 2 or not rest[0] or rest[1] != b"":
-            raise ProtocolError(f"{COMMANDS[command]} needs client address, '', body")
+        if len(rest) < 3 or not rest[0] or rest[1] != b"":
+            raise ProtocolError(f"{COMMANDS[command]} needs client address, '', body (one frame or more)")
     elif command in (HEARTBEAT, DISCONNECT):
         if rest:
             raise ProtocolError(f"{COMMANDS[command]} carries no frames")

@@ -89,16 +89,16 @@ class _Link:
             self.client = rest[0]
             return rest[2:]
         if command == p.DISCONNECT:
-            log.info("%s: broker sent DISCONNECT, reconnecting", self.service)
+            log.info("%s: broker sent DISCONNECT, reconnecting", self.service.decode(errors="replace"))
             self.heard = 0.0
         elif command != p.HEARTBEAT:
             drop(f"{p.COMMANDS[command]} is not for workers", frames)
         return None
 
     def reply(self, reply: p.Frames) -> None:
-        """Answer the request being served (if the connection was not renewed since)."""
+        """Answer the request being served (if the connection was not renewed since); 7/MDP: a body frame at least."""
         if self.client is not None:
-            self.send(p.worker_message(p.REPLY, self.client, b"", *reply))
+            self.send(p.worker_message(p.REPLY, self.client, b"", *(reply or [b""])))
             self.client = None
 
     def beat_if_due(self, now: float, early: float = 0.0) -> None:
@@ -196,6 +196,7 @@ class _Serving:
         self._drop = DropLog(log)
         self._lock = threading.Lock()  # whoever holds it owns the sockets
         self._backoff = self.reconnect_min
+        self.name = self.service.decode(errors="replace")  # as log lines print it
         self._poller = zmq.Poller()
         self._wakeup = Wakeup()
 
@@ -247,7 +248,7 @@ class _Serving:
         if not silent:
             return False
         self.connected.clear()
-        log.warning("%s: broker silent, reconnecting in %.1fs", self.service, self._backoff)
+        log.warning("%s: broker silent, reconnecting in %.1fs", self.name, self._backoff)
         for link in silent:
             link.close()
         self._stop.wait(self._backoff)
@@ -307,7 +308,7 @@ class MajorDomoWorker(_Serving):
             try:
                 reply = self.handler(request)
             except Exception as exc:
-                log.exception("handler of %s failed", self.service)
+                log.exception("handler of %s failed", self.name)
                 reply = p.reply(p.ERROR, f"{type(exc).__name__}: {exc}")
 
     def _wait(self) -> p.Frames | None:
@@ -376,7 +377,7 @@ class MajorDomoWorkerPool(_Serving):
                 raise ValueError(f"{len(replies)} replies to {len(requests)} requests")
             return replies
         except Exception as exc:
-            log.exception("handler of %s failed", self.service)
+            log.exception("handler of %s failed", self.name)
             return [p.reply(p.ERROR, f"{type(exc).__name__}: {exc}")] * len(requests)
 
     def _wait(self) -> list[tuple[_Link, p.Frames]]:

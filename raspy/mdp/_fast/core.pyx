@@ -12,7 +12,8 @@ libzmq is called through function pointers looked up in the libzmq that pyzmq
 already loaded (``dlsym`` on pyzmq's own extension), on the socket handle pyzmq
 gives out as ``Socket.underlying``: one libzmq in the process, no zmq.h and no
 link step. Rare messages (READY, HEARTBEAT, DISCONNECT, MMI, anything
-malformed) become ``list[bytes]`` and are handled by the twin's own methods.
+malformed or refused) become ``list[bytes]`` and are handled by the twin's own
+methods. The bounds a request is checked against on its way in are C integers.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -30,9 +31,11 @@ from collections import deque
 
 import zmq
 
+from raspy.mdp import mmi
 from raspy.mdp import protocol as p
 from raspy.mdp._fast import pure
-from raspy.mdp._fast.pure import BATCH, mmi_answer, purge, send
+from raspy.mdp._fast.pure import BATCH, name, purge, send
+from raspy.mdp.limits import FRAME_COST, BrokerLimits
 from raspy.droplog import DropLog
 
 log = logging.getLogger("raspy.mdp.broker")
@@ -85,6 +88,7 @@ cdef enum:
 cdef int EAGAIN = errno.EAGAIN
 cdef int EHOSTUNREACH = errno.EHOSTUNREACH
 cdef int EINTR = errno.EINTR
+cdef Py_ssize_t FRAME_BYTES = FRAME_COST
 
 
 cdef void *_symbol(void *lib, bytes name) except NULL:
@@ -164,6 +168,7 @@ cdef class Request:
     cdef Py_ssize_t nbody
     cdef public double queued_at
     cdef public bint requeued
+    cdef public Py_ssize_t size
 
     def __cinit__(self):
         msg_init(&self.client_msg)
@@ -183,28 +188,31 @@ cdef class Request:
 
 
 cdef class ServiceQueue:
-    """One service name: requests in arrival order, idle workers longest-idle first."""
+    """One service name: requests in arrival order (and their bytes), idle workers longest-idle first."""
 
     cdef public bytes name
     cdef public object requests
     cdef public object idle
     cdef public int workers
+    cdef public Py_ssize_t queued_bytes
 
     def __init__(self, bytes name):
         self.name = name
         self.requests = deque()
         self.idle = deque()
         self.workers = 0
+        self.queued_bytes = 0
 
 
 cdef class Worker:
-    """A worker connection: its service, when it expires, what it is doing."""
+    """A worker connection: its service, when it expires, what it is doing, whether it beats while busy."""
 
     cdef public bytes identity
     cdef public ServiceQueue service
     cdef public double expiry
     cdef public Request request
     cdef public double busy_since
+    cdef public bint beats_busy
 
     def __init__(self, bytes identity, ServiceQueue service, double expiry):
         self.identity = identity
@@ -212,6 +220,7 @@ cdef class Worker:
         self.expiry = expiry
         self.request = None
         self.busy_since = 0.0
+        self.beats_busy = False
 
 
 cdef class BrokerCore:
@@ -220,13 +229,19 @@ cdef class BrokerCore:
     compiled = True
     service_type = ServiceQueue
     worker_type = Worker
-    # READY, HEARTBEAT, DISCONNECT, malformed worker messages and losing a worker are rare:
+    # READY, HEARTBEAT, DISCONNECT, malformed messages, refusals and losing a worker are rare:
     # the twin's methods serve both cores
     on_worker = pure.BrokerCore.on_worker
     on_ready = pure.BrokerCore.on_ready
     disconnect = pure.BrokerCore.disconnect
     forget = pure.BrokerCore.forget
     remove = pure.BrokerCore.remove
+    oversize = pure.BrokerCore.oversize
+    new_service = pure.BrokerCore.new_service
+    full = pure.BrokerCore.full
+    refuse = pure.BrokerCore.refuse
+    queue = pure.BrokerCore.queue
+    unqueue = pure.BrokerCore.unqueue
 
     cdef readonly object socket
     cdef void *zsock
@@ -234,38 +249,38 @@ cdef class BrokerCore:
     cdef Py_ssize_t capacity
     cdef public double heartbeat
     cdef public int liveness
-    cdef public double request_expiry
-    cdef public double busy_timeout
+    cdef public object limits
+    cdef public Py_ssize_t frame_cap
+    cdef Py_ssize_t max_message, queue_requests, queue_bytes, total_requests, total_bytes
     cdef public dict services
     cdef public dict workers
-    cdef public object drop
-    cdef public long long requests
-    cdef public long long replies
+    cdef public object drop, refusals, peers
+    cdef public long long requests, replies, refused, expired
+    cdef public Py_ssize_t queued, queued_bytes, unknown
     cdef public object authorize
     cdef public str peer
-    cdef public long long refused
     cdef double _next_beat
 
     def __cinit__(self):
         self.msgs = NULL
         self.capacity = 0
 
-    def __init__(self, socket, double heartbeat=2.5, int liveness=3,
-                 double request_expiry=30.0, double busy_timeout=300.0, authorize=None):
+    def __init__(self, socket, double heartbeat=2.5, int liveness=3, limits=BrokerLimits(), authorize=None):
         self.socket = socket
         self.zsock = <void *><size_t>socket.underlying
         self.heartbeat = heartbeat
         self.liveness = liveness
-        self.request_expiry = request_expiry
-        self.busy_timeout = busy_timeout
+        self.limits = limits
+        self.frame_cap = limits.max_frames + 1  # with the identity frame the ROUTER socket adds
+        self.max_message, self.queue_requests = limits.max_message, limits.queue_requests
+        self.queue_bytes, self.total_requests, self.total_bytes = limits.queue_bytes, limits.total_requests, limits.total_bytes
         self.services = {}
         self.workers = {}
-        self.drop = DropLog(log)
-        self.requests = 0
-        self.replies = 0
+        self.drop, self.refusals, self.peers = DropLog(log), DropLog(log), DropLog(log)
+        self.requests = self.replies = self.refused = self.expired = 0
+        self.queued = self.queued_bytes = self.unknown = 0
         self.authorize = authorize
         self.peer = ""
-        self.refused = 0
         self._next_beat = monotonic() + heartbeat
         self._reserve(16)
 
@@ -280,6 +295,12 @@ cdef class BrokerCore:
                 raise MemoryError()
             self.msgs, self.capacity = grown, n
         return 0
+
+    cdef void _shrink(self) noexcept:
+        """Back to the usual room for frames after a message over ``max_frames`` made it grow."""
+        cdef msg_t *smaller = <msg_t *>realloc(self.msgs, 16 * sizeof(msg_t))
+        if smaller != NULL:
+            self.msgs, self.capacity = smaller, 16
 
     # -- the loop -------------------------------------------------------------
 
@@ -321,6 +342,8 @@ cdef class BrokerCore:
                 self._handle(n)
             finally:
                 self._close(n)
+                if self.capacity > 16 and n > self.frame_cap:
+                    self._shrink()
             handled += 1
         return handled
 
@@ -368,14 +391,16 @@ cdef class BrokerCore:
     cdef int _handle(self, Py_ssize_t n) except -1:
         cdef msg_t *m = self.msgs
         if n < 3 or msg_size(&m[1]) != 0:
-            self.drop("no identity/empty envelope", self._frames(0, n))
+            self.drop("no identity/empty envelope", self._frames(0, min(n, 6)))
+        elif n > self.frame_cap:
+            self.oversize(self._frames(0, min(n, 6)))
         elif equals(&m[2], b"MDPC01", 6):
-            if n < 4 or msg_size(&m[3]) == 0:
-                self.drop("client message names no service", self._frames(0, n))
+            if n < 5 or msg_size(&m[3]) == 0:
+                self.drop("client REQUEST must be '', MDPC01, service, body (one frame or more)", self._frames(0, n))
             else:
                 self._on_client(n)
         elif equals(&m[2], b"MDPW01", 6):
-            if n >= 6 and equals(&m[3], b"\x03", 1) and msg_size(&m[4]) and not msg_size(&m[5]):
+            if n >= 7 and equals(&m[3], b"\x03", 1) and msg_size(&m[4]) and not msg_size(&m[5]):
                 self._on_reply(n)
             else:
                 if self.authorize is not None:
@@ -392,33 +417,47 @@ cdef class BrokerCore:
         cdef bytes service = as_bytes(&m[3])
         cdef ServiceQueue svc
         cdef Request request
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, size = FRAME_BYTES * (n - 2)
         self.requests += 1
         if service.startswith(p.MMI_PREFIX):
-            self.reply(as_bytes(&m[0]), service, mmi_answer(self.services, service, self._frames(4, n)))
+            self.reply(as_bytes(&m[0]), service, mmi.answer(self, service, self._frames(4, n)))
+            return 0
+        for i in range(4, n):
+            size += msg_size(&m[i])
+        if size > self.max_message:
+            self.refuse(as_bytes(&m[0]), service, p.BAD_REQUEST, f"request over {self.max_message} bytes")
             return 0
         svc = self.services.get(service)
         if svc is None:
-            svc = self.services[service] = ServiceQueue(service)
+            svc = self.new_service(as_bytes(&m[0]), service)
+            if svc is None:
+                return 0
+        if not svc.idle and (len(svc.requests) >= self.queue_requests or svc.queued_bytes + size > self.queue_bytes
+                             or self.queued >= self.total_requests or self.queued_bytes + size > self.total_bytes):
+            self.refuse(as_bytes(&m[0]), service, p.ERROR, self.full(svc, size))
+            return 0
         request = Request.__new__(Request)
         msg_move(&request.client_msg, &m[0])
-        if n > 4:
-            request.body = <msg_t *>malloc((n - 4) * sizeof(msg_t))
-            if request.body == NULL:
-                raise MemoryError()
-            for i in range(n - 4):
-                msg_init(&request.body[i])
-                msg_move(&request.body[i], &m[4 + i])
-                request.nbody = i + 1
+        request.body = <msg_t *>malloc((n - 4) * sizeof(msg_t))  # n >= 5: 7/MDP gives a body frame at least
+        if request.body == NULL:
+            raise MemoryError()
+        for i in range(n - 4):
+            msg_init(&request.body[i])
+            msg_move(&request.body[i], &m[4 + i])
+            request.nbody = i + 1
         request.queued_at = monotonic()
+        request.size = size
         svc.requests.append(request)
+        svc.queued_bytes += size
+        self.queued += 1
+        self.queued_bytes += size
         self.dispatch(svc)
         return 0
 
     def reply(self, bytes client, bytes service, list body) -> None:
         self.replies += 1
         if not send(self.socket, [client, b"", p.CLIENT, service, *body]):
-            log.debug("client %s gone: reply dropped", client.hex())
+            self.refusals.log(logging.DEBUG, "client %s gone: reply dropped", client.hex())
 
     # -- workers ----------------------------------------------------------------
 
@@ -444,7 +483,7 @@ cdef class BrokerCore:
             for i in range(6, n):
                 self._send(&m[i], SNDMORE if i < n - 1 else 0)
         else:
-            log.debug("client gone: reply dropped")
+            self.refusals.log(logging.DEBUG, "client %s gone: reply dropped", as_bytes(&m[4]).hex())
         self.replies += 1
         worker.request = None
         svc.idle.append(worker)
@@ -461,10 +500,13 @@ cdef class BrokerCore:
         while svc.requests and svc.idle:
             worker = svc.idle.popleft()
             if self._send_bytes(PyBytes_AS_STRING(worker.identity), PyBytes_GET_SIZE(worker.identity), SNDMORE):
-                log.info("worker %s of %s gone", worker.identity.hex(), svc.name)
+                self.peers.log(logging.INFO, "worker %s of %s gone", worker.identity.hex(), name(svc.name))
                 self.forget(worker)  # its connection closed: the request stays first in line
                 continue
             request = svc.requests.popleft()
+            svc.queued_bytes -= request.size
+            self.queued -= 1
+            self.queued_bytes -= request.size
             worker.request = request
             if now == 0.0:
                 now = monotonic()
@@ -515,8 +557,3 @@ cdef class BrokerCore:
         """Heartbeat every worker, purge the dead, expire old requests, forget empty services."""
         self._next_beat = now + self.heartbeat
         purge(self, now)
-
-    # -- 8/MMI ------------------------------------------------------------------
-
-    def mmi(self, bytes service, list body) -> list:
-        return mmi_answer(self.services, service, body)

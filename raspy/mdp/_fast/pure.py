@@ -17,12 +17,18 @@ from typing import Callable
 import zmq
 
 from raspy.droplog import DropLog
+from raspy.heap import give_back
+from raspy.mdp import mmi
 from raspy.mdp import protocol as p
+from raspy.mdp.limits import FRAME_COST, BrokerLimits
 
 log = logging.getLogger("raspy.mdp.broker")
 
 #: Messages handled per wake-up before the clock is looked at again.
 BATCH = 1000
+
+#: A service name as 7/MDP has it: a printable string (ASCII here), of at most 255 bytes.
+SERVICE_NAME = re.compile(rb"[\x20-\x7e]{1,255}\Z")
 
 
 #: Plain ints: pyzmq's ``zmq.SNDMORE | zmq.NOBLOCK`` builds an enum per frame.
@@ -80,49 +86,72 @@ def user_id(frame: zmq.Frame) -> str:
         return ""
 
 
+def name(service: bytes) -> str:
+    """A service name as log lines print it."""
+    return service.decode(errors="replace")
+
+
 def purge(core: "BrokerCore", now: float) -> None:
-    """The heartbeat-time work of either core: beat, drop the dead, expire, forget.
+    """The heartbeat-time work of either core: beat, drop the dead, expire, forget, give memory back.
 
     Not on the hot path (once per heartbeat interval), so both cores share this one.
+    A worker busy with a request expires only if it was heard while busy (as
+    RasPy's worker beats from a thread): one that is silent while busy (as the
+    ZeroMQ Guide's single-threaded worker is) keeps its request until it
+    replies, its connection closes or ``busy_timeout`` passes.
     """
+    peers, limits = core.peers, core.limits
     for worker in list(core.workers.values()):
         if core.workers.get(worker.identity) is not worker:
             continue  # dropped meanwhile: a requeued request found its connection closed
-        if worker.expiry < now:
-            log.warning("worker %s of %s expired", worker.identity.hex(), worker.service.name)
+        if worker.expiry < now and (worker.request is None or worker.beats_busy):
+            peers.log(logging.WARNING, "worker %s of %s expired", worker.identity.hex(), name(worker.service.name))
             core.remove(worker)
-        elif worker.request is not None and now - worker.busy_since > core.busy_timeout:
-            log.warning("worker %s busy for over %ss: dropped", worker.identity.hex(), core.busy_timeout)
+        elif worker.request is not None and now - worker.busy_since > limits.busy_timeout:
+            peers.log(logging.WARNING, "worker %s of %s busy for over %gs: dropped", worker.identity.hex(),
+                      name(worker.service.name), limits.busy_timeout)
             worker.request.requeued = True  # a hung handler's request is not retried
             core.remove(worker)
             core.disconnect(worker.identity, "busy too long")
         elif not send(core.socket, [worker.identity, *p.worker_message(p.HEARTBEAT)]):
-            log.warning("worker %s of %s gone", worker.identity.hex(), worker.service.name)
+            peers.log(logging.WARNING, "worker %s of %s gone", worker.identity.hex(), name(worker.service.name))
             core.remove(worker)
-    for name, svc in list(core.services.items()):
-        while svc.requests and now - svc.requests[0].queued_at > core.request_expiry:
-            svc.requests.popleft()
-            log.warning("request for %s expired after %ss with no worker", name, core.request_expiry)
-        if not svc.workers and not svc.requests:
-            del core.services[name]
+    freed = 0
+    for service, svc in list(core.services.items()):
+        requests = svc.requests
+        while requests and now - requests[0].queued_at > limits.request_expiry:
+            core.unqueue(svc, requests.popleft())
+            core.expired += 1
+            freed += 1
+            core.refusals.log(logging.WARNING, "request for %s expired after %gs with no worker",
+                              name(service), limits.request_expiry)
+        if not svc.workers and not requests:
+            del core.services[service]
+            core.unknown -= 1
+            freed += 1
+    if freed:
+        give_back()  # what a storm of junk took, glibc would otherwise keep
+    for rate in (core.drop, core.refusals, core.peers):
+        rate.flush()
 
 
 class Request:
-    """A client request waiting for, or held by, a worker."""
+    """A client request waiting for, or held by, a worker; ``size`` is what it counts for in the queue bounds."""
 
-    __slots__ = ("client", "body", "queued_at", "requeued")
+    __slots__ = ("client", "body", "queued_at", "requeued", "size")
 
-    def __init__(self, client: bytes, body: list[bytes], queued_at: float) -> None:
+    def __init__(self, client: bytes, body: list[bytes], queued_at: float, size: int) -> None:
         self.client = client
         self.body = body
         self.queued_at = queued_at
         self.requeued = False
+        self.size = size
 
 
 class Worker:
-    """A worker connection: its service, when it expires, what it is doing."""
+    """A worker connection: its service, when it expires, what it is doing, whether it beats while busy."""
 
-    __slots__ = ("identity", "service", "expiry", "request", "busy_since")
+    __slots__ = ("identity", "service", "expiry", "request", "busy_since", "beats_busy")
 
     def __init__(self, identity: bytes, service: "ServiceQueue", expiry: float) -> None:
         self.identity = identity
@@ -130,18 +159,20 @@ class Worker:
         self.expiry = expiry
         self.request: Request | None = None
         self.busy_since = 0.0
+        self.beats_busy = False
 
 
 class ServiceQueue:
-    """One service name: requests in arrival order, idle workers longest-idle first."""
+    """One service name: requests in arrival order (and their bytes), idle workers longest-idle first."""
 
-    __slots__ = ("name", "requests", "idle", "workers")
+    __slots__ = ("name", "requests", "idle", "workers", "queued_bytes")
 
     def __init__(self, name: bytes) -> None:
         self.name = name
         self.requests: deque[Request] = deque()
         self.idle: deque[Worker] = deque()
         self.workers = 0
+        self.queued_bytes = 0
 
 
 class BrokerCore:
@@ -151,29 +182,23 @@ class BrokerCore:
     service_type = ServiceQueue
     worker_type = Worker
 
-    def __init__(
-        self,
-        socket: zmq.Socket,
-        heartbeat: float = 2.5,
-        liveness: int = 3,
-        request_expiry: float = 30.0,
-        busy_timeout: float = 300.0,
-        authorize: Callable[[str, bytes], bool] | None = None,
-    ) -> None:
+    def __init__(self, socket: zmq.Socket, heartbeat: float = 2.5, liveness: int = 3,
+                 limits: BrokerLimits = BrokerLimits(), authorize: Callable[[str, bytes], bool] | None = None) -> None:
         self.socket = socket
         self.heartbeat = heartbeat
         self.liveness = liveness
-        self.request_expiry = request_expiry
-        self.busy_timeout = busy_timeout
+        self.limits = limits
+        self.frame_cap = limits.max_frames + 1  # with the identity frame the ROUTER socket adds
         self.services: dict[bytes, ServiceQueue] = {}
         self.workers: dict[bytes, Worker] = {}
-        self.drop = DropLog(log)
-        self.requests = 0
-        self.replies = 0
+        #: rate-bounded log lines: malformed messages, refused or expired requests, workers coming and going
+        self.drop, self.refusals, self.peers = DropLog(log), DropLog(log), DropLog(log)
+        self.requests = self.replies = self.refused = self.expired = 0
+        self.queued = self.queued_bytes = 0  # requests waiting for a worker, and what they count for
+        self.unknown = 0  # services with no worker
         #: whether a host may serve a service: asked on READY with the sender's host (CURVE's User-Id)
         self.authorize = authorize
         self.peer = ""
-        self.refused = 0
         self._next_beat = time.monotonic() + heartbeat
 
     # -- the loop -------------------------------------------------------------
@@ -220,14 +245,17 @@ class BrokerCore:
         if len(frames) < 3 or frames[1] != b"":
             self.drop("no identity/empty envelope", frames)
             return
+        if len(frames) > self.frame_cap:
+            self.oversize(frames)
+            return
         header = frames[2]
         if header == p.CLIENT:
-            if len(frames) < 4 or not frames[3]:
-                self.drop("client message names no service", frames)
+            if len(frames) < 5 or not frames[3]:
+                self.drop("client REQUEST must be '', MDPC01, service, body (one frame or more)", frames)
                 return
             self.on_client(frames[0], frames[3], frames[4:])
         elif header == p.WORKER:
-            if len(frames) >= 6 and frames[3] == p.REPLY and frames[4] and frames[5] == b"":
+            if len(frames) >= 7 and frames[3] == p.REPLY and frames[4] and frames[5] == b"":
                 self.on_reply(frames[0], frames[4], frames[6:])  # the hot path: a well-formed REPLY
             else:
                 self.on_worker(frames)
@@ -239,18 +267,25 @@ class BrokerCore:
     def on_client(self, client: bytes, service: bytes, body: list[bytes]) -> None:
         self.requests += 1
         if service.startswith(p.MMI_PREFIX):
-            self.reply(client, service, self.mmi(service, body))
+            self.reply(client, service, mmi.answer(self, service, body))
             return
-        svc = self.services.get(service)
+        size = sum(map(len, body)) + FRAME_COST * (len(body) + 2)
+        if size > self.limits.max_message:
+            self.refuse(client, service, p.BAD_REQUEST, f"request over {self.limits.max_message} bytes")
+            return
+        svc = self.services.get(service) or self.new_service(client, service)
         if svc is None:
-            svc = self.services[service] = ServiceQueue(service)
-        svc.requests.append(Request(client, body, time.monotonic()))
+            return
+        if not svc.idle and (full := self.full(svc, size)):
+            self.refuse(client, service, p.ERROR, full)
+            return
+        self.queue(svc, Request(client, body, time.monotonic(), size))
         self.dispatch(svc)
 
     def reply(self, client: bytes, service: bytes, body: list[bytes]) -> None:
         self.replies += 1
         if not send(self.socket, [client, b"", p.CLIENT, service, *body]):
-            log.debug("client %s gone: reply dropped", client.hex())
+            self.refusals.log(logging.DEBUG, "client %s gone: reply dropped", client.hex())
 
     # -- workers ----------------------------------------------------------------
 
@@ -272,6 +307,62 @@ class BrokerCore:
     # The paths below are also the compiled core's (it takes these very methods): they are rare,
     # and make services and workers of the core's own types and hand out work through its dispatch().
 
+    def oversize(self, frames: list[bytes]) -> None:
+        """A message over ``max_frames``: a client request is refused, anything else dropped."""
+        if len(frames) > 3 and frames[2] == p.CLIENT and frames[3]:
+            self.requests += 1
+            self.refuse(frames[0], frames[3], p.BAD_REQUEST, f"request over {self.limits.max_frames} frames")
+        else:
+            self.drop(f"message over {self.limits.max_frames} frames", frames[:6])
+
+    def new_service(self, client: bytes, service: bytes) -> ServiceQueue | None:
+        """A service for a client request to wait in, if its name is valid and the bound leaves room."""
+        if not SERVICE_NAME.match(service):
+            self.drop("service name is not 1-255 printable ASCII characters", [client, b"", p.CLIENT, service])
+            return None
+        if self.unknown >= self.limits.unknown_services:
+            self.refuse(client, service, p.ERROR, f"no worker for {name(service)}, and "
+                                                  f"{self.limits.unknown_services} services wait for one already")
+            return None
+        self.unknown += 1
+        svc = self.services[service] = self.service_type(service)
+        return svc
+
+    def full(self, svc: ServiceQueue, size: int) -> str:
+        """Why a request of ``size`` bytes may not wait for ``svc``'s workers; empty when it may."""
+        limits = self.limits
+        if len(svc.requests) >= limits.queue_requests:
+            return f"queue of {name(svc.name)} full: {limits.queue_requests} requests wait already"
+        if svc.queued_bytes + size > limits.queue_bytes:
+            return f"queue of {name(svc.name)} full: its requests would take over {limits.queue_bytes} bytes"
+        if self.queued >= limits.total_requests:
+            return f"broker full: {limits.total_requests} requests wait already"
+        if self.queued_bytes + size > limits.total_bytes:
+            return f"broker full: waiting requests would take over {limits.total_bytes} bytes"
+        return ""
+
+    def refuse(self, client: bytes, service: bytes, status: int, reason: str) -> None:
+        """Answer a request the broker will not queue, in RasPy's convention: ``status``, then the reason."""
+        self.refused += 1
+        self.refusals.log(logging.WARNING, "refused a request for %s: %s", name(service), reason)
+        self.reply(client, service, p.reply(status, reason))
+
+    def queue(self, svc: ServiceQueue, request: Request, first: bool = False) -> None:
+        """Put a request in ``svc``'s queue (at its head when ``first``), counted in the bounds."""
+        if first:
+            svc.requests.appendleft(request)
+        else:
+            svc.requests.append(request)
+        svc.queued_bytes += request.size
+        self.queued += 1
+        self.queued_bytes += request.size
+
+    def unqueue(self, svc: ServiceQueue, request: Request) -> None:
+        """Count out a request taken from ``svc``'s queue (the caller took it)."""
+        svc.queued_bytes -= request.size
+        self.queued -= 1
+        self.queued_bytes -= request.size
+
     def on_worker(self, frames: list[bytes]) -> None:
         """Any worker message but a well-formed REPLY (:meth:`on_reply`), checked by ``parse_worker``."""
         try:
@@ -286,6 +377,8 @@ class BrokerCore:
         if command == p.HEARTBEAT:
             if worker is None:
                 self.disconnect(identity, "HEARTBEAT from unknown worker")
+            elif worker.request is not None and time.monotonic() - worker.busy_since > self.heartbeat:
+                worker.beats_busy = True  # not a beat sent before the request reached it: one sent while busy
         elif command == p.READY:
             self.on_ready(identity, worker, rest[0])
         elif command == p.DISCONNECT:
@@ -300,30 +393,35 @@ class BrokerCore:
             self.disconnect(identity, "second READY")
         elif service.startswith(p.MMI_PREFIX):
             self.disconnect(identity, "READY for an mmi.* service")
+        elif not SERVICE_NAME.match(service):
+            self.drop("READY: service name is not 1-255 printable ASCII characters", [identity, service])
         elif self.authorize is not None and not self.authorize(self.peer, service):
-            self.refused += 1
-            self.drop(f"host {self.peer or '(unnamed)'} may not serve {service.decode(errors='replace')}")
+            self.drop(f"host {self.peer or '(unnamed)'} may not serve {name(service)}")  # counted as dropped
             self.disconnect(identity, "READY for a service of another host")
         else:
             svc = self.services.get(service)
             if svc is None:
                 svc = self.services[service] = self.service_type(service)
+            elif not svc.workers:
+                self.unknown -= 1
             worker = self.worker_type(identity, svc, time.monotonic() + self.heartbeat * self.liveness)
             self.workers[identity] = worker
             svc.workers += 1
             svc.idle.append(worker)
-            log.info("worker %s ready for %s", identity.hex(), service.decode(errors="replace"))
+            self.peers.log(logging.INFO, "worker %s ready for %s", identity.hex(), name(service))
             send(self.socket, [identity, *p.worker_message(p.HEARTBEAT)])  # heard at once: it knows it is connected
             self.dispatch(svc)
 
     def disconnect(self, identity: bytes, reason: str) -> None:
-        log.info("disconnecting worker %s: %s", identity.hex(), reason)
+        self.peers.log(logging.INFO, "disconnecting worker %s: %s", identity.hex(), reason)
         send(self.socket, [identity, *p.worker_message(p.DISCONNECT)])
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker from the tables (not from its service's idle list)."""
         del self.workers[worker.identity]
         worker.service.workers -= 1
+        if not worker.service.workers:
+            self.unknown += 1
 
     def remove(self, worker: Worker) -> None:
         """Forget a worker; its request goes back to the head of the queue, once."""
@@ -335,11 +433,13 @@ class BrokerCore:
         elif not request.requeued:
             request.requeued = True
             worker.request = None
-            svc.requests.appendleft(request)
-            log.warning("worker %s lost with a request for %s: requeued", worker.identity.hex(), svc.name)
+            self.queue(svc, request, first=True)  # over the bounds if it must: it was accepted
+            self.peers.log(logging.WARNING, "worker %s lost with a request for %s: requeued",
+                           worker.identity.hex(), name(svc.name))
             self.dispatch(svc)
         else:
-            log.warning("worker %s lost with a requeued request for %s: dropped", worker.identity.hex(), svc.name)
+            self.peers.log(logging.WARNING, "worker %s lost with a requeued request for %s: dropped",
+                           worker.identity.hex(), name(svc.name))
 
     def dispatch(self, svc: ServiceQueue) -> None:
         """Hand queued requests of ``svc`` to its idle workers, oldest first."""
@@ -349,10 +449,13 @@ class BrokerCore:
             worker = idle.popleft()
             request = requests[0]
             if not send(self.socket, [worker.identity, b"", p.WORKER, p.REQUEST, request.client, b"", *request.body]):
-                log.info("worker %s of %s gone", worker.identity.hex(), svc.name)
+                self.peers.log(logging.INFO, "worker %s of %s gone", worker.identity.hex(), name(svc.name))
                 self.forget(worker)  # its connection closed: the request stays first in line
                 continue
             requests.popleft()
+            svc.queued_bytes -= request.size
+            self.queued -= 1
+            self.queued_bytes -= request.size
             worker.request = request
             worker.busy_since = now or (now := time.monotonic())
 
@@ -362,36 +465,3 @@ class BrokerCore:
         """Heartbeat every worker, purge the dead, expire old requests, forget empty services."""
         self._next_beat = now + self.heartbeat
         purge(self, now)
-
-    # -- 8/MMI ------------------------------------------------------------------
-
-    def mmi(self, service: bytes, body: list[bytes]) -> list[bytes]:
-        return mmi_answer(self.services, service, body)
-
-
-def live_services(services: dict) -> list[str]:
-    """Names of the services that have at least one worker, sorted."""
-    return sorted(n.decode(errors="replace") for n, s in services.items() if s.workers)
-
-
-def mmi_answer(services: dict, service: bytes, body: list[bytes]) -> list[bytes]:
-    """Answer an ``mmi.*`` request (8/MMI plus RasPy's discovery); shared by both cores."""
-    if service == b"mmi.service":
-        svc = services.get(body[0]) if body else None
-        return [b"200" if svc is not None and svc.workers else b"404"]
-    if service == b"mmi.services":
-        return p.reply(p.OK, live_services(services))
-    if service == b"mmi.discovery":
-        try:
-            pattern = re.compile(body[0].decode()) if body else None
-        except (re.error, UnicodeDecodeError) as exc:
-            return p.reply(p.BAD_REQUEST, f"bad regular expression: {exc}")
-        if pattern is None:
-            return p.reply(p.BAD_REQUEST, "mmi.discovery needs a regular expression")
-        return p.reply(p.OK, [n for n in live_services(services) if pattern.search(n)])
-    if service == b"mmi.workers":
-        return p.reply(p.OK, {
-            n.decode(errors="replace"): {"workers": s.workers, "idle": len(s.idle), "queued": len(s.requests)}
-            for n, s in services.items()
-        })
-    return [b"501"]
