@@ -14,7 +14,7 @@ import pytest
 import zmq
 from brokerhouse import (House, bare_core, core_env, house, raw_client, raw_worker,  # noqa: F401 (fixtures)
                          recv_non_heartbeat)
-from support import broker_up, wait_for
+from support import broker_up, free_endpoint, wait_for
 
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient

@@ -179,9 +179,9 @@ class Link:
         if not self.connected.is_set():
             return  # the end of an attempt that failed: its reason is noted already
         self.losses += 1
-        self.connected.clear()
-        if not self._stopping.is_set():
+        if not self._stopping.is_set():  # the state first: who sees the link down sees why
             self._note(f"disconnected from {self.options.url}: {reason}")
+        self.connected.clear()
 
     def _note(self, state: str) -> None:
         """A new connection state: logged once per change, not once per attempt."""
