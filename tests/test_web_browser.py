@@ -217,6 +217,8 @@ def test_a_person_toggles_a_relay_sets_the_thermostat_and_opens_a_plot(acting_ho
         browser.page("Page.navigate", {"url": url})
         pump = 'document.querySelector(\'button.toggle[data-device="pi.gpio.pump"]\')'
         wait_for(lambda: browser.js(f"!!{pump}"), what="the relay's toggle on the page")
+        # the toggle is in the HTML before the page's script has bound the forms: a click before would submit natively
+        wait_for(lambda: browser.js("document.readyState") == "complete", what="the page's script loaded")
         assert browser.js(f"{pump}.getAttribute('aria-pressed')") == "false"
         browser.js("document.getElementById('token').value = " + repr(TOKEN) + ";"
                    "document.querySelector('#token-form button').click()")
