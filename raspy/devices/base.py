@@ -192,6 +192,16 @@ class BaseDevice:
         return f"{type(self).__name__}({self.name!r})"
 
 
+def from_table(kinds: Mapping[str, type[BaseDevice]], table: Any, what: str) -> BaseDevice:
+    """A device from a configuration table whose ``kind`` picks the class among ``kinds``."""
+    if not isinstance(table, Mapping):
+        raise DeviceError(f"{what} is a table with 'name' and 'kind', got {type(table).__name__}")
+    kind = table.get("kind")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise DeviceError(f"{what} needs 'kind', one of {sorted(kinds)}; got {kind!r}", "kind")
+    return kinds[kind].new(table)
+
+
 def lookup(devices: Mapping[str, BaseDevice], address: str) -> BaseDevice:
     """The device at ``name`` or ``name.subdevice`` (e.g. ``tv.volume``); KeyError names what is missing."""
     name, _, part = address.partition(".")

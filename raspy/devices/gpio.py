@@ -16,7 +16,7 @@ import copy
 import math
 from typing import Any, ClassVar, Mapping, Protocol
 
-from raspy.devices.base import NOT_POLLED, BaseDevice, DeviceError, Reading, freeze
+from raspy.devices.base import NOT_POLLED, BaseDevice, DeviceError, Reading, freeze, from_table
 from raspy.devices.simulated import switch_state
 
 #: BCM numbers of the GPIOs on the 40-pin header.
@@ -271,9 +271,4 @@ KINDS: dict[str, type[GpioDevice]] = {
 
 def gpio_device(table: Any) -> GpioDevice:
     """A device from its configuration table; ``kind`` picks the class."""
-    if not isinstance(table, Mapping):
-        raise DeviceError(f"a GPIO device is a table with 'name', 'kind' and 'pin', got {table!r}")
-    kind = table.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise DeviceError(f"a GPIO device needs 'kind', one of {sorted(KINDS)}; got {kind!r}", "kind")
-    return KINDS[kind].new(table)
+    return from_table(KINDS, table, "a GPIO device")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Mapping
 
-from raspy.devices.base import NOT_POLLED, BaseDevice, DeviceError, freeze
+from raspy.devices.base import NOT_POLLED, BaseDevice, DeviceError, freeze, from_table
 from raspy.devices.sensor import SensorDevice, check_number
 
 
@@ -160,9 +160,4 @@ KINDS: dict[str, type[SimulatedDevice]] = {cls.kind: cls for cls in (CyclicSenso
 
 def simulated(config: Any) -> SimulatedDevice:
     """A simulated device from its config table; ``kind`` picks the class."""
-    if not isinstance(config, Mapping):
-        raise DeviceError(f"a simulated device is a table with 'name' and 'kind', got {type(config).__name__}")
-    kind = config.get("kind")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise DeviceError(f"a simulated device needs 'kind', one of {sorted(KINDS)}; got {kind!r}", "kind")
-    return KINDS[kind].new(config)
+    return from_table(KINDS, config, "a simulated device")

@@ -183,30 +183,23 @@ class Gpio(DeviceServer):
         with self._sending:
             with self._lock:
                 body = self.reading_body(name, self.devices.edge(name, active, time.time()))
-            self._deliver(name, body)
+            self._send(name, body)
 
-    def _deliver(self, name: str, body: bytes) -> None:
+    def _send(self, name: str, body: bytes) -> None:
         """Send a reading; one that the kv server does not take is sent again at the next look."""
         try:
             self.publisher.send(keys.DEVICE, f"{self.service}.{name}", body)
         except RequestTimeout as exc:
             self._dropped(f"reading of {name} not published (sent again at the next look): {exc}")
-            with self._lock:
-                self.devices.retry(name)
+            if body:
+                with self._lock:
+                    self.devices.retry(name)
 
     def _locked(self, frames: Frames) -> Frames:
         reply = super()._locked(frames)
         if self.devices.changed():
             self.publish_due(time.time())  # a set's confirmed level at once, not at the next look
         return reply
-
-    def publish_due(self, now: float) -> int:
-        with self._sending:
-            with self._lock:
-                due = [(name, self.reading_body(name, reading)) for name, reading in self.devices.due(now)]
-            for name, body in due:
-                self._deliver(name, body)
-        return len(due)
 
     def close(self) -> None:
         """Stop the inputs' callbacks and the workers, then drive each output to its ``on_stop`` level."""

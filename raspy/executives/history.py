@@ -140,12 +140,9 @@ class History(Server):
         if body is None:
             return  # a device gone from the map keeps its history
         try:
-            reading = p.unpack(body)
+            reading = p.unpack_map(body)
         except p.ProtocolError as exc:
             self._dropped(f"{key}: {exc}")
-            return
-        if not isinstance(reading, dict):
-            self._dropped(f"{key}: a reading is a map, got {type(reading).__name__}")
             return
         unit = reading.get("unit")
         self.store.add(keys.name_in(keys.DEVICE, key), reading.get("timestamp"), reading.get("value"),

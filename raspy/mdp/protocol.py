@@ -126,6 +126,14 @@ def unpack(frame: bytes) -> Any:
         raise ProtocolError(f"frame is not msgpack: {exc}") from None
 
 
+def unpack_map(frame: bytes) -> dict:
+    """A msgpack frame that must hold a map (a reading, a scenario's state); else :class:`ProtocolError`."""
+    value = unpack(frame)
+    if not isinstance(value, dict):
+        raise ProtocolError(f"a map is expected, got {type(value).__name__}")
+    return value
+
+
 def request(command: str, args: Any = _NOARGS) -> Frames:
     """Request frames ``[command, msgpack(args)]``; args are optional."""
     word = command.encode("ascii")

@@ -123,10 +123,10 @@ class Bridge:
                 self._remove(fullname)
                 return
             try:
-                reading = p.unpack(body)
+                reading = p.unpack_map(body)
             except p.ProtocolError:
-                reading = None
-            if not isinstance(reading, dict) or "value" not in reading:
+                reading = {}
+            if "value" not in reading:
                 self.drop(f"{key}: not a reading map {{value, unit, timestamp}}")
                 return
             device = self.devices.get(fullname) or self._add(host, server, name, reading)

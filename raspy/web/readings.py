@@ -142,12 +142,9 @@ class ScenarioStates:
                 self._scenarios.pop(name, None)
             return
         try:
-            state = p.unpack(body)
+            state = p.unpack_map(body)
         except p.ProtocolError as exc:
             self._dropped(f"scenario state {key}: {exc}")
-            return
-        if not isinstance(state, dict):
-            self._dropped(f"scenario state {key}: a map is expected")
             return
         params = state.get("params")
         entry = {"active": bool(state.get("active")), "running": bool(state.get("running")),
