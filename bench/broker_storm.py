@@ -31,7 +31,7 @@ import zmq
 from bench.throughput import ROOT, free_endpoint
 
 sys.path.insert(0, str(ROOT / "tests"))
-from support import write_config  # noqa: E402
+from support import proc_status, write_config  # noqa: E402
 
 MB = 1 << 20
 #: (service names, body bytes, requests) of each stormer process, in two waves: the fat bodies
@@ -40,10 +40,10 @@ WAVES = [[("fat", 10 * MB, 40), ("big", 900 * 1024, 400)], [("junk", 512, 40_000
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    try:
+        return proc_status(pid, "VmRSS") / 1024
+    except KeyError:  # a zombie has no memory left to count
+        return 0.0
 
 
 def storm(endpoint: str, prefix: str, size: int, count: int) -> None:

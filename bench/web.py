@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from support import free_port  # noqa: E402
+from support import free_port, proc_status  # noqa: E402
 
 from raspy.web.server import Limits  # noqa: E402
 
@@ -104,10 +104,7 @@ class Process:
     port: int
 
     def status(self, field_name: str) -> int:
-        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-        raise KeyError(field_name)
+        return proc_status(self.popen.pid, field_name)
 
     @property
     def threads(self) -> int:

@@ -131,3 +131,11 @@ class Children:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A number of ``/proc/PID/status`` (``Threads``, ``VmRSS`` in KiB, ...): what ``ps`` and ``top`` read."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)

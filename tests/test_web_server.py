@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import free_endpoint, free_port, wait_for, write_config
+from support import free_endpoint, free_port, proc_status, wait_for, write_config
 from web_house import FakeHouse
 
 from raspy.executives.web import Web
@@ -36,10 +36,7 @@ class WebProcess:
     port: int
 
     def _status(self, field: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise KeyError(field)
+        return proc_status(self.pid, field)
 
     @property
     def threads(self) -> int:
