@@ -29,7 +29,7 @@ TOKEN = "correct horse"
 #: half-open connections of the slow-loris tests
 LORIS = 300
 #: what a slow-loris of LORIS connections may leave in the web process's RSS once closed: held,
-#: they take about 850 kB, which the C heap would keep for good
+#: they take about 400 kB (850 kB with a Condition each), which the C heap would keep for good
 RSS_KEPT_KB = 256
 
 

@@ -73,13 +73,34 @@ def within_file_limit(limits: Limits) -> Limits:
     return replace(limits, connections=max(1, hard - SPARE_FILES))
 
 
+_MAKING_LOCK = threading.Lock()
+
+
 class _Connection(HTTPChannel):
-    """A connection whose idle time runs from its opening or its last answer, not from its last byte."""
+    """A connection whose idle time runs from its opening or its last answer, not from its last byte,
+    and whose answer's lock is made when it is first needed."""
 
     def __init__(self, server: "_Listener", sock: Any, addr: Any, adj: Adjustments, map: dict | None = None) -> None:
         super().__init__(server, sock, addr, adj, map)
         self.waiting_since = self.creation_time
         server.most_held = max(server.most_held, len(server.active_channels))
+
+    # waitress gives each connection, as it opens, a Condition guarding its answer's buffers: 1.3 kB,
+    # a third of what a half-open connection costs, and Python's allocator keeps what a slow-loris
+    # made it grow to after the connections have gone. A connection needs it only once it has an
+    # answer to send, or as it closes: it is made on first use (under a lock, as a worker and the
+    # loop may both reach for it first).
+    @property
+    def outbuf_lock(self) -> threading.Condition:
+        lock = self.__dict__.get("_outbuf_lock")
+        if lock is None:
+            with _MAKING_LOCK:
+                lock = self.__dict__.setdefault("_outbuf_lock", threading.Condition())
+        return lock
+
+    @outbuf_lock.setter
+    def outbuf_lock(self, unused: threading.Condition) -> None:
+        """waitress's own, made in ``__init__``: dropped at once."""
 
     def writable(self) -> bool:
         # While a worker answers, it sends the answer itself. waitress's loop would wait to send
