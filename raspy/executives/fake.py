@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-from raspy.devices import DeviceError, Reading
+from raspy.devices import DeviceError
 from raspy.devices.service import DeviceService, name_and_value, name_arg, reading_result, refusals
 from raspy.devices.simulated import SimulatedDevice, Switch, simulated
 from raspy.executives.device_server import DeviceServer
