@@ -116,7 +116,8 @@ class Titanic(Server):
         """``titanic.request``: service, body... -> 200, uuid (after the commit), for a batch in one commit.
 
         ``mmi.*`` is refused: the broker answers it itself, so it is never "there" to dispatch to; so
-        is a name the broker would drop (not 1-255 printable ASCII characters). A request beyond a bound is refused (:meth:`_admit`) and stores nothing.
+        is a name the broker would drop (not 1-255 printable ASCII characters). A request beyond a
+        bound is refused (:meth:`_admit`) and stores nothing.
         """
         replies = [[UNKNOWN_FRAME] for _ in requests]
         admitted: dict[bytes, int] = {}  # service -> requests of this batch admitted so far
@@ -143,9 +144,11 @@ class Titanic(Server):
         return replies
 
     def _admit(self, frames: Frames, admitted: dict[bytes, int], batch: int) -> int:
-        """``200`` when the request fits every bound, with the ``batch`` requests admitted before it; else the refusal.
+        """``200`` when the request fits every bound beside the ``batch`` admitted before it; else the refusal.
 
         A body over ``max_request`` can never pass (``400``); the others are ``500``: full now, try later.
+        The counts are the journal's (kept in memory); one thread admits, so they do not move under it
+        but down (a reply, a close).
         """
         service, limits = frames[0], self.limits
         name = service.decode(errors="replace")

@@ -80,7 +80,7 @@ class StoreService(Service):
         return len(rows)
 
     def _set(self, db: sqlite3.Connection, rows: list[tuple[str, str, str, bytes, float]]) -> tuple[int, int]:
-        """Write ``rows``; the keys and bytes the store grew by. Beyond a bound it raises, and its savepoint undoes it."""
+        """Write ``rows``; the keys and bytes the store grew by. Beyond a bound it raises: its savepoint undoes it."""
         keys = size = 0
         for row in rows:
             old = db.execute(f"SELECT {SIZE} FROM store WHERE service = ? AND section = ? AND key = ?",
