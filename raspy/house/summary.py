@@ -75,8 +75,9 @@ class SummaryPublisher:
         self.started = time.time()
         self.sequence = 0
         self.sent = 0
-        self.due = 0.0                     # monotonic time of the next attempt: the first tick
-        self._last = -math.inf             # of the last attempt
+        # the first one an interval after the start: kv binds, the connection is made meanwhile
+        self._last = time.monotonic()      # of the last attempt
+        self.due = self._last + self.interval  # of the next one
         self._retry = self.interval
         self._seen: tuple | None = None    # the executives' states at the last look
         self._context = zmq.Context()
@@ -102,7 +103,8 @@ class SummaryPublisher:
                             sequence=self.sequence, refresh=self.refresh)
             self._client.send(HOST, self.hostname, p.pack(summary))
         except (BoardError, RequestTimeout, ValueError) as exc:
-            self._drop.log(logging.WARNING, "summary %s%s not published: %s", HOST, self.hostname, exc)
+            self._drop.log(logging.WARNING, "summary %s%s not published (%s); next try in %gs", HOST, self.hostname,
+                           exc, self._retry)
             self.due = now + self._retry
             self._retry = min(self._retry * 2, self.refresh)
             return
