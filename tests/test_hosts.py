@@ -247,6 +247,13 @@ def test_a_summary_off_its_shape_is_refused_and_the_report_marks_silent_hosts():
     assert house_report({}, now) == (["no host has published a summary under /host/ yet"], 1)
 
 
+def test_status_house_without_an_answering_kv_says_so_and_exits_3(tmp_path):
+    config = write_config(tmp_path / "raspy.toml", {"state_dir": str(tmp_path / "state"), "broker": free_endpoint()},
+                          {"kv": {}})
+    listed = raspy("status", "--house", "--timeout", "0.3", "--config", str(config))
+    assert listed.returncode == 3 and "no answer from the key/value server at tcp://127.0.0.1:" in listed.stderr
+
+
 def test_host_intervals_are_checked_options():
     with pytest.raises(ConfigError, match="host_interval: 60 is more than host_refresh 30"):
         parse_config({"raspy": {"host_interval": 60}}, None, "", import_kinds=False)
