@@ -26,6 +26,7 @@ from raspy.house.summary import SILENT_REFRESHES, SummaryPublisher, house_report
 from raspy.mdp import protocol as p
 from raspy.state.kv.client import KvPublisherClient
 from raspy.state.kv.message import KVMsg
+from raspy.web.hosts import HostSummaries
 
 #: The keep-alive of these tests: a host is silent after SILENT_REFRESHES of them.
 REFRESH = 0.5
@@ -245,6 +246,30 @@ def test_a_summary_off_its_shape_is_refused_and_the_report_marks_silent_hosts():
     assert lines[0] == "hub: fresh, seen 0s ago; load 0.25"
     assert lines[2].startswith("shed: SILENT since ") and lines[2].endswith("(1m40s ago); load 0.25")
     assert house_report({}, now) == (["no host has published a summary under /host/ yet"], 1)
+
+
+def test_the_page_counts_a_host_from_when_it_received_its_summary_whatever_the_hosts_clock():
+    now = time.time()
+
+    def body(when: float, sequence: int, started: float = 1.0) -> bytes:
+        return p.pack({"host": "x", "time": when, "started": started, "sequence": sequence, "refresh": 10.0,
+                       "executives": [], "health": {}})
+
+    hosts = HostSummaries()
+    hosts.update("/host/old", body(now - 100, 5), live=False)    # in the map when the page started: its own time
+    hosts.update("/host/ahead", body(now + 3600, 5), live=False)  # a clock an hour ahead: not fresher than now
+    hosts.update("/host/behind", body(now - 3600, 5), live=True)  # a lagging clock, heard just now: fresh
+    seen = {h["name"]: h for h in hosts.hosts(now + 1)}
+    assert seen["old"]["silent"] and seen["old"]["age"] == pytest.approx(101, abs=0.5)
+    assert not seen["ahead"]["silent"] and not seen["behind"]["silent"]
+    assert [h["silent"] for h in hosts.hosts(now + 31)] == [True, True, True]  # 3 refreshes of silence
+    hosts.update("/host/old", body(now - 200, 4), live=True)  # a replay of the same run's older summary: not news
+    hosts.update("/host/old", b"junk", live=True)             # dropped, the last good one stays
+    assert {h["name"]: h["sequence"] for h in hosts.hosts()}["old"] == 5
+    hosts.update("/host/old", body(now - 3600, 1, started=2.0), live=True)  # a new run: news, counted from now
+    assert not {h["name"]: h for h in hosts.hosts()}["old"]["silent"]
+    hosts.update("/host/old", None)
+    assert [h["name"] for h in hosts.hosts()] == ["ahead", "behind"]
 
 
 def test_status_house_without_an_answering_kv_says_so_and_exits_3(tmp_path):

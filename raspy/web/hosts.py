@@ -1,12 +1,12 @@
 """Every host's summary under ``/host/``, for the page for the house; a silent host is told apart.
 
 Fed by a :class:`raspy.state.kv.client.KvSubscriberClient` callback and read by web requests from
-other threads. A host was last seen at the later of its summary's own time and the moment this
-page received it (an update that arrived live, not one found in the first snapshot): a satellite
-whose clock lags still looks fresh while it publishes, and a host that died before the page
-started looks silent as soon as its last summary is old enough. An update of the same run of a
-supervisor with a sequence no newer than the one held (the map's state file replayed after a
-restart of kv) is not news.
+other threads. A host was last seen when this page received its summary, by this host's clock, so
+a satellite whose clock is off looks neither fresher nor older than it is; only a summary found
+in the map when the page started has no such moment, and counts from its own time (never later
+than then): a host that died before the page started looks silent as soon as that is old enough.
+An update of the same run of a supervisor with a sequence no newer than the one held (the map's
+state file replayed after a restart of kv) is not news.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class HostSummaries:
 
     def __init__(self, max_hosts: int = 100) -> None:
         self.max_hosts = max_hosts
-        self._hosts: dict[str, tuple[dict[str, Any], float]] = {}  # name -> (summary, received; 0 if not live)
+        self._hosts: dict[str, tuple[dict[str, Any], float]] = {}  # name -> (summary, last seen: wall time)
         self._lock = threading.Lock()
         self._dropped = DropLog(log)
 
@@ -52,7 +52,8 @@ class HostSummaries:
             if held is None and len(self._hosts) >= self.max_hosts:
                 self._dropped(f"host summary {key}: more than {self.max_hosts} hosts")
                 return
-            self._hosts[name] = (summary, time.time() if live else 0.0)
+            now = time.time()
+            self._hosts[name] = (summary, now if live else min(summary["time"], now))
 
     def hosts(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every host, sorted by name: its summary with ``last_seen``, ``age`` and ``silent``."""
@@ -60,8 +61,7 @@ class HostSummaries:
         with self._lock:
             held = sorted(self._hosts.items())
         result = []
-        for name, (summary, received) in held:
-            seen = max(summary["time"], received)
+        for name, (summary, seen) in held:
             age = max(0.0, now - seen)
             result.append({"name": name, "silent": host_summary.is_silent(age, summary["refresh"]),
                            "last_seen": seen, "age": round(age, 3), "refresh": summary["refresh"],
