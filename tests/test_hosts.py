@@ -113,6 +113,8 @@ def test_the_hub_shows_every_host_and_tells_a_killed_satellite_silent_then_fresh
     assert [line.split(":")[0] for line in listed.stdout.splitlines() if not line.startswith(" ")] == \
         ["barn", "hub", "shed"]
     assert "shed: fresh, seen" in listed.stdout and "  fake         running   restarts 0" in listed.stdout
+    from_barn = raspy("status", "--house", "--config", str(barn.config))  # from a satellite, with its own keys
+    assert from_barn.returncode == 0 and from_barn.stdout.count(": fresh, seen") == 3, from_barn.stderr
     assert raspy("status", "--config", str(hub.config)).stdout.startswith("NAME")  # plain status: the board, as before
 
     context = context_of(barn.curve())  # barn cannot pose as shed: /host/shed is shed's key's alone
