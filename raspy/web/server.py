@@ -149,7 +149,7 @@ class _Listener(TcpWSGIServer):
         """Once most of a burst of connections has closed, hand the memory they took back to the system.
 
         Their objects are freed as they close, but the C heap keeps the pages (a thousand
-        half-open connections: 2 MB, for good). One trim when the count has fallen to half of
+        half-open connections: about 1 MB, for good). One trim when the count has fallen to half of
         its peak, and at least ``BURST`` below it; an idle server only compares two numbers.
         """
         held = len(self.active_channels)
