@@ -57,6 +57,12 @@ def running(host: Host, *names: str) -> bool:
     return all(states.get(name, (None,))[0] == State.RUNNING for name in names)
 
 
+def allow(hub: Host, satellite: Host) -> None:
+    """``raspy keys allow`` on the hub; ``--`` before the key, which may start with '-' (a Z85 digit)."""
+    allowed = raspy("keys", "allow", "--config", str(hub.config), satellite.name, "--", satellite.public)
+    assert allowed.returncode == 0, allowed.stderr
+
+
 def stop(host: Host) -> None:
     host.proc.terminate()
     host.proc.wait(timeout=15)
@@ -68,7 +74,7 @@ def house(children, tmp_path):
     hub = Host(children, tmp_path / "hub", "hub")
     shed = Host(children, tmp_path / "shed", "shed", hub)
     write_hub(hub, {"shed": {"fake": TANK, "echo": {}}})
-    hub.keys("allow", "shed", shed.public)
+    allow(hub, shed)
     write_minimal(shed)
     hub.start()
     yield hub, shed
@@ -102,6 +108,12 @@ def test_a_minimal_satellite_runs_what_the_hub_gives_it_and_follows_its_reloads(
     write_hub(hub, {"shed": {"fake": TANK}})
     assert raspy("reload", "--config", str(hub.config)).returncode == 0
     wait_for(lambda: set(board(shed)) == {"config", "fake"}, timeout=20, what="the removed executives gone")
+    assert board(shed)["fake"][1] == before["fake"][1]
+
+    write_hub(hub, {"cellar": {"echo": {}}})  # shed taken out of the hub's file: withdrawn, the satellite keeps its own
+    assert raspy("reload", "--config", str(hub.config)).returncode == 0
+    wait_for(lambda: kv_keys(hub, "/config/") == {"/config/cellar"}, timeout=20, what="shed's announcement withdrawn")
+    wait_for(lambda: "the hub withdrew the configuration of shed" in shed.log("config"), what="the satellite noticing")
     assert board(shed)["fake"][1] == before["fake"][1]
 
 
@@ -159,7 +171,7 @@ def test_a_host_fetches_its_own_configuration_only(children, tmp_path, core):
     hub = Host(children, tmp_path / "hub", "hub")
     shed = Host(children, tmp_path / "shed", "shed", hub)
     write_hub(hub, {"shed": {"echo": {}}, "cellar": {"secret": {"kind": "echo", "delay": 0.5}}})
-    hub.keys("allow", "shed", shed.public)
+    allow(hub, shed)
     hub.start({"RASPY_PURE": "1"} if core == "pure" else None)
     try:
         wait_for(lambda: live(hub, "hub.config.cellar"), timeout=20, what="the hub's configuration service")

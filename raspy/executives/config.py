@@ -131,20 +131,17 @@ class HubConfig(Executive):
     def _follow(self) -> None:
         """Fetch at each announcement; while the hub does not answer, ask again with back-off."""
         self.subscriber.start()
-        delay = FIRST_RETRY
+        retry, backoff = None, FIRST_RETRY  # None: wait for the next announcement
         try:
             while True:
-                self._wake.wait()
+                self._wake.wait(retry)  # a new announcement does not wait for the back-off
                 if self.stopping(0):
                     return
                 self._wake.clear()
                 if self._fetch(self._announced):
-                    delay = FIRST_RETRY
-                    continue
-                if self.stopping(delay):
-                    return
-                delay = min(2 * delay, LONGEST_RETRY)
-                self._wake.set()
+                    retry, backoff = None, FIRST_RETRY
+                else:
+                    retry, backoff = backoff, min(2 * backoff, LONGEST_RETRY)
         finally:
             self.subscriber.stop()
 

@@ -76,9 +76,9 @@ def read_cache(state_dir: Path, host: str) -> dict[str, Any] | None:
     return body["executives"]
 
 
-def executives_of(config: Config, tables: dict[str, Any]) -> dict[str, ExecutiveConfig]:
+def executives_of(config: Config, tables: Any) -> dict[str, ExecutiveConfig]:
     """``tables`` checked as this satellite runs them (its kinds, their options): ConfigError naming the cache."""
-    if CONFIG in tables:
+    if isinstance(tables, dict) and CONFIG in tables:
         raise ConfigError(cache_path(config.state_dir), f"executives.{CONFIG}", "the name is this host's own")
     return parse_executives(config, tables, cache_path(config.state_dir))
 
