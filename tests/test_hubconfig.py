@@ -23,9 +23,9 @@ from raspy.mdp import protocol as p
 TANK = {"devices": [{"name": "tank", "kind": "cyclic", "cycle": 60, "poll": 1}]}
 
 
-def write_hub(hub: Host, hosts: dict[str, dict[str, dict]]) -> None:
+def write_hub(hub: Host, hosts: dict[str, dict[str, dict]], **raspy_extra) -> None:
     """The hub's file: broker, kv and its own fake device, and ``[hosts.HOST.executives.NAME]`` tables."""
-    hub.write()
+    hub.write(**raspy_extra)
     lines = [hub.config.read_text()]
     for host, executives in hosts.items():
         for name, options in executives.items():
@@ -154,6 +154,28 @@ def test_a_damaged_cache_is_reported_and_not_used(house):
     hub.start()  # the hub's answer replaces it
     wait_for(lambda: running(shed, "fake", "echo"), timeout=30, what="the hub's configuration")
     assert '"tank"' in cache.read_text()
+
+
+def test_an_answer_the_satellite_cannot_run_is_refused_and_not_cached(children, tmp_path):
+    hub = Host(children, tmp_path / "hub", "hub")
+    shed = Host(children, tmp_path / "shed", "shed", hub)
+    (hub.folder / "kinds").mkdir()  # a kind of the hub's owner, not installed on the satellite
+    (hub.folder / "kinds" / "pond.py").write_text("from raspy.house.executive import Executive\n\n\n"
+                                                  "class Pond(Executive):\n    pass\n")
+    write_hub(hub, {"shed": {"pond": {"kind": "pond:Pond"}}}, path=["kinds"])
+    allow(hub, shed)
+    write_minimal(shed)
+    hub.start()
+    shed.start()
+    try:
+        wait_for(lambda: "is refused, the running one is kept" in shed.log("config"), timeout=20,
+                 what="the satellite refusing what it cannot run")
+        assert "cannot load 'pond:Pond'" in shed.log("config")
+        assert not cache_path(shed.state_dir).exists()
+        assert set(board(shed)) == {"config"}
+    finally:
+        stop(shed)
+        stop(hub)
 
 
 def test_a_cache_of_another_host_or_not_json_is_not_used(tmp_path):

@@ -165,9 +165,15 @@ class HubConfig(Executive):
         """Check ``tables`` as the supervisor will, cache them, and reload if they changed."""
         state_dir, host = self.settings.state_dir, self.settings.hostname
         try:
-            executives_of(load_config(self.option("file")), tables)
+            config = load_config(self.option("file"))
         except ConfigError as exc:
-            log.error("the configuration from %s is refused, the running one is kept: %s", source, exc)
+            log.error("the configuration from %s is not checked, the running one is kept: %s", source, exc)
+            return
+        try:
+            executives_of(config, tables)
+        except ConfigError as exc:  # names the cache, where the answer was not written
+            log.error("the configuration from %s is refused, the running one is kept: %s: %s", source, exc.key,
+                      exc.reason)
             return
         try:
             if read_cache(state_dir, host) == tables:

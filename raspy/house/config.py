@@ -258,7 +258,7 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str, import_
         sys.path.extend(str(f) for f in config.python_path if str(f) not in sys.path)
     for name, table in executives.items():
         config.executives[name] = _executive(config, name, table, error)
-    config.from_hub = bool(config.hub_key) and config.curve and "executives" not in document
+    config.from_hub = bool(config.hub_key) and config.curve and "executives" not in document and path is not None
     if config.from_hub:  # the executive that asks the hub; the others come from it, or from its cache
         config.executives[CONFIG] = ExecutiveConfig(CONFIG, FROM_HUB, True, {"file": str(Path(path).absolute())})
     _hosts(config, document.get("hosts"), text, error)
