@@ -12,10 +12,8 @@ it serves, and nothing a satellite writes in its request can change that.
 """
 from __future__ import annotations
 
-from raspy.state.keys import DEVICE, EVENT
+from raspy.state.keys import DEVICE, EVENT, HOST
 
-#: A host's own summary: ``/host/<hostname>``.
-HOST = "/host/"
 #: ``<hub>.config.<host>``: the hub's configuration for one host, callable by that host only.
 CONFIG = "config"
 
