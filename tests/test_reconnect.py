@@ -8,9 +8,13 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 from support import wait_for
-from test_curve import Host, hub, kv_keys, live, raspy, satellite  # noqa: F401 (fixtures)
+from test_curve import Host, call, context_of, hub, kv_keys, live, raspy, satellite  # noqa: F401 (fixtures)
 from test_partition import executives_of
+
+from raspy.mdp import protocol as p
+from raspy.state.kv.client import KvPublisherClient
 
 
 def test_satellites_answer_again_after_the_hubs_broker_is_killed(hub, satellite):
@@ -26,3 +30,37 @@ def test_satellites_answer_again_after_the_hubs_broker_is_killed(hub, satellite)
     listed = raspy("call", "--config", str(hub.config), "shed.fake.devices", "list_keys")
     assert listed.returncode == 0 and listed.stdout.startswith("200") and "tank" in listed.stdout, listed
     assert executives_of(satellite) == before  # the satellite restarted nothing
+
+
+@pytest.mark.parametrize("hub", ["compiled", "pure"], indirect=True)
+def test_a_revoke_cuts_the_revoked_host_alone(children, tmp_path, hub, satellite):
+    barn = Host(children, tmp_path / "barn", "barn", hub)
+    for host in (satellite, barn):
+        hub.keys("allow", host.name, host.public)
+        host.start()
+    wait_for(lambda: live(hub, "shed.fake.devices") and live(hub, "barn.fake.devices"), timeout=15,
+             what="both satellites' device servers")
+    shed = satellite.curve()
+    context = context_of(shed)
+    try:
+        with KvPublisherClient(hub.kv["collector"], context=context) as held:  # a connection open before the revoke
+            held.send("/device/", "shed.fake.probe", b"\x01")
+            wait_for(lambda: "/device/shed.fake.probe" in kv_keys(hub, "/device/"), what="the probe in kv")
+            before = {"hub": executives_of(hub), "barn": executives_of(barn)}
+
+            revoked = hub.keys("revoke", "shed")
+            assert revoked.returncode == 0, revoked.stderr
+            wait_for(lambda: not live(hub, "shed.fake.devices"), timeout=10, what="the revoked service gone")
+            wait_for(lambda: "revoked" in hub.log("kv"), timeout=10, what="kv cutting the revoked host")
+            held.send("/device/", "shed.fake.probe2", b"\x01")
+            wait_for(lambda: "shed.fake.probe2" in hub.log("kv"), timeout=10, what="the refusal in kv's log")
+        assert "/device/shed.fake.probe2" not in kv_keys(hub, "/device/")
+    finally:
+        context.destroy(linger=0)
+    assert call(hub, "shed.fake.devices", "list_keys", curve=shed) is None  # a new connection: refused
+    for service in ("barn.fake.devices", "hub.fake.devices"):
+        status, keys = call(hub, service, "list_keys")
+        assert status == p.OK and "tank" in keys
+    assert {"hub": executives_of(hub), "barn": executives_of(barn)} == before  # nothing restarted
+    for host in (hub, barn):  # and their workers kept their connections
+        assert "reconnecting" not in host.log("fake"), host.log("fake")

@@ -44,6 +44,8 @@ class BrokerExecutive(Executive):
         return [settings.options.get("bind", DEFAULT_ENDPOINT)]
 
     def tick(self, now: float) -> None:
+        if self.authenticator is not None:  # a revoke takes effect within a beat
+            self.broker.cut(self.authenticator.revoked())
         core = self.broker.core
         refused = self.authenticator.refused if self.authenticator else 0  # handshakes refused
         counts = (core.requests, core.replies, core.drop.dropped + core.refused + refused)
