@@ -14,7 +14,8 @@ from test_curve import Host, call, context_of, hub, kv_keys, live, raspy, satell
 from test_partition import executives_of
 
 from raspy.mdp import protocol as p
-from raspy.state.kv.client import KvPublisherClient
+from raspy.errors import RequestTimeout
+from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
 
 
 def test_satellites_answer_again_after_the_hubs_broker_is_killed(hub, satellite):
@@ -64,3 +65,24 @@ def test_a_revoke_cuts_the_revoked_host_alone(children, tmp_path, hub, satellite
     assert {"hub": executives_of(hub), "barn": executives_of(barn)} == before  # nothing restarted
     for host in (hub, barn):  # and their workers kept their connections
         assert "reconnecting" not in host.log("fake"), host.log("fake")
+
+
+def test_kv_clients_started_before_their_key_is_allowed_connect_once_it_is(hub, satellite):
+    context = context_of(satellite.curve())
+    subscriber = KvSubscriberClient("/device/", hub.kv["snapshot"], hub.kv["publisher"], context=context,
+                                    snapshot_timeout=0.5, server_timeout=0.5).start()
+    try:
+        with KvPublisherClient(hub.kv["collector"], timeout=0.5, context=context) as publisher:
+            with pytest.raises(RequestTimeout):
+                publisher.send("/device/", "shed.fake.probe", b"\x01")
+            wait_for(lambda: "is not on" in hub.log("kv"), what="kv refusing the key")
+            assert not subscriber.wait_synced(0.5)
+
+            assert hub.keys("allow", "shed", satellite.public).returncode == 0
+            assert subscriber.wait_synced(15), "the subscriber never connected"
+            wait_for(lambda: subscriber.get("/device/hub.fake.tank"), what="the hub's device in the subscriber's copy")
+            publisher.send("/device/", "shed.fake.probe", b"\x01")
+            wait_for(lambda: subscriber.get("/device/shed.fake.probe") == b"\x01", what="the publisher's update")
+    finally:
+        subscriber.stop()
+        context.destroy(linger=0)
