@@ -161,6 +161,11 @@ class Curve:
         return cls(hostname, keys, check_key(hub_key) if hub_key else keys.public,
                    key_dir(state_dir) / ALLOWED_FILE)
 
+    @property
+    def satellite(self) -> bool:
+        """Whether this host joins another's hub (its keys and events then carry its name)."""
+        return self.server_key != self.keys.public
+
     def client(self, context: zmq.Context) -> None:
         """Make every socket ``context`` creates from now on a CURVE client of the hub."""
         context.curve_publickey = self.keys.public.encode()

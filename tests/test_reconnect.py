@@ -86,3 +86,22 @@ def test_kv_clients_started_before_their_key_is_allowed_connect_once_it_is(hub, 
     finally:
         subscriber.stop()
         context.destroy(linger=0)
+
+
+def test_a_satellite_runs_core_for_its_own_jobs_under_its_own_name(hub, satellite):
+    hub.keys("allow", "shed", satellite.public)
+    satellite.write()
+    (satellite.state_dir / "scenarios").mkdir()
+    (satellite.state_dir / "scenarios" / "cold.py").write_text("def run(ctx):\n    return 'checked'\n")
+    text = satellite.config.read_text()
+    satellite.config.write_text(text + '\n[executives.core]\nstore_wait = 0.5\n'
+                                       'jobs = [{id = "feed", interval = 1, action = "event", data = "fish"}]\n'
+                                       '[[executives.core.scenarios]]\nname = "cold"\nstartup = true\n'
+                                       'entries = { "/device/shed.fake.tank" = { op = "<", value = -100 } }\n')
+    satellite.start()
+    wait_for(lambda: "/event/shed.cron/feed" in kv_keys(hub, "/event/"), timeout=15,
+             what="the satellite's cron event on the hub")
+    wait_for(lambda: "/scenario/shed.cold" in kv_keys(hub, "/scenario/"), what="its scenario's state on the hub")
+    assert "may not set" not in hub.log("kv")
+    status, jobs = call(hub, "shed.core.cron", "list")
+    assert status == p.OK and "feed" in str(jobs)

@@ -2,12 +2,12 @@
 
 A connection's host is the name its key has on the hub's allow-list (``zmq.Frame.get("User-Id")``,
 see :mod:`raspy.curve`). Host ``shed`` may serve only ``shed.*`` services and publish only its own
-devices and events; the hub's own executives run under the hub's key and may do anything else
+devices, events and scenarios' state; the hub's own executives run under the hub's key and may do anything else
 the broker and key/value server accept (``titanic.*``, any host's names).
 """
 from __future__ import annotations
 
-from raspy.state.keys import DEVICE, EVENT
+from raspy.state.keys import DEVICE, EVENT, SCENARIO
 
 #: A host's own summary: ``/host/<hostname>``.
 HOST = "/host/"
@@ -24,9 +24,11 @@ class Trust:
         return bool(host) and (host == self.hub or service.startswith(f"{host}.".encode()))
 
     def may_publish(self, host: str, key: bytes) -> bool:
-        """Whether ``host`` may set ``key``: ``/device/<host>.*``, ``/event/<host>.*``, ``/host/<host>``."""
+        """Whether ``host`` may set ``key``: ``/device/<host>.*``, ``/event/<host>.*`` (its Core's
+        ``/event/<host>.cron/...``), ``/scenario/<host>.*`` and ``/host/<host>``."""
         if not host:
             return False
         if host == self.hub:
             return True
-        return key.startswith((f"{DEVICE}{host}.".encode(), f"{EVENT}{host}.".encode())) or key == f"{HOST}{host}".encode()
+        own = tuple(f"{subtree}{host}.".encode() for subtree in (DEVICE, EVENT, SCENARIO))
+        return key.startswith(own) or key == f"{HOST}{host}".encode()
