@@ -23,13 +23,15 @@ from raspy.house.board import Board, board_name
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
 from raspy.errors import RequestTimeout
-from raspy.state.kv.client import fetch_snapshot
+from raspy.state.kv.client import KvPublisherClient, fetch_snapshot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
                                 reason="needs root and iproute2's 'ip': a network namespace and a veth pair")
 
 #: How long the link stays down.
 CUT = 10.0
+#: A key the hub sets, which the satellite's Core watches.
+PROBE = "/event/hub.probe"
 
 
 def ip(*args: str, namespace: str = "") -> None:
@@ -92,6 +94,29 @@ def reading_time(hub: Host, key: str) -> float:
     return 0.0 if found is None else float(p.unpack(found.body)["timestamp"])
 
 
+def set_probe(hub: Host, value: str) -> None:
+    context = context_of(hub.curve())
+    try:
+        with KvPublisherClient(hub.kv["collector"], context=context) as publisher:
+            publisher.send("", PROBE, p.pack(value))
+    finally:
+        context.destroy(linger=0)
+
+
+def mirrored(hub: Host) -> object:
+    """What the satellite's Core last saw of the probe, as its scenario's state on the hub says."""
+    context = context_of(hub.curve())
+    try:
+        found = fetch_snapshot("/scenario/shed.mirror", hub.kv["snapshot"], timeout=1.0, context=context)[1]
+    except RequestTimeout:
+        return None
+    finally:
+        context.destroy(linger=0)
+    entry = found.get("/scenario/shed.mirror")
+    result = entry and p.unpack(entry.body)["last_result"]
+    return result and result.get("value")
+
+
 def titanic(hub: Host, service: str, *body: bytes) -> list[bytes] | None:
     """One 9/TSP exchange through the hub's broker with the hub's key; None if unanswered."""
     context = context_of(hub.curve())
@@ -130,9 +155,14 @@ def house(children, tmp_path, link):
                               **{f"kv_{k}": v for k, v in hub.kv.items()}, **common},
                  {"broker": {}, "kv": {}, "fake": fake,
                   "titanic": {"retry_min": 0.2, "retry_max": 1.0, "dispatch_timeout": 2.0}})
+    # The satellite's Core mirrors a key the hub sets: what its own kv copy holds shows on the hub
+    (satellite.state_dir / "scenarios").mkdir(parents=True)
+    (satellite.state_dir / "scenarios" / "mirror.py").write_text(f"def run(ctx):\n    return ctx.get({PROBE!r})\n")
+    mirror = {"name": "mirror", "entries": {PROBE: {"op": "event"}}}
     write_config(satellite.config, {"hostname": "shed", "state_dir": str(satellite.state_dir),
                                     "broker": hub.broker, **{f"kv_{k}": v for k, v in hub.kv.items()},
-                                    "hub_key": hub.public, **common}, {"fake": fake})
+                                    "hub_key": hub.public, **common},
+                 {"fake": fake, "core": {"store_wait": 0.5, "scenarios": [mirror]}})
     assert hub.keys("allow", "shed", satellite.public).returncode == 0
     hub.start()
     output = open(satellite.folder / "supervisor.out", "ab")
@@ -156,12 +186,16 @@ def test_a_satellite_cut_off_for_ten_seconds_comes_back_without_a_restart(house,
     before = {"hub": executives_of(hub), "shed": executives_of(satellite)}
     first = submit(hub)
     assert wait_for(lambda: answer(hub, first), timeout=10, what="a durable request answered")[0] == p.OK
+    # set again until seen: the satellite's Core watches keys once its first snapshot is in
+    wait_for(lambda: set_probe(hub, "before") or mirrored(hub) == "before", interval=0.5,
+             what="the satellite's Core mirroring the hub's probe")
 
     link.cut()
     cut_at = time.time()
     pending = [submit(hub)]  # acknowledged as the link goes: dispatched into it, perhaps
     time.sleep(CUT / 2)  # the cut itself is the only fixed wait
     pending.append(submit(hub))  # acknowledged while the satellite is away
+    set_probe(hub, "during")  # the satellite's kv copy is behind now
     time.sleep(max(0.0, CUT - (time.time() - cut_at)))
     link.restore()
     restored_at = time.time()
@@ -171,6 +205,7 @@ def test_a_satellite_cut_off_for_ten_seconds_comes_back_without_a_restart(house,
     assert listed.returncode == 0 and listed.stdout.startswith("200") and "tank" in listed.stdout, listed
     wait_for(lambda: reading_time(hub, "/device/shed.fake.tank") >= restored_at, timeout=20,
              what="a reading taken after the cut on the hub's kv")
+    wait_for(lambda: mirrored(hub) == "during", timeout=40, what="the satellite's kv copy caught up")
     for uuid in pending:  # acknowledged during the cut: answered after it
         status, keys = wait_for(lambda: answer(hub, uuid), timeout=30, what=f"the reply of request {uuid}")
         assert status == p.OK and "tank" in keys
