@@ -1,4 +1,6 @@
 """1-Wire thermometers against a fake sysfs tree: the reading rules, retries, and the service's statuses."""
+import math
+
 import pytest
 from fake_w1 import ZERO_SCRATCHPAD, FakeW1Tree, w1_slave
 
@@ -211,3 +213,15 @@ def test_missing_directory_is_500_and_the_service_keeps_answering(tmp_path, cloc
     FakeW1Tree(root).plug(SENSOR)
     assert call(service, "list_keys") == (200, [SENSOR])
     assert call(service, "get", SENSOR)[1]["value"] == 23.125
+
+
+def test_the_publisher_sleeps_until_the_next_poll_even_when_a_sensor_is_unplugged(tree, service, clock):
+    assert service.next_due(clock.now) == math.inf  # nothing polled: nothing to wake up for
+    call(service, "poll", [SENSOR, 60])
+    assert service.next_due(clock.now) == clock.now  # never read yet
+    service.due(clock.now)
+    assert service.next_due(clock.now) == clock.now + 60
+    tree.unplug(SENSOR)
+    clock.now += 60
+    assert service.due(clock.now) == []
+    assert service.next_due(clock.now) == clock.now + 60  # not due again at once: no busy loop

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 from raspy.devices import DeviceError
 from raspy.droplog import DropLog
 from raspy.executives.device_server import DeviceServer
