@@ -239,7 +239,7 @@ class Authenticator:
         """The hosts taken off the list since this process started (the list as it is on disk now).
 
         Their connections opened before the revoke stay open on ZeroMQ's side: the broker and the
-        key/value server refuse what comes on them (see :meth:`BrokerCore.cut`, :meth:`KvServer.cut`).
+        key/value server refuse what comes on them (``BrokerCore.cut``, ``KvServer.cut``).
         """
         names = set(self.keys().values())
         with self._lock:

@@ -16,7 +16,8 @@ class BrokerExecutive(Executive):
 
     In a CURVE house it binds as a CURVE server behind this process's authenticator, and a host
     may register workers only under its own name (:class:`~raspy.house.trust.Trust`); refused
-    handshakes and READYs count as errors on the board.
+    handshakes and READYs count as errors on the board. A host taken off the allow-list is cut at
+    the next beat: its workers dropped, its messages refused, everyone else's kept.
     """
 
     secured = True

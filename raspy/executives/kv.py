@@ -16,8 +16,9 @@ class KvExecutive(Executive):
 
     Updates and snapshots count as requests on the board. In a CURVE house the sockets are CURVE
     servers behind this process's authenticator, and a host may set only its own devices and
-    events (:class:`~raspy.house.trust.Trust`); refused handshakes and updates count as errors. A host taken off the allow-list
-    is cut at the next beat: what comes on its open connections is refused.
+    events (:class:`~raspy.house.trust.Trust`); refused handshakes and updates count as errors.
+    A host taken off the allow-list is cut at the next beat: what comes on its open connections
+    is refused.
     """
 
     secured = True

@@ -2,8 +2,8 @@
 
 A connection's host is the name its key has on the hub's allow-list (``zmq.Frame.get("User-Id")``,
 see :mod:`raspy.curve`). Host ``shed`` may serve only ``shed.*`` services and publish only its own
-devices, events and scenarios' state; the hub's own executives run under the hub's key and may do anything else
-the broker and key/value server accept (``titanic.*``, any host's names).
+devices, events and scenarios' state; the hub's own executives run under the hub's key and may do
+anything else the broker and key/value server accept (``titanic.*``, any host's names).
 """
 from __future__ import annotations
 
