@@ -9,6 +9,7 @@ import os
 import signal
 
 import pytest
+import zmq
 from support import wait_for
 from test_curve import Host, call, context_of, hub, kv_keys, live, raspy, satellite  # noqa: F401 (fixtures)
 from test_partition import executives_of
@@ -16,6 +17,7 @@ from test_partition import executives_of
 from raspy.mdp import protocol as p
 from raspy.errors import RequestTimeout
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
+from raspy.state.kv.message import icanhaz
 
 
 def test_satellites_answer_again_after_the_hubs_broker_is_killed(hub, satellite):
@@ -44,7 +46,11 @@ def test_a_revoke_cuts_the_revoked_host_alone(children, tmp_path, hub, satellite
     shed = satellite.curve()
     context = context_of(shed)
     try:
-        with KvPublisherClient(hub.kv["collector"], context=context) as held:  # a connection open before the revoke
+        asking = context.socket(zmq.DEALER)  # connections open before the revoke: snapshots, updates
+        asking.connect(hub.kv["snapshot"])
+        asking.send_multipart(icanhaz("/device/shed."))
+        assert asking.poll(5000) and asking.recv_multipart()
+        with KvPublisherClient(hub.kv["collector"], context=context) as held:
             held.send("/device/", "shed.fake.probe", b"\x01")
             wait_for(lambda: "/device/shed.fake.probe" in kv_keys(hub, "/device/"), what="the probe in kv")
             before = {"hub": executives_of(hub), "barn": executives_of(barn)}
@@ -56,6 +62,11 @@ def test_a_revoke_cuts_the_revoked_host_alone(children, tmp_path, hub, satellite
             held.send("/device/", "shed.fake.probe2", b"\x01")
             wait_for(lambda: "shed.fake.probe2" in hub.log("kv"), timeout=10, what="the refusal in kv's log")
         assert "/device/shed.fake.probe2" not in kv_keys(hub, "/device/")
+        while asking.poll(0):  # what came before the revoke
+            asking.recv_multipart()
+        asking.send_multipart(icanhaz("/device/shed."))
+        wait_for(lambda: "snapshot: host shed was revoked" in hub.log("kv"), what="the snapshot request refused")
+        assert not asking.poll(0)
     finally:
         context.destroy(linger=0)
     assert call(hub, "shed.fake.devices", "list_keys", curve=shed) is None  # a new connection: refused
