@@ -134,6 +134,7 @@ class Mqtt(DeviceServer):
                         self.devices.take(rule, topic, reading, now)
                     except DeviceError as exc:
                         self.drop(f"import from {topic}: {exc}")
+            self.wake()
 
         return take
 
