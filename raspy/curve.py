@@ -67,7 +67,9 @@ def init_keys(state_dir: Path) -> tuple[KeyPair, bool]:
     except CurveError:
         if (key_dir(state_dir) / SECRET_FILE).exists():
             raise  # a damaged pair is the owner's to look at: never overwrite a secret
-    public, secret = (k.decode() for k in zmq.curve_keypair())
+    public = "-"
+    while public.startswith("-"):  # such a key reads as an option on a command line ('raspy keys allow')
+        public, secret = (k.decode() for k in zmq.curve_keypair())
     folder = key_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
