@@ -28,7 +28,7 @@ class KvExecutive(Executive):
         Option("flush_interval", float, 5.0, "seconds from a change to its write in the state file (at most)",
                POSITIVE),
         Option("readings_flush_interval", float, 300.0, "the same when only device readings (`/device/`) "
-               "changed: their servers publish them again at their next poll", POSITIVE),
+               "or host summaries (`/host/`) changed: their publishers send them again", POSITIVE),
         Option("hugz_interval", float, 1.0, "seconds between two HUGZ to subscribers", POSITIVE),
         Option("max_value", int, MAX_VALUE, "bytes of one key's properties and body (docs/limits.md)", at_least(1)),
         Option("max_keys", int, MAX_KEYS, "keys in the map", at_least(1)),

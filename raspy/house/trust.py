@@ -4,13 +4,18 @@ A connection's host is the name its key has on the hub's allow-list (``zmq.Frame
 see :mod:`raspy.curve`). Host ``shed`` may serve only ``shed.*`` services and publish only its own
 devices, events and scenarios' state; the hub's own executives run under the hub's key and may do
 anything else the broker and key/value server accept (``titanic.*``, any host's names).
+
+One kind of service is private to a host: ``<hub>.config.<host>``, the hub's configuration for
+that host (see :mod:`raspy.house.hubconfig`). Only the host it is for (and the hub) may call it:
+the broker decides by the caller's ``User-Id``, so a worker behind it knows who asks by the name
+it serves, and nothing a satellite writes in its request can change that.
 """
 from __future__ import annotations
 
-from raspy.state.keys import DEVICE, EVENT, SCENARIO
+from raspy.state.keys import DEVICE, EVENT, HOST, SCENARIO
 
-#: A host's own summary: ``/host/<hostname>``.
-HOST = "/host/"
+#: ``<hub>.config.<host>``: the hub's configuration for one host, callable by that host only.
+CONFIG = "config"
 
 
 class Trust:
@@ -18,6 +23,8 @@ class Trust:
 
     def __init__(self, hub: str) -> None:
         self.hub = hub
+        #: the prefix of services private to one host each: ``<hub>.config.``
+        self.private = f"{hub}.{CONFIG}.".encode()
 
     def may_serve(self, host: str, service: bytes) -> bool:
         """Whether ``host`` may register a worker for ``service`` (the broker asks on READY)."""
@@ -32,3 +39,13 @@ class Trust:
             return True
         own = tuple(f"{subtree}{host}.".encode() for subtree in (DEVICE, EVENT, SCENARIO))
         return key.startswith(own) or key == f"{HOST}{host}".encode()
+
+    def may_call(self, host: str, service: bytes) -> bool:
+        """Whether ``host`` may send a request to ``service`` (the broker asks for names under :attr:`private`).
+
+        ``<hub>.config.shed`` is for host ``shed`` (and the hub) alone; every other service is open
+        to every allowed host.
+        """
+        if not service.startswith(self.private):
+            return True
+        return bool(host) and (host == self.hub or service == self.private + host.encode())
