@@ -79,6 +79,14 @@ def test_a_revoke_cuts_the_revoked_host_alone(children, tmp_path, hub, satellite
         assert "reconnecting" not in host.log("fake"), host.log("fake")
 
 
+def sent(publisher: KvPublisherClient, name: str) -> bool:
+    try:
+        publisher.send("/device/", name, b"\x01")
+    except RequestTimeout:
+        return False
+    return True
+
+
 def test_kv_clients_started_before_their_key_is_allowed_connect_once_it_is(hub, satellite):
     context = context_of(satellite.curve())
     subscriber = KvSubscriberClient("/device/", hub.kv["snapshot"], hub.kv["publisher"], context=context,
@@ -93,7 +101,8 @@ def test_kv_clients_started_before_their_key_is_allowed_connect_once_it_is(hub, 
             assert hub.keys("allow", "shed", satellite.public).returncode == 0
             assert subscriber.wait_synced(15), "the subscriber never connected"
             wait_for(lambda: subscriber.get("/device/hub.fake.tank"), what="the hub's device in the subscriber's copy")
-            publisher.send("/device/", "shed.fake.probe", b"\x01")
+            # the connection opened after the refused send was refused too: the next fresh one gets in
+            wait_for(lambda: sent(publisher, "shed.fake.probe"), timeout=5, what="a send taken by kv")
             wait_for(lambda: subscriber.get("/device/shed.fake.probe") == b"\x01", what="the publisher's update")
     finally:
         subscriber.stop()

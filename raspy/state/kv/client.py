@@ -57,7 +57,7 @@ class KvPublisherClient:
         self.timeout = timeout
         self.max_value = max_value
         self._context = context or zmq.Context.instance()
-        self._socket: zmq.Socket | None = self._open()
+        self._socket = self._open()
         self._lock = threading.Lock()
         # Unique per update without a syscall each: a random prefix and a counter.
         self._uuid_prefix = os.urandom(8)
@@ -86,15 +86,13 @@ class KvPublisherClient:
             if len(frames[3]) + len(body) > self.max_value:
                 raise ValueError(f"a value of {len(frames[3]) + len(body)} bytes for {full[:60]!r}: "
                                  f"at most {self.max_value}")
-            if self._socket is None:
-                self._socket = self._open()
             try:
                 self._socket.send_multipart(frames)
             except zmq.Again:
-                # A fresh connection at the next send: ZeroMQ does not retry a handshake the server
-                # refused, and a key allowed between two sends must find one not tried before.
+                # A fresh connection, made in the background for the next send: ZeroMQ does not
+                # retry a handshake the server refused (a key allowed only later).
                 self._socket.close(linger=0)
-                self._socket = None
+                self._socket = self._open()
                 raise RequestTimeout(f"kv collector {self.collector_endpoint} took nothing for {self.timeout}s") from None
 
     def _open(self) -> zmq.Socket:
@@ -107,8 +105,7 @@ class KvPublisherClient:
 
     def close(self) -> None:
         """Close the socket; queued updates get up to ``timeout`` to leave."""
-        if self._socket is not None:
-            self._socket.close()
+        self._socket.close()
 
     def __enter__(self) -> KvPublisherClient:
         return self
