@@ -82,8 +82,9 @@ def executives_of(host: Host) -> dict[str, tuple[int, int]]:
         return {state.name: (state.pid, state.restarts) for state in board.snapshot()}
 
 
-def reading_time(hub: Host, key: str) -> float:
-    """The timestamp of a device's reading as the hub's kv holds it (0 when absent)."""
+def reading_time(hub: Host, key: str, field: str = "timestamp") -> float:
+    """The time of a device's reading (or of a host's summary, ``field="time"``) as the hub's kv
+    holds it (0 when absent)."""
     context = context_of(hub.curve())
     try:
         found = fetch_snapshot(key, hub.kv["snapshot"], timeout=1.0, context=context)[1].get(key)
@@ -91,7 +92,7 @@ def reading_time(hub: Host, key: str) -> float:
         return 0.0
     finally:
         context.destroy(linger=0)
-    return 0.0 if found is None else float(p.unpack(found.body)["timestamp"])
+    return 0.0 if found is None else float(p.unpack(found.body)[field])
 
 
 def set_probe(hub: Host, value: str) -> None:
@@ -149,7 +150,7 @@ def house(children, tmp_path, link):
     hub.broker = f"tcp://{link.hub}:{free_port()}"
     hub.kv = {k: f"tcp://{link.hub}:{free_port()}" for k in ("snapshot", "publisher", "collector")}
     satellite = Host(children, tmp_path / "shed", "shed", hub)
-    common = {"curve": True, **TIMINGS}
+    common = {"curve": True, **TIMINGS, "host_interval": 0.5, "host_refresh": 1.0}
     fake = {"devices": [{"name": "tank", "kind": "cyclic", "cycle": 60, "poll": 1}]}
     write_config(hub.config, {"hostname": "hub", "state_dir": str(hub.state_dir), "broker": hub.broker,
                               **{f"kv_{k}": v for k, v in hub.kv.items()}, **common},
@@ -206,6 +207,8 @@ def test_a_satellite_cut_off_for_ten_seconds_comes_back_without_a_restart(house,
     wait_for(lambda: reading_time(hub, "/device/shed.fake.tank") >= restored_at, timeout=20,
              what="a reading taken after the cut on the hub's kv")
     wait_for(lambda: mirrored(hub) == "during", timeout=40, what="the satellite's kv copy caught up")
+    wait_for(lambda: reading_time(hub, "/host/shed", "time") >= restored_at, timeout=20,
+             what="the satellite's summary on the hub's page again")
     for uuid in pending:  # acknowledged during the cut: answered after it
         status, keys = wait_for(lambda: answer(hub, uuid), timeout=30, what=f"the reply of request {uuid}")
         assert status == p.OK and "tank" in keys
