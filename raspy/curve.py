@@ -67,9 +67,7 @@ def init_keys(state_dir: Path) -> tuple[KeyPair, bool]:
     except CurveError:
         if (key_dir(state_dir) / SECRET_FILE).exists():
             raise  # a damaged pair is the owner's to look at: never overwrite a secret
-    public = "-"
-    while public.startswith("-"):  # such a key reads as an option on a command line ('raspy keys allow')
-        public, secret = (k.decode() for k in zmq.curve_keypair())
+    public, secret = (k.decode() for k in zmq.curve_keypair())
     folder = key_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
@@ -232,6 +230,9 @@ class Authenticator:
                 except CurveError as exc:
                     log.error("%s; keeping the list read before", exc)
                     listed = {name: key for key, name in self._names.items()}
+                if listed.pop(self.curve.hostname, None):  # that name has the hub's rights: its own key only
+                    log.error("%s: %r is this hub's own name; that line is not used", self.allowed.path,
+                              self.curve.hostname)
                 self._names = {key: name for name, key in listed.items()}
                 self._names[self.curve.keys.public] = self.curve.hostname
                 self._listed.update(listed)

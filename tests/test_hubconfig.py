@@ -61,8 +61,8 @@ def running(host: Host, *names: str) -> bool:
 
 
 def allow(hub: Host, satellite: Host) -> None:
-    """``raspy keys allow`` on the hub; ``--`` before the key, which may start with '-' (a Z85 digit)."""
-    allowed = raspy("keys", "allow", "--config", str(hub.config), satellite.name, "--", satellite.public)
+    """``raspy keys allow`` on the hub (the key may start with '-', a Z85 digit)."""
+    allowed = raspy("keys", "allow", "--config", str(hub.config), satellite.name, satellite.public)
     assert allowed.returncode == 0, allowed.stderr
 
 

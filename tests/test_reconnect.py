@@ -10,12 +10,11 @@ import signal
 
 import pytest
 import zmq
-from support import wait_for, write_config
+from support import wait_for
 from test_curve import Host, call, context_of, hub, kv_keys, live, raspy, satellite  # noqa: F401 (fixtures)
 from test_partition import executives_of
 
 from raspy.mdp import protocol as p
-from raspy.curve import init_keys
 from raspy.errors import RequestTimeout
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
 from raspy.state.kv.message import icanhaz
@@ -127,14 +126,3 @@ def test_a_satellite_runs_core_for_its_own_jobs_under_its_own_name(hub, satellit
     status, jobs = call(hub, "shed.core.cron", "list")
     assert status == p.OK and "feed" in str(jobs)
 
-
-def test_a_public_key_made_here_never_starts_with_a_dash(tmp_path, monkeypatch):
-    """A key starting with '-' reads as an option: 'raspy keys allow shed KEY' would refuse it."""
-    dashed = next(pair for pair in iter(zmq.curve_keypair, None) if pair[0].startswith(b"-"))
-    pairs = iter([dashed, zmq.curve_keypair()])
-    monkeypatch.setattr(zmq, "curve_keypair", lambda: next(pairs))
-    keys, made = init_keys(tmp_path)
-    assert made and not keys.public.startswith("-")
-    config = write_config(tmp_path / "raspy.toml", {"state_dir": str(tmp_path / "hub")}, {})
-    allowed = raspy("keys", "allow", "shed", keys.public, "--config", str(config))
-    assert allowed.returncode == 0, allowed.stderr

@@ -16,6 +16,8 @@ from raspy.state.keys import DEVICE, EVENT, HOST, SCENARIO
 
 #: ``<hub>.config.<host>``: the hub's configuration for one host, callable by that host only.
 CONFIG = "config"
+#: the first names of services that are the hub's whatever a host is called
+HUB_SERVICES = frozenset({"mmi", "titanic"})
 
 
 class Trust:
@@ -26,9 +28,15 @@ class Trust:
         #: the prefix of services private to one host each: ``<hub>.config.``
         self.private = f"{hub}.{CONFIG}.".encode()
 
+    def reserved(self, name: str) -> bool:
+        """Whether no satellite may be called ``name``: the hub's own name, or that of a hub service."""
+        return name == self.hub or name in HUB_SERVICES
+
     def may_serve(self, host: str, service: bytes) -> bool:
         """Whether ``host`` may register a worker for ``service`` (the broker asks on READY)."""
-        return bool(host) and (host == self.hub or service.startswith(f"{host}.".encode()))
+        if host == self.hub:
+            return True
+        return bool(host) and host not in HUB_SERVICES and service.startswith(f"{host}.".encode())
 
     def may_publish(self, host: str, key: bytes) -> bool:
         """Whether ``host`` may set ``key``: ``/device/<host>.*``, ``/event/<host>.*`` (its Core's
