@@ -309,7 +309,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not allowed.revoke(args.name):
                 return fail(f"{args.name} is not on {allowed.path}")
             print(f"revoked {args.name}")
-            return restart_secured(args, config)
+            return report_revoke(args, config)
         else:
             for name, key in allowed.read().items():
                 print(f"{name} {key}")
@@ -318,20 +318,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def restart_secured(args: argparse.Namespace, config: Config) -> int:
-    """After a revoke: restart the running house's broker and kv, which drops every connection;
-    those that come back are checked against the list again, and the revoked key is refused."""
-    from raspy.house.control import NotRunning, send_command
+def report_revoke(args: argparse.Namespace, config: Config) -> int:
+    """After a revoke: say when it takes effect. A running broker and kv see the list change at their
+    next beat and cut that host's connections alone; everyone else's stay."""
+    from raspy.house.control import status_report
+    from raspy.house.executive import BEATS_PER_HANG
 
-    secured = [e.name for e in config.enabled() if e.kind in ("broker", "kv")]
-    for name in secured:
-        try:
-            reply = send_command(config.state_dir, f"restart {name}")
-        except (NotRunning, OSError):
-            print("no house runs here: the list takes effect when it starts")
-            return 0
-        print(reply["message"] if reply["ok"] else f"error: {reply['message']}",
-              file=sys.stdout if reply["ok"] else sys.stderr)
+    if status_report(config.state_dir)[1] == 3:
+        print("no house runs here: the list takes effect when it starts")
+    else:
+        print(f"the running broker and kv cut {args.name}'s connections within {config.hang_timeout / BEATS_PER_HANG:g}s; "
+              "every other connection stays")
     return 0
 
 
@@ -342,7 +339,7 @@ def keys_parser(commands: argparse._SubParsersAction) -> None:
     allow = actions.add_parser("allow", help="on the hub: let host NAME in with its PUBLIC_KEY")
     allow.add_argument("name", metavar="NAME", help="the host's name ([raspy] hostname on it)")
     allow.add_argument("key", metavar="PUBLIC_KEY", help="what 'raspy keys init' printed on it")
-    revoke = actions.add_parser("revoke", help="on the hub: take host NAME off the list (restarts broker and kv)")
+    revoke = actions.add_parser("revoke", help="on the hub: take host NAME off the list (its connections are cut)")
     revoke.add_argument("name", metavar="NAME")
     listing = actions.add_parser("list", help="on the hub: the hosts allowed in, and their keys")
     for action in (init, allow, revoke, listing):

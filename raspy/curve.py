@@ -161,6 +161,11 @@ class Curve:
         return cls(hostname, keys, check_key(hub_key) if hub_key else keys.public,
                    key_dir(state_dir) / ALLOWED_FILE)
 
+    @property
+    def satellite(self) -> bool:
+        """Whether this host joins another's hub (its keys and events then carry its name)."""
+        return self.server_key != self.keys.public
+
     def client(self, context: zmq.Context) -> None:
         """Make every socket ``context`` creates from now on a CURVE client of the hub."""
         context.curve_publickey = self.keys.public.encode()
@@ -172,6 +177,15 @@ class Curve:
         socket.curve_secretkey = self.keys.secret.encode()
         socket.curve_publickey = self.keys.public.encode()
         socket.curve_server = True
+
+
+def host_of_frame(frame: zmq.Frame) -> str:
+    """The host the sender's connection is allowed as (its User-Id); '' for a frame with none
+    (plaintext, inproc, or a ROUTER's identity frame)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:
+        return ""
 
 
 class Authenticator:
@@ -187,6 +201,7 @@ class Authenticator:
         self.refused = 0
         self.drop = DropLog(log)
         self._names: dict[str, str] = {}
+        self._listed: set[str] = set()  # every host name on the list since this process started
         self._stamp: tuple | None | bool = False  # never read
         self._lock = threading.Lock()
         self._thread = zmq.auth.thread.ThreadAuthenticator(context or zmq.Context.instance(), log=log)
@@ -220,7 +235,18 @@ class Authenticator:
                               self.curve.hostname)
                 self._names = {key: name for name, key in listed.items()}
                 self._names[self.curve.keys.public] = self.curve.hostname
+                self._listed.update(listed)
             return self._names
+
+    def revoked(self) -> frozenset[str]:
+        """The hosts taken off the list since this process started (the list as it is on disk now).
+
+        Their connections opened before the revoke stay open on ZeroMQ's side: the broker and the
+        key/value server refuse what comes on them (``BrokerCore.cut``, ``KvServer.cut``).
+        """
+        names = set(self.keys().values())
+        with self._lock:
+            return frozenset(self._listed - names)
 
     def callback(self, domain: str, key: bytes) -> bool:
         """pyzmq's credentials provider: whether the client's key (Z85) may connect."""

@@ -53,9 +53,10 @@ _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute",
 _KEYS = ("id", *SCHEDULES, "action", "data", "service", "command", "args", "scenario", "missed", "paused")
 
 
-def event_key(job_id: str) -> str:
-    """Key/value key of a job's events."""
-    return join_key(EVENT, f"cron/{job_id}")
+def event_key(job_id: str, host: str = "") -> str:
+    """Key/value key of a job's events: ``/event/cron/<job>``, or ``/event/<host>.cron/<job>`` for
+    the Core of a satellite ``host`` (a satellite publishes under its own name only)."""
+    return join_key(EVENT, f"{host}.cron/{job_id}" if host else f"cron/{job_id}")
 
 
 def build_trigger(spec: dict[str, Any]) -> BaseTrigger:
@@ -218,7 +219,7 @@ class CronManager:
     """The jobs of one Core, on one APScheduler ``BackgroundScheduler``."""
 
     def __init__(self, actions: Actions, store: Store | None = None, missed: str = "run_once",
-                 marks_path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+                 marks_path: Path | None = None, clock: Callable[[], float] = time.time, host: str = "") -> None:
         if missed not in MISSED_POLICIES:
             raise ValueError(f"missed must be one of {list(MISSED_POLICIES)}, not {missed!r}")
         self.actions = actions
@@ -226,6 +227,7 @@ class CronManager:
         self.missed = missed
         self.clock = clock
         self.marks = Marks(marks_path)
+        self.host = host  # a satellite's name for its event keys (event_key); '' on the hub
         self.jobs: dict[str, CronJob] = {}
         self._lock = threading.RLock()
         self._clock_seen = (clock(), time.monotonic())
@@ -360,7 +362,7 @@ class CronManager:
         spec = cron.spec
         try:
             if spec["action"] == "event":
-                self.actions.publish(event_key(job_id), {"id": job_id, "time": now, "data": spec.get("data")})
+                self.actions.publish(event_key(job_id, self.host), {"id": job_id, "time": now, "data": spec.get("data")})
             elif spec["action"] == "request":
                 status, result = self.actions.request(spec["service"], spec["command"], spec.get("args"))
                 if status != p.OK:

@@ -51,9 +51,10 @@ _FILE = re.compile(r"[A-Za-z0-9_\-]+\.py\Z")
 _MISSING = object()
 
 
-def state_key(name: str) -> str:
-    """Key/value key where a scenario's state is published."""
-    return join_key(SCENARIO, name)
+def state_key(name: str, host: str = "") -> str:
+    """Key/value key where a scenario's state is published: ``/scenario/<name>``, or
+    ``/scenario/<host>.<name>`` for the Core of a satellite ``host``."""
+    return join_key(SCENARIO, f"{host}.{name}" if host else name)
 
 
 def section(name: str) -> str:
@@ -292,12 +293,13 @@ class ScenarioManager:
 
     def __init__(self, actions: Actions, store: Store | None = None, scenarios_dir: Path | None = None,
                  allow_remote_code: bool = False, default_timeout: float = DEFAULT_TIMEOUT,
-                 stop_grace: float = 2.0) -> None:
+                 stop_grace: float = 2.0, host: str = "") -> None:
         self.actions = actions
         self.store = store
         self.scenarios_dir = scenarios_dir
         self.allow_remote_code = allow_remote_code
         self.default_timeout = default_timeout
+        self.host = host  # a satellite's name for its state keys (state_key); '' on the hub
         self.stop_grace = stop_grace
         self.scenarios: dict[str, Scenario] = {}
         self.abandoned: list[str] = []
@@ -624,7 +626,7 @@ class ScenarioManager:
     def _publish_state(self, name: str, state: dict[str, Any]) -> None:
         """Publish ``/scenario/<name>``; a key/value failure is logged, never raised."""
         try:
-            self.actions.publish(state_key(name), state)
+            self.actions.publish(state_key(name, self.host), state)
         except Exception as exc:
             log.warning("cannot publish the state of scenario %s: %s", name, exc)
 

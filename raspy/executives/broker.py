@@ -17,7 +17,8 @@ class BrokerExecutive(Executive):
     In a CURVE house it binds as a CURVE server behind this process's authenticator, and a host
     may register workers only under its own name and call the hub's ``<hub>.config.<host>`` for
     itself only (:class:`~raspy.house.trust.Trust`); refused handshakes, READYs and calls count as
-    errors on the board.
+    errors on the board. A host taken off the allow-list is cut at the next beat: its workers
+    dropped, its messages refused, everyone else's kept.
     """
 
     secured = True
@@ -47,6 +48,8 @@ class BrokerExecutive(Executive):
         return [settings.options.get("bind", DEFAULT_ENDPOINT)]
 
     def tick(self, now: float) -> None:
+        if self.authenticator is not None:  # a revoke takes effect within a beat
+            self.broker.cut(self.authenticator.revoked())
         core = self.broker.core
         refused = self.authenticator.refused if self.authenticator else 0  # handshakes refused
         counts = (core.requests, core.replies, core.drop.dropped + core.refused + refused)

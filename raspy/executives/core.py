@@ -78,10 +78,12 @@ class Core(Server):
         store = TitanicStore(lambda: MajorDomoClient(settings.broker, timeout=1.0, retries=2), self.service)
         state_dir = Path(settings.state_dir)
         actions = Actions(self.publish, self.request, self.get, self.fire_scenario)
-        self.cron = CronManager(actions, store, missed=self.option("missed"), marks_path=state_dir / "cron-marks.json")
+        own = settings.hostname if settings.curve is not None and settings.curve.satellite else ""
+        self.cron = CronManager(actions, store, missed=self.option("missed"), marks_path=state_dir / "cron-marks.json",
+                                host=own)
         self.scenarios = ScenarioManager(actions, store, scenarios_dir(settings),
                                          allow_remote_code=self.option("allow_remote_code") is True,
-                                         default_timeout=float(self.option("scenario_timeout")))
+                                         default_timeout=float(self.option("scenario_timeout")), host=own)
         self.cron.load_config(self.option("jobs"))
         self.scenarios.load_config(self.option("scenarios"))
         self.add_service("cron", CronService(self.cron))

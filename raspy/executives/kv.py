@@ -17,6 +17,8 @@ class KvExecutive(Executive):
     Updates and snapshots count as requests on the board. In a CURVE house the sockets are CURVE
     servers behind this process's authenticator, and a host may set only its own devices and
     events (:class:`~raspy.house.trust.Trust`); refused handshakes and updates count as errors.
+    A host taken off the allow-list is cut at the next beat: what comes on its open connections
+    is refused.
     """
 
     secured = True
@@ -53,6 +55,8 @@ class KvExecutive(Executive):
         return [settings.kv_snapshot, settings.kv_publisher, settings.kv_collector]
 
     def tick(self, now: float) -> None:
+        if self.authenticator is not None:  # a revoke takes effect within a beat
+            self.server.cut(self.authenticator.revoked())
         stats = self.server.stats
         served = stats["updates"] + stats["snapshots"]
         refused = stats["refused"] + (self.authenticator.refused if self.authenticator else 0)

@@ -2,8 +2,8 @@
 
 A connection's host is the name its key has on the hub's allow-list (``zmq.Frame.get("User-Id")``,
 see :mod:`raspy.curve`). Host ``shed`` may serve only ``shed.*`` services and publish only its own
-devices and events; the hub's own executives run under the hub's key and may do anything else
-the broker and key/value server accept (``titanic.*``, any host's names).
+devices, events and scenarios' state; the hub's own executives run under the hub's key and may do
+anything else the broker and key/value server accept (``titanic.*``, any host's names).
 
 One kind of service is private to a host: ``<hub>.config.<host>``, the hub's configuration for
 that host (see :mod:`raspy.house.hubconfig`). Only the host it is for (and the hub) may call it:
@@ -12,7 +12,7 @@ it serves, and nothing a satellite writes in its request can change that.
 """
 from __future__ import annotations
 
-from raspy.state.keys import DEVICE, EVENT, HOST
+from raspy.state.keys import DEVICE, EVENT, HOST, SCENARIO
 
 #: ``<hub>.config.<host>``: the hub's configuration for one host, callable by that host only.
 CONFIG = "config"
@@ -39,12 +39,14 @@ class Trust:
         return bool(host) and host not in HUB_SERVICES and service.startswith(f"{host}.".encode())
 
     def may_publish(self, host: str, key: bytes) -> bool:
-        """Whether ``host`` may set ``key``: ``/device/<host>.*``, ``/event/<host>.*``, ``/host/<host>``."""
+        """Whether ``host`` may set ``key``: ``/device/<host>.*``, ``/event/<host>.*`` (its Core's
+        ``/event/<host>.cron/...``), ``/scenario/<host>.*`` and ``/host/<host>``."""
         if not host:
             return False
         if host == self.hub:
             return True
-        return key.startswith((f"{DEVICE}{host}.".encode(), f"{EVENT}{host}.".encode())) or key == f"{HOST}{host}".encode()
+        own = tuple(f"{subtree}{host}.".encode() for subtree in (DEVICE, EVENT, SCENARIO))
+        return key.startswith(own) or key == f"{HOST}{host}".encode()
 
     def may_call(self, host: str, service: bytes) -> bool:
         """Whether ``host`` may send a request to ``service`` (the broker asks for names under :attr:`private`).

@@ -57,19 +57,37 @@ class Broker:
         self.core = (core or _fast.BrokerCore)(self.socket, heartbeat=heartbeat, liveness=liveness, limits=limits,
                                                authorize=authorize, may_call=may_call, private=private)
         self._stop = threading.Event()
+        self._cut: frozenset[str] = frozenset()  # hosts to cut, set from another thread: the core's next look
 
     def run(self) -> None:
         """Serve until :meth:`stop` is called (from a signal handler or another thread)."""
         log.info("broker on %s (%s core)", self.endpoint, _fast.IMPLEMENTATION)
         try:
-            self.core.serve(self._stop.is_set, max_wait=STOP_CHECK)
+            self.core.serve(self._between, max_wait=STOP_CHECK)
         finally:
             self.socket.close()
             log.info("broker on %s stopped", self.endpoint)
 
+    def _between(self) -> bool:
+        """Between two waits of the core, in its thread: apply a :meth:`cut`; whether to stop."""
+        hosts = self._cut
+        if hosts != self.core.cut_hosts:
+            self.core.cut(hosts)
+        return self._stop.is_set()
+
+    def cut(self, hosts: frozenset[str]) -> None:
+        """Cut the connections of revoked ``hosts`` and keep everyone else's (safe from any thread)."""
+        hosts = frozenset(hosts)
+        if hosts != self._cut:
+            self._cut = hosts
+            self._wake()
+
     def stop(self) -> None:
         """Stop serving; the core, asleep on its socket, is woken by an MMI question on an inproc link."""
         self._stop.set()
+        self._wake()
+
+    def _wake(self) -> None:
         waker = self.context.socket(zmq.DEALER)
         waker.linger = 0
         try:

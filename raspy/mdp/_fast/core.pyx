@@ -213,11 +213,13 @@ cdef class Worker:
     cdef public Request request
     cdef public double busy_since
     cdef public bint beats_busy
+    cdef public str host
 
-    def __init__(self, bytes identity, ServiceQueue service, double expiry):
+    def __init__(self, bytes identity, ServiceQueue service, double expiry, str host=""):
         self.identity = identity
         self.service = service
         self.expiry = expiry
+        self.host = host
         self.request = None
         self.busy_since = 0.0
         self.beats_busy = False
@@ -233,6 +235,7 @@ cdef class BrokerCore:
     # the twin's methods serve both cores
     on_worker = pure.BrokerCore.on_worker
     on_ready = pure.BrokerCore.on_ready
+    cut = pure.BrokerCore.cut
     disconnect = pure.BrokerCore.disconnect
     forget = pure.BrokerCore.forget
     remove = pure.BrokerCore.remove
@@ -261,6 +264,7 @@ cdef class BrokerCore:
     cdef public object authorize, may_call
     cdef public bytes private
     cdef public str peer
+    cdef public frozenset cut_hosts
     cdef double _next_beat
 
     def __cinit__(self):
@@ -286,6 +290,7 @@ cdef class BrokerCore:
         self.may_call = may_call
         self.private = private
         self.peer = ""
+        self.cut_hosts = frozenset()
         self._next_beat = monotonic() + heartbeat
         self._reserve(16)
 
@@ -395,6 +400,12 @@ cdef class BrokerCore:
 
     cdef int _handle(self, Py_ssize_t n) except -1:
         cdef msg_t *m = self.msgs
+        cdef str host
+        if self.cut_hosts:  # a host was revoked: nothing from its connections (only then is User-Id read)
+            host = user_id(&m[n - 1])
+            if host in self.cut_hosts:
+                self.drop(f"host {host} was revoked", self._frames(0, min(n, 6)))
+                return 0
         if n < 3 or msg_size(&m[1]) != 0:
             self.drop("no identity/empty envelope", self._frames(0, min(n, 6)))
         elif n > self.frame_cap:

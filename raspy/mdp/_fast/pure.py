@@ -16,6 +16,7 @@ from typing import Callable
 
 import zmq
 
+from raspy.curve import host_of_frame
 from raspy.droplog import DropLog
 from raspy.heap import give_back
 from raspy.mdp import mmi
@@ -75,15 +76,7 @@ def recv_with_peer(socket: zmq.Socket) -> tuple[list[bytes], str] | None:
         frames = socket.recv_multipart(_NOBLOCK, copy=False)
     except zmq.Again:
         return None
-    return [f.bytes for f in frames], user_id(frames[-1])
-
-
-def user_id(frame: zmq.Frame) -> str:
-    """The User-Id of a frame from the wire (a ROUTER's identity frame has none)."""
-    try:
-        return frame.get("User-Id")
-    except zmq.ZMQError:
-        return ""
+    return [f.bytes for f in frames], host_of_frame(frames[-1])
 
 
 def name(service: bytes) -> str:
@@ -149,14 +142,16 @@ class Request:
 
 
 class Worker:
-    """A worker connection: its service, when it expires, what it is doing, whether it beats while busy."""
+    """A worker connection: its service, when it expires, what it is doing, whether it beats while busy,
+    and the host its connection is allowed as (CURVE's User-Id; '' in a plaintext house)."""
 
-    __slots__ = ("identity", "service", "expiry", "request", "busy_since", "beats_busy")
+    __slots__ = ("identity", "service", "expiry", "request", "busy_since", "beats_busy", "host")
 
-    def __init__(self, identity: bytes, service: "ServiceQueue", expiry: float) -> None:
+    def __init__(self, identity: bytes, service: "ServiceQueue", expiry: float, host: str = "") -> None:
         self.identity = identity
         self.service = service
         self.expiry = expiry
+        self.host = host
         self.request: Request | None = None
         self.busy_since = 0.0
         self.beats_busy = False
@@ -203,6 +198,8 @@ class BrokerCore:
         self.may_call = may_call
         self.private = private
         self.peer = ""
+        #: hosts revoked while the broker runs: their workers are gone, their messages dropped (:meth:`cut`)
+        self.cut_hosts: frozenset[str] = frozenset()
         self._next_beat = time.monotonic() + heartbeat
 
     # -- the loop -------------------------------------------------------------
@@ -241,7 +238,10 @@ class BrokerCore:
             if received is None:
                 return handled
             frames, self.peer = received
-            self.handle(frames)
+            if self.peer in self.cut_hosts:
+                self.drop(f"host {self.peer} was revoked", frames)
+            else:
+                self.handle(frames)
         return BATCH
 
     def handle(self, frames: list[bytes]) -> None:
@@ -415,13 +415,25 @@ class BrokerCore:
                 svc = self.services[service] = self.service_type(service)
             elif not svc.workers:
                 self.unknown -= 1
-            worker = self.worker_type(identity, svc, time.monotonic() + self.heartbeat * self.liveness)
+            worker = self.worker_type(identity, svc, time.monotonic() + self.heartbeat * self.liveness, self.peer)
             self.workers[identity] = worker
             svc.workers += 1
             svc.idle.append(worker)
             self.peers.log(logging.INFO, "worker %s ready for %s", identity.hex(), name(service))
             send(self.socket, [identity, *p.worker_message(p.HEARTBEAT)])  # heard at once: it knows it is connected
             self.dispatch(svc)
+
+    def cut(self, hosts: frozenset[str]) -> None:
+        """Cut the revoked ``hosts``: their workers are dropped and told DISCONNECT (a well-behaved
+        one reconnects, and the authenticator refuses its new handshake); whatever else comes on
+        their connections, which ZeroMQ keeps open, is dropped from now on. Everyone else's stay."""
+        for host in hosts - self.cut_hosts:
+            self.peers.log(logging.WARNING, "host %s revoked: its workers are dropped, its messages refused", host)
+        self.cut_hosts = frozenset(hosts)
+        for worker in list(self.workers.values()):
+            if worker.host in hosts and self.workers.get(worker.identity) is worker:
+                self.remove(worker)
+                self.disconnect(worker.identity, f"host {worker.host} revoked")
 
     def disconnect(self, identity: bytes, reason: str) -> None:
         self.peers.log(logging.INFO, "disconnecting worker %s: %s", identity.hex(), reason)

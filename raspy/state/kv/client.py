@@ -34,6 +34,10 @@ from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
+#: Longest wait (seconds) of a silent subscriber before it reconnects; the wait doubles from
+#: ``server_timeout`` while the server stays silent (away, or refusing this host's key).
+RECONNECT_MAX = 30.0
+
 
 class KvPublisherClient:
     """Pushes updates to the server's collector.
@@ -85,7 +89,8 @@ class KvPublisherClient:
             try:
                 self._socket.send_multipart(frames)
             except zmq.Again:
-                # a fresh connection next time: ZeroMQ does not retry a handshake the server refused
+                # A fresh connection, made in the background for the next send: ZeroMQ does not
+                # retry a handshake the server refused (a key allowed only later).
                 self._socket.close(linger=0)
                 self._socket = self._open()
                 raise RequestTimeout(f"kv collector {self.collector_endpoint} took nothing for {self.timeout}s") from None
@@ -123,7 +128,9 @@ class KvSubscriberClient:
     epoch of the sequence changes (the server restarted) or goes backwards, and,
     for a subscriber of everything (``subtree=""``), when a sequence is skipped
     (a gap). With a narrower subtree, the numbers of other subtrees' updates are
-    missing by design, so gaps cannot be seen there.
+    missing by design, so gaps cannot be seen there. While nothing comes at all
+    it opens a fresh connection, waiting twice as long each time up to
+    ``RECONNECT_MAX`` seconds: a server away, or one that refused this host's key.
 
     ``callback(key, body_or_None, properties)`` runs in that thread for each
     change, including changes a resync reveals. Reads (``get``, ``items``,
@@ -145,6 +152,7 @@ class KvSubscriberClient:
         self.updates = 0
         self.resyncs = 0
         self.gaps = 0
+        self.reconnects = 0
         self._prefix = subtree.encode()
         self._strict = not subtree
         self._catching_up = True  # until an update newer than the snapshot arrives
@@ -198,15 +206,21 @@ class KvSubscriberClient:
         self.stop()
 
     def _run(self) -> None:
-        sub = self.context.socket(zmq.SUB)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RCVHWM, HWM)
-        sub.subscribe(self._prefix)
-        if self._prefix:
-            sub.subscribe(HUGZ)
-        sub.connect(self.publisher_endpoint)
+        sub = self._open()
+        silence = self.server_timeout
         try:
-            while self._sync(sub):
+            while not self._stopping.is_set():
+                if not self._sync(sub, silence):
+                    # A fresh connection: ZeroMQ does not retry a handshake the server refused (a key
+                    # allowed only now), and one that went quiet may lead nowhere.
+                    sub.close()
+                    sub = self._open()
+                    self.reconnects += 1
+                    silence = min(silence * 2, max(RECONNECT_MAX, self.server_timeout))
+                    log.info("kv subscriber %r: nothing from %s; reconnected, next look in %.1fs",
+                             self.subtree, self.publisher_endpoint, silence)
+                    continue
+                silence = self.server_timeout
                 try:
                     self._follow(sub)
                 except _Resync as why:
@@ -217,6 +231,16 @@ class KvSubscriberClient:
         finally:
             sub.close()
 
+    def _open(self) -> zmq.Socket:
+        sub = self.context.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, HWM)
+        sub.subscribe(self._prefix)
+        if self._prefix:
+            sub.subscribe(HUGZ)
+        sub.connect(self.publisher_endpoint)
+        return sub
+
     def _wait(self, sock: zmq.Socket, seconds: float) -> bool:
         """Wait up to ``seconds`` for ``sock`` (or :meth:`stop`); False if stopping or nothing came."""
         poller = zmq.Poller()
@@ -225,16 +249,15 @@ class KvSubscriberClient:
         ready = dict(poller.poll(seconds * 1000))
         return sock in ready and not self._stopping.is_set()
 
-    def _sync(self, sub: zmq.Socket) -> bool:
-        """Take a snapshot once the subscription provably works; False when stopping.
+    def _sync(self, sub: zmq.Socket, silence: float) -> bool:
+        """Take a snapshot once the subscription provably works; False when stopping, or when
+        nothing came for ``silence`` seconds (the caller reconnects).
 
         A message on the SUB socket shows the subscription reached the server,
         so nothing published after it can be missed; the snapshot asked after it
         covers everything before. That message must be of the snapshot's epoch.
         """
-        while not self._stopping.is_set():
-            if not self._wait(sub, self.server_timeout):
-                continue
+        while self._wait(sub, silence):
             try:
                 live = KVMsg.recv(sub).sequence
             except ProtocolError as exc:

@@ -11,7 +11,7 @@ from typing import Callable
 
 import zmq
 
-from raspy.curve import Curve
+from raspy.curve import Curve, host_of_frame
 from raspy.droplog import DropLog
 from raspy.mdp.protocol import ProtocolError
 from raspy.state.keys import key_problem
@@ -81,6 +81,8 @@ class KvServer:
         self.curve = curve
         self.authorize = authorize
         self.ready = threading.Event()
+        #: hosts revoked while the server runs: their updates and snapshot requests are refused (:meth:`cut`)
+        self.cut_hosts: frozenset[str] = frozenset()
         self.sequence = 0
         self.max_value, self.max_keys, self.max_bytes = max_value, max_keys, max_bytes
         self.stats = {"updates": 0, "snapshots": 0, "expired": 0, "refused": 0}
@@ -97,6 +99,17 @@ class KvServer:
         self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wakeup = Wakeup()
+
+    def cut(self, hosts: frozenset[str]) -> None:
+        """Refuse what the revoked ``hosts`` send on connections still open (safe from any thread).
+
+        ZeroMQ keeps a connection open after its key left the allow-list; everyone else's stay
+        untouched. A revoked host's subscriber keeps what PUB sends it until it reconnects: PUB
+        cannot drop one peer.
+        """
+        for host in sorted(hosts - self.cut_hosts):
+            log.warning("host %s revoked: its updates and snapshot requests are refused", host)
+        self.cut_hosts = frozenset(hosts)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -216,14 +229,15 @@ class KvServer:
         def recv(flags: int) -> list[bytes]:
             while True:
                 frames = collector.recv_multipart(flags, copy=False)
-                try:
-                    host = frames[0].get("User-Id")
-                except zmq.ZMQError:
-                    host = ""
-                if authorize(host, frames[0].bytes):
+                host = host_of_frame(frames[0])
+                if host in self.cut_hosts:
+                    why = "was revoked: update refused"
+                elif authorize(host, frames[0].bytes):
                     return [f.bytes for f in frames]
+                else:
+                    why = "may not set"
                 self.stats["refused"] += 1
-                self.dropped(f"collector: host {host or '(unnamed)'} may not set {frames[0].bytes[:64]!r}")
+                self.dropped(f"collector: host {host or '(unnamed)'} {why} {frames[0].bytes[:64]!r}")
 
         return recv
 
@@ -276,9 +290,15 @@ class KvServer:
     def _serve_snapshots(self, snapshot: zmq.Socket) -> None:
         for _ in range(BATCH):
             try:
-                frames = snapshot.recv_multipart(zmq.NOBLOCK)
+                received = snapshot.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            host = host_of_frame(received[-1]) if self.cut_hosts else ""
+            frames = [f.bytes for f in received]
+            if host in self.cut_hosts:
+                self.stats["refused"] += 1
+                self.dropped(f"snapshot: host {host} was revoked: request refused")
+                continue
             try:
                 identity, subtree = parse_icanhaz(frames)
             except ProtocolError as exc:
