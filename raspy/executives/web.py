@@ -1,6 +1,9 @@
 """The ``web`` executive: the status page and its JSON API, served from the board, MMI and kv."""
 from __future__ import annotations
 
+# imported here, in the supervisor before it forks, rather than by the child: an import after
+# the fork costs the executive ~1 MB of its own (the server resolves its host name with idna)
+import encodings.idna  # noqa: F401
 import logging
 from dataclasses import fields
 from pathlib import Path
