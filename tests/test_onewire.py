@@ -211,3 +211,15 @@ def test_missing_directory_is_500_and_the_service_keeps_answering(tmp_path, cloc
     FakeW1Tree(root).plug(SENSOR)
     assert call(service, "list_keys") == (200, [SENSOR])
     assert call(service, "get", SENSOR)[1]["value"] == 23.125
+
+
+def test_the_publisher_sleeps_until_the_next_reading_or_the_next_look_for_new_sensors(tree, clock):
+    service = OneWireDevices(OneWireBus(tree.root, retries=0, pause=0), clock=clock, poll=2)
+    assert [name for name, _ in service.due(100.0)] == [SENSOR]
+    assert service.next_due(100.0) == 102.0
+    service.devices[SENSOR].poll(30)
+    assert service.next_due(100.0) == 100.0 + service.rescan  # a sensor plugged in meanwhile is seen then
+    tree.unplug(SENSOR)
+    service.devices[SENSOR].poll(1)
+    service.due(105.0)
+    assert service.next_due(105.0) == 105.0 + service.rescan  # an unplugged sensor is never due

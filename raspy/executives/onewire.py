@@ -161,12 +161,16 @@ class OneWireDevices(DeviceService):
     A sensor that is unplugged keeps its configuration for when it comes back.
     """
 
+    #: seconds between two looks at the bus for sensors plugged in, when no reading is due sooner
+    rescan = 5.0
+
     def __init__(self, bus: OneWireBus, clock: Callable[[], float] = time.time, poll: int = 0) -> None:
         super().__init__()
         self.bus = bus
         self.clock = clock
         self.poll = poll  # the poll interval a sensor gets when first seen
         self._polled: dict[str, float] = {}
+        self._seen: tuple[float, list[str]] = (0.0, [])  # the publisher's last scan: when, what
 
     def scan(self) -> list[str]:
         """Sensor ids on the bus now, each given a device when first seen."""
@@ -204,7 +208,8 @@ class OneWireDevices(DeviceService):
             ids = self.scan()
         except OneWireError as exc:
             log.warning("%s", exc)
-            return []
+            ids = []
+        self._seen = (now, ids)
         out = []
         for sensor_id in ids:
             interval = self.devices[sensor_id].poll()
@@ -216,6 +221,14 @@ class OneWireDevices(DeviceService):
                 except OneWireError as exc:
                     log.warning("%s", exc)
         return out
+
+    def next_due(self, now: float) -> float:
+        """The earliest reading due among the sensors present at the last scan, or the next scan
+        (sensors plugged in are seen within ``rescan`` seconds)."""
+        scanned, ids = self._seen
+        times = [self._polled[i] + poll if i in self._polled else now
+                 for i in ids if (poll := self.devices[i].poll()) > 0]
+        return min([*times, scanned + self.rescan])
 
     def do_list_keys(self, args: Any) -> list[str]:
         return self.present()
