@@ -1,6 +1,6 @@
 """What an idle house costs: CPU, wake-ups, disk writes and memory of the default house, per process.
 
-    PYTHONPATH=. python bench/idle.py [--settle 10] [--measure 60] [--sensors 0 --poll 1]
+    PYTHONPATH=. python bench/idle.py [--settle 10] [--measure 60] [--sensors 0 --poll 1] [--without NAME]
 
 Starts the default house (its executives and fake devices, on free ports, in a
 state directory of its own), times start to ``/readyz`` 200, lets it settle,
@@ -9,8 +9,9 @@ measured window: CPU time of all threads (``schedstat``), wake-ups (voluntary
 and involuntary context switches of all threads), ``write_bytes`` of
 ``/proc/PID/io`` (root, or the same user) and PSS. ``--sensors N`` replaces the
 fake devices by N sensors polled every ``--poll`` seconds and adds the kv
-state file's write bytes per reading. Prints a Markdown table and the ratios
-to the idle budget; bench/README.md holds copies.
+state file's write bytes per reading; ``--without NAME`` leaves an executive
+out (``--without history``: the house the budget was set for). Prints a
+Markdown table and the ratios to the idle budget; bench/README.md holds copies.
 """
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ def fetch_ready(port: int) -> bool:
         return False
 
 
-def house_executives(sensors: int, poll: int) -> dict[str, dict]:
-    executives = default_document()["executives"]
+def house_executives(sensors: int, poll: int, without: list[str]) -> dict[str, dict]:
+    executives = {name: table for name, table in default_document()["executives"].items() if name not in without}
     if sensors:
         executives["fake"] = {"devices": [
             {"name": f"s{i}", "kind": "cyclic", "cycle": 600, "min": 0.0, "max": 100.0, "poll": poll}
@@ -80,9 +81,9 @@ def house_executives(sensors: int, poll: int) -> dict[str, dict]:
     return executives
 
 
-def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int) -> dict:
+def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int, without: list[str]) -> dict:
     endpoint, port = free_endpoint(), free_port()
-    executives = house_executives(sensors, poll)
+    executives = house_executives(sensors, poll, without)
     executives["web"] = {**executives.get("web", {}), "port": port}
     kv = {f"kv_{name}": free_endpoint() for name in ("snapshot", "publisher", "collector")}
     config, state_dir = tmp / "idle.toml", tmp / "idle"
@@ -122,7 +123,8 @@ def report(figures: dict, args: argparse.Namespace) -> None:
     total = {key: sum(row[key] for row in rows.values()) for key in ("cpu", "wakeups", "writes", "pss")}
     print(f"Load average before: {args.load}; after: {loadavg()}; "
           f"settle {args.settle:.0f} s, measured {figures['elapsed']:.0f} s"
-          + (f"; fake: {args.sensors} sensors polled every {args.poll} s" if args.sensors else ""))
+          + (f"; fake: {args.sensors} sensors polled every {args.poll} s" if args.sensors else "")
+          + (f"; without {', '.join(args.without)}" if args.without else ""))
     print()
     print("| process | CPU ms/s | wake-ups/s | disk writes KiB/h | PSS MiB |")
     print("|---|--:|--:|--:|--:|")
@@ -153,10 +155,12 @@ def main() -> None:
     parser.add_argument("--measure", type=float, default=60.0, help="seconds measured")
     parser.add_argument("--sensors", type=int, default=0, help="fake sensors instead of the default devices")
     parser.add_argument("--poll", type=int, default=1, help="their poll interval, seconds")
+    parser.add_argument("--without", action="append", default=[], metavar="NAME",
+                        help="leave this executive of the default house out (repeatable)")
     args = parser.parse_args()
     args.load = loadavg()
     with tempfile.TemporaryDirectory(prefix="raspy-idle-") as tmp:
-        figures = measure(Path(tmp), args.settle, args.measure, args.sensors, args.poll)
+        figures = measure(Path(tmp), args.settle, args.measure, args.sensors, args.poll, args.without)
     report(figures, args)
 
 

@@ -37,7 +37,8 @@ class Web(Executive):
         Option("token", str, None, "enables the restart action, for requests that send it"),
         Option("board", str, None, "shared-memory name of the board; default derived from the state directory"),
         Option("refresh", float, 5.0, "seconds between page updates", POSITIVE),
-        Option("mmi_interval", float, 5.0, "seconds between queries of the broker's `mmi.workers`", POSITIVE),
+        Option("mmi_interval", float, 5.0, "seconds between queries of the broker's `mmi.workers` while the "
+               "page is read", POSITIVE),
         Option("stale_after", float, 15.0, "seconds without a beat before a running executive counts as hung "
                "(as the supervisor's default `hang_timeout`)", POSITIVE),
         # the server's bounds (docs/limits.md, "Web")
