@@ -163,7 +163,9 @@ def main() -> int:
         config = write_config(directory / "raspy.toml",
                               {"hostname": "bench", "state_dir": str(directory), "broker": endpoint},
                               {"titanic": {"db": str(directory / "titanic.sqlite"),
-                                           "request_workers": max(8, args.clients, args.window)}})
+                                           "request_workers": max(8, args.clients, args.window),
+                                           # every request waits for an absent service: bounds above them all
+                                           "max_pending": 1 << 30, "max_service_pending": 1 << 30}})
         procs.append(subprocess.Popen([sys.executable, "-m", "raspy", "run", "titanic", "--config", str(config)],
                                       **quiet))
         for i in range(args.contend):

@@ -82,8 +82,6 @@ class Lights(DeviceService):
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.clock = clock
-        self._published: dict[str, float] = {}
-        self._changed: set[str] = set()
         for table in tables:
             self.add(table)
 
@@ -109,19 +107,8 @@ class Lights(DeviceService):
         now = self.clock()
         with refusals():  # a DeviceError is a 400 with its reason
             reading = light.set(level, now)
-        self._changed.add(name)  # published at the server's next look, not at the next poll
+        self.changed(name)  # published at the server's next look, not at the next poll
         return reading_result(reading, now)
-
-    def due(self, now: float) -> list[tuple[str, Reading]]:
-        """What the server publishes now: lights just set, and those whose poll interval passed."""
-        out = []
-        for name, light in sorted(self.devices.items()):
-            interval, last = light.poll(), self._published.get(name)
-            if name in self._changed or (interval > 0 and (last is None or now - last >= interval)):
-                self._published[name] = now
-                out.append((name, light.read(now)))
-        self._changed.clear()
-        return out
 
 
 def check_lights(tables: list[Any]) -> None:

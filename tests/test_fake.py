@@ -1,4 +1,6 @@
 """FakeDevices through request and reply frames, with a clock the test drives."""
+import math
+
 import pytest
 
 from raspy.devices import DeviceError
@@ -123,7 +125,7 @@ def test_a_malformed_request_is_400_and_the_service_still_answers(fake):
 def test_due_honours_each_poll_interval(clock):
     fake = FakeDevices([AQUARIUM, {**PUMP, "poll": 30}, {"name": "quiet", "kind": "linear", "poll": 0}], clock=clock)
     t = clock.now
-    assert [name for name, _ in fake.due(t)] == ["aquarium", "pump"]
+    assert [name for name, _ in fake.due(t)] == ["aquarium", "pump", "quiet"]  # each once, polled or not
     assert fake.due(t + 5) == []
     due = fake.due(t + 10)
     assert [name for name, _ in due] == ["aquarium"]
@@ -135,7 +137,8 @@ def test_due_honours_each_poll_interval(clock):
 
 def test_a_command_that_changes_a_switch_makes_it_due_at_once(fake, clock):
     t = clock.now
-    assert [name for name, _ in fake.due(t)] == ["aquarium"]  # the pump is not polled
+    assert [name for name, _ in fake.due(t)] == ["aquarium", "pump"]  # the pump is not polled: once at first
+    assert fake.due(t + 0.5) == []
     call(fake, "set", ["pump", True])
     assert [(name, reading.value) for name, reading in fake.due(t + 1)] == [("pump", True)]
     assert fake.due(t + 2) == []
@@ -176,3 +179,16 @@ def test_a_switch_set_through_the_service_reaches_the_map_at_once(children, tmp_
         for state in (True, False, True):
             assert client.call("t.fake.devices", "set", ["pump", state])[0] == 200
             wait_for(lambda: value() is state, timeout=2, interval=0.01, what=f"the pump {state} in the map")
+
+
+def test_next_due_is_the_next_poll_or_now_for_a_change(clock):
+    fake = FakeDevices([{**AQUARIUM, "poll": 10}, {**PUMP, "poll": 0}], clock=clock)
+    t = clock.now
+    assert fake.next_due(t) == t  # never published
+    fake.due(t)
+    assert fake.next_due(t + 1) == t + 10
+    call(fake, "set", ["pump", True])
+    assert fake.next_due(t + 1) == t + 1
+    fake.due(t + 1)
+    call(fake, "poll", ["aquarium", 0])
+    assert fake.next_due(t + 2) == math.inf  # nothing polled: the publisher waits for a command

@@ -1,4 +1,6 @@
 """1-Wire thermometers against a fake sysfs tree: the reading rules, retries, and the service's statuses."""
+import math
+
 import pytest
 from fake_w1 import ZERO_SCRATCHPAD, FakeW1Tree, w1_slave
 
@@ -213,13 +215,13 @@ def test_missing_directory_is_500_and_the_service_keeps_answering(tmp_path, cloc
     assert call(service, "get", SENSOR)[1]["value"] == 23.125
 
 
-def test_the_publisher_sleeps_until_the_next_reading_or_the_next_look_for_new_sensors(tree, clock):
-    service = OneWireDevices(OneWireBus(tree.root, retries=0, pause=0), clock=clock, poll=2)
-    assert [name for name, _ in service.due(100.0)] == [SENSOR]
-    assert service.next_due(100.0) == 102.0
-    service.devices[SENSOR].poll(30)
-    assert service.next_due(100.0) == 100.0 + service.rescan  # a sensor plugged in meanwhile is seen then
+def test_the_publisher_sleeps_until_the_next_poll_even_when_a_sensor_is_unplugged(tree, service, clock):
+    assert service.next_due(clock.now) == math.inf  # nothing polled: nothing to wake up for
+    call(service, "poll", [SENSOR, 60])
+    assert service.next_due(clock.now) == clock.now  # never read yet
+    service.due(clock.now)
+    assert service.next_due(clock.now) == clock.now + 60
     tree.unplug(SENSOR)
-    service.devices[SENSOR].poll(1)
-    service.due(105.0)
-    assert service.next_due(105.0) == 105.0 + service.rescan  # an unplugged sensor is never due
+    clock.now += 60
+    assert service.due(clock.now) == []
+    assert service.next_due(clock.now) == clock.now + 60  # not due again at once: no busy loop

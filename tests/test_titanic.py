@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 from support import ROOT, ask, broker_up, free_endpoint, live, wait_for, write_config
 
 from raspy.errors import RequestTimeout
@@ -23,6 +24,7 @@ from raspy.executives.titanic import Titanic
 from raspy.house.executive import load_kind
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
+from raspy.mdp.limits import busy_refusal
 from raspy.mdp.worker import MajorDomoWorker
 from raspy.state.titanic.client import TitanicClient, TitanicError
 from raspy.state.titanic.journal import Journal
@@ -34,13 +36,13 @@ HEARTBEAT = 0.2
 class House:
     """A broker, a Titanic on a file in tmp_path, and the workers a test adds."""
 
-    def __init__(self, children, tmp_path) -> None:
+    def __init__(self, children, tmp_path, *broker_flags: str) -> None:
         self.children = children
         self.endpoint = free_endpoint()
         self.db = tmp_path / "titanic.sqlite"
         self.titanic = None
         self.threads: list[tuple[MajorDomoWorker, threading.Thread]] = []
-        children.raspy("run", "broker", "--bind", self.endpoint, "--heartbeat", str(HEARTBEAT))
+        children.raspy("run", "broker", "--bind", self.endpoint, "--heartbeat", str(HEARTBEAT), *broker_flags)
         wait_for(lambda: broker_up(self.endpoint), what="broker up")
 
     def ask(self, service: bytes, *body: bytes, timeout: float = 0.5) -> p.Frames | None:
@@ -201,6 +203,52 @@ def test_a_dispatch_that_times_out_is_retried(house, client):
     assert client.reply(uuid) == (200, [b"good"])  # the late reply changed nothing
 
 
+@pytest.mark.parametrize("bound", ["--queue-requests", "--total-requests"])
+def test_a_full_broker_is_retried_later_not_taken_as_the_reply(children, tmp_path, bound):
+    """The broker refuses Titanic's dispatch with 500 (full): every request still gets its worker's reply."""
+    house = House(children, tmp_path, bound, "1")
+    house.start_titanic()
+    release = threading.Event()
+
+    def held(frames):
+        if frames[0] == b"hold":
+            release.wait(10)
+        return [b"done", frames[0]]
+
+    try:
+        house.worker("busy", held)
+        direct = zmq.Context.instance().socket(zmq.DEALER)
+        direct.linger = 0
+        direct.connect(house.endpoint)
+        for body in (b"hold", b"fill"):  # the worker is busy with the first, the second fills the one place
+            direct.send_multipart([b"", p.CLIENT, b"busy", body])
+        with house.client() as client:
+            uuids = [client.request("busy", b"t%d" % i) for i in range(5)]
+            wait_for(lambda: p.parse_reply(house.ask(b"mmi.broker"))[1]["refused"] >= 1, what="a refusal")
+            release.set()
+            for i, uuid in enumerate(uuids):
+                assert client.wait(uuid, timeout=15) == [b"done", b"t%d" % i]
+        direct.close()
+    finally:
+        release.set()
+        house.stop()
+
+
+def test_the_brokers_refusals_for_want_of_room_are_known_from_a_services_own_500(children, tmp_path):
+    house = House(children, tmp_path, "--unknown-services", "1")
+    direct = zmq.Context.instance().socket(zmq.DEALER)
+    direct.linger = 0
+    direct.connect(house.endpoint)
+    for service in (b"absent.one", b"absent.two"):  # the second finds the one place for an unknown service taken
+        direct.send_multipart([b"", p.CLIENT, service, b"x"])
+    assert direct.poll(5000)
+    frames = direct.recv_multipart()
+    direct.close()
+    assert frames[2] == b"absent.two" and busy_refusal(b"absent.two", frames[3:])
+    assert not busy_refusal(b"absent.one", frames[3:])
+    assert not busy_refusal(b"absent.two", p.reply(500, "the device did not answer"))
+
+
 def test_kill_9_while_dispatching_loses_nothing(house, client, capsys):
     """300 queued requests, kill -9 mid-dispatch while a client keeps submitting, restart."""
     counts = collections.Counter()
@@ -288,6 +336,120 @@ def test_client_run_calls_back_closes_and_stops(house, client):
     client.stop()
     runner.join(timeout=3)
     assert not runner.is_alive()
+
+
+# -- bounds: refused with a status the client sees, counted, logged at a bounded rate ------
+
+def statistic(house, key: str) -> int:
+    with MajorDomoClient(house.endpoint, timeout=2, retries=1) as mdp:
+        status, answer = mdp.call("test.titanic.statistics", "get", f"test.titanic.snmp.{key}")
+    assert status == 200, answer
+    return answer["value"]
+
+
+def refused_with(client: TitanicClient, status: int, service: str, body: bytes = b"x") -> None:
+    with pytest.raises(TitanicError) as refused:
+        client.request(service, body)
+    assert refused.value.status == status
+
+
+def test_pending_requests_and_their_size_are_bounded(children, tmp_path):
+    house = House(children, tmp_path)
+    log = tmp_path / "titanic.log"
+    with open(log, "w") as stderr:
+        house.titanic = house.children.executive(
+            house.config(max_request=100, max_service_pending=3, max_pending=5), "titanic", stderr=stderr)
+    wait_for(lambda: house.live("titanic.request"), what="titanic")
+    with house.client() as client:
+        refused_with(client, 400, "absent", b"x" * 101)  # never as it is
+        accepted = [client.request("absent", [b"x" * 50, b"y" * 50])]
+        accepted += [client.request("absent", b"x") for _ in range(2)]
+        refused_with(client, 500, "absent")  # full for now: 3 pending for this service
+        accepted += [client.request("other", b"x") for _ in range(2)]
+        refused_with(client, 500, "third")  # 5 pending in all
+        client.close_request(accepted[0])
+        accepted.append(client.request("absent", b"x"))  # room again
+        for _ in range(12):
+            refused_with(client, 500, "third")
+        assert statistic(house, "requests_pending") == 5 and statistic(house, "refused") == 15
+        wait_for(lambda: statistic(house, "errors") == 15, what="refusals counted as errors on the board")
+        house.titanic.send_signal(signal.SIGKILL)
+        house.titanic.wait(timeout=10)
+        house.start_titanic(max_service_pending=3, max_pending=6)
+        refused_with(client, 500, "absent")  # the bounds count what the file holds
+        uuid = client.request("other", b"last")
+        house.start_echo("other")
+        assert client.wait(uuid, timeout=10) == [b"last"]
+        assert all(client.status(key) == 300 for key in accepted[1:3] + accepted[5:])
+    lines = [line for line in log.read_text().splitlines() if "refused (" in line]
+    assert 1 <= len(lines) <= 10, lines  # 15 refusals, at most 10 lines per 10 s
+    assert "over max_request 100" in lines[0]
+
+
+@pytest.fixture
+def bare(children, tmp_path):
+    """A house whose test starts Titanic itself, with the options it needs."""
+    h = House(children, tmp_path)
+    yield h
+    h.stop()
+
+
+def test_replies_waiting_to_be_closed_are_bounded(bare):
+    house, client = bare, bare.client()
+    house.start_titanic(max_replies=2)
+    house.start_echo("echoed")
+    uuids = [client.request("echoed", b"%d" % i) for i in range(3)]  # the third makes a third reply
+    wait_for(lambda: all(client.status(u) == 200 for u in uuids), what="replies")
+    refused_with(client, 500, "echoed")
+    client.close_request(uuids[0])
+    refused_with(client, 500, "echoed")
+    client.close_request(uuids[1])
+    assert client.wait(client.request("echoed", b"again"), timeout=10) == [b"again"]
+    client.close()
+
+
+def test_an_unclaimed_reply_is_dropped_after_the_retention_counted(bare):
+    house, client = bare, bare.client()
+    house.start_titanic(retention=0.3, clean_interval=0.1)
+    house.start_echo("forgotten")
+    uuid = client.request("forgotten", b"x")
+    wait_for(lambda: statistic(house, "unclaimed") == 1, what="the reply dropped")
+    assert client.status(uuid) == 400
+    wait_for(lambda: statistic(house, "errors") == 1, what="counted on the board")
+    client.close()
+
+
+def test_the_store_is_bounded(bare):
+    house, client = bare, bare.client()
+    house.start_titanic(store_keys=3, store_key=16, store_value=40, store_bytes=100)
+
+    def refused(status: int, *args) -> None:
+        with pytest.raises(TitanicError) as error:
+            client.store_set(*args)
+        assert error.value.status == status
+
+    refused(400, "core", "cron", "a-name-too-long", 1)  # 4 + 4 + 15 bytes of names
+    refused(400, "core", "cron", "k", "v" * 40)  # packs to 42 bytes
+    client.store_set("core", "cron", "k1", "v" * 30)  # 4 + 4 + 2 + 32: 42 bytes
+    client.store_set("core", "cron", "k2", "v" * 30)
+    refused(500, "core", "cron", "k3", "v" * 30)  # 126 bytes
+    client.store_set("core", "cron", "k1", "v" * 30)  # does not grow the store
+    client.store_set("core", "cron", "k3", 1)
+    refused(500, "core", "cron", "k4", 1)  # a fourth key
+    with pytest.raises(TitanicError):
+        client._store("set", [{"service": "core", "section": "cron", "key": "k1", "value": 1},
+                              {"service": "core", "section": "cron", "key": "k5", "value": 1}])
+    assert client.store_get("core", "cron", "k1") == "v" * 30  # a refused batch sets nothing
+    assert client.store_list("core", "cron") == ["k1", "k2", "k3"]
+    assert statistic(house, "refused") == 5
+    house.titanic.send_signal(signal.SIGKILL)
+    house.titanic.wait(timeout=10)
+    house.start_titanic(store_keys=3, store_key=16, store_value=40, store_bytes=100)
+    refused(500, "core", "cron", "k4", 1)  # counted from the file again
+    assert client.store_delete("core", "cron", "k2") == 1
+    client.store_set("core", "cron", "k4", 1)
+    assert client.store_list("core", "cron") == ["k1", "k3", "k4"]
+    client.close()
 
 
 # -- the store ---------------------------------------------------------------------
@@ -381,12 +543,29 @@ def test_journal_retention_removes_old_replies_and_closed_requests_only(tmp_path
     journal.close_request(closed)
     journal.store_reply(closed, [b"late"])  # a reply after close does not reopen it
     assert journal.reply_of(replied) == (1, [b"r"])
+    assert journal.open_counts(b"svc") == (1, 1, 1)  # pending, pending for svc, replied
     commits = journal.commits
-    assert journal.clean(before=time.time() - 60) == 0
+    assert journal.clean(before=time.time() - 60) == (0, 0)
     assert journal.commits == commits  # nothing to delete: no commit, no write to the disk
-    assert journal.clean(before=time.time() + 1) == 2
+    assert journal.clean(before=time.time() + 1) == (1, 1)  # (unclaimed replies, closed requests)
     assert journal.reply_of(replied) is None and journal.reply_of(closed) is None
     assert journal.pending(b"svc") == [(pending, [b"0"])]
+    assert journal.open_counts(b"svc") == (1, 1, 0)
+    journal.close_request(pending)
+    journal.close_request(pending)
+    assert journal.open_counts(b"svc") == (0, 0, 0)
+    journal.close()
+
+
+def test_journal_counts_what_is_open_again_when_reopened(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    keys = [journal.add_request(service, [b"x"]) for service in (b"a", b"a", b"b", b"b", b"b")]
+    journal.store_reply(keys[0], [b"r"])
+    journal.store_reply(keys[0], [b"again"])  # answered once only
+    journal.close_request(keys[2])
+    journal.close()
+    journal = Journal(tmp_path / "j.sqlite")
+    assert journal.open_counts(b"a") == (3, 1, 1) and journal.open_counts(b"b") == (3, 2, 1)
     journal.close()
 
 

@@ -11,9 +11,14 @@ Argument shapes (``args`` is the msgpack-decoded frame):
 
 A name may address a sub-device (``tv.volume``). A refused value answers
 ``400`` with the reason, an unknown device ``404``.
+
+The service also says when each device is due to be published (:meth:`DeviceService.due`): once
+when first seen, so subscribers know every device from the start, then every ``poll`` seconds, and
+at the publisher's next look after a command changed it or its last send failed.
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -50,10 +55,12 @@ def reading_result(reading: Reading, now: float) -> dict[str, Any]:
 
 
 class DeviceService(Service):
-    """A service over a dict of devices by name."""
+    """A service over a dict of devices by name, and their publishing schedule."""
 
     def __init__(self) -> None:
         self.devices: dict[str, BaseDevice] = {}
+        self._published: dict[str, float] = {}  # name -> timestamp of the reading last published
+        self._changed: set[str] = set()  # published at the next look, whatever their poll interval
 
     def device(self, name: str) -> BaseDevice:
         """The device (or sub-device) called ``name``, or ``404``."""
@@ -62,9 +69,45 @@ class DeviceService(Service):
         except KeyError as exc:
             raise not_found(exc.args[0]) from None
 
+    def remove(self, name: str) -> None:
+        """Forget the device ``name`` and its schedule."""
+        del self.devices[name]
+        self._published.pop(name, None)
+        self._changed.discard(name)
+
+    def changed(self, name: str) -> None:
+        """Publish ``name`` at the next look: a command changed it, or its last send failed."""
+        self._changed.add(name)
+
+    def pending(self) -> bool:
+        """Whether a device waits to be published before its poll interval says so."""
+        return bool(self._changed)
+
+    def due(self, now: float) -> list[tuple[str, Reading]]:
+        """Readings to publish now: devices never published or changed since, and those whose poll passed."""
+        out = []
+        for name, device in sorted(self.devices.items()):
+            interval, last = device.poll(), self._published.get(name)
+            if last is None or name in self._changed or (interval > 0 and now - last >= interval):
+                out.append((name, self.published(name, device.read(now))))
+        return out
+
+    def published(self, name: str, reading: Reading) -> Reading:
+        """Note that ``reading`` of ``name`` is being published."""
+        self._changed.discard(name)
+        self._published[name] = reading.timestamp
+        return reading
+
     def next_due(self, now: float) -> float | None:
-        """When the next reading is due (wall time), for a publisher to sleep until; None: unknown."""
-        return None
+        """When :meth:`due` has something next (wall time), for a publisher to sleep until.
+
+        Infinity: nothing until a command changes a device. A service with a schedule of its own
+        that cannot tell returns None.
+        """
+        if self._changed or len(self._published) < len(self.devices):
+            return now
+        return min((self._published[name] + device.poll() for name, device in self.devices.items()
+                    if device.poll() > 0), default=math.inf)
 
     def do_list_keys(self, args: Any) -> list[str]:
         return sorted(self.devices)

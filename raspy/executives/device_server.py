@@ -54,7 +54,7 @@ class DeviceServer(Server):
                 reply = self.devices(frames)
                 gone = before.difference(self.devices.devices)
         finally:
-            self._changed.set()
+            self.wake()
         if gone:
             with self._sending:
                 for name in sorted(gone):  # a removed device's key goes too, so no subscriber keeps a ghost
@@ -94,6 +94,10 @@ class DeviceServer(Server):
                 log.exception("publishing readings failed")
             self._changed.wait(self._sleep(time.time()))
 
+    def wake(self) -> None:
+        """Have the publisher look at what is due now: a reading came from elsewhere than a request."""
+        self._changed.set()
+
     def _sleep(self, now: float) -> float:
         with self._lock:
             due = self.devices.next_due(now)
@@ -103,6 +107,6 @@ class DeviceServer(Server):
 
     def close(self) -> None:
         self._stop.set()
-        self._changed.set()  # the publisher sees the stop at once
+        self.wake()  # the publisher sees the stop at once
         super().close()
         self.publisher.close()

@@ -7,15 +7,15 @@ Commands and their args (besides those of :mod:`raspy.devices.service`):
 - ``remove``: ``name``; result: none.
 - ``set``: ``[name, value]`` for switches (true/false, "on"/"off", 1/0); result: the reading.
 
-``due(now)`` gives the readings a publisher should send now: by each device's poll interval, and
-at once for a device a command changed (a switch ``set``, its ``config`` or ``reset``).
+A command that changes a switch (``set``, its ``config`` or ``reset``) makes it due at once
+(see :meth:`raspy.devices.service.DeviceService.due`).
 """
 from __future__ import annotations
 
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-from raspy.devices import DeviceError, Reading
+from raspy.devices import DeviceError
 from raspy.devices.service import DeviceService, name_and_value, name_arg, reading_result, refusals
 from raspy.devices.simulated import SimulatedDevice, Switch, simulated
 from raspy.executives.device_server import DeviceServer
@@ -30,8 +30,6 @@ class FakeDevices(DeviceService):
     def __init__(self, configs: Iterable[Mapping[str, Any]] = (), clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.clock = clock
-        self._published: dict[str, float] = {}
-        self._changed: set[str] = set()  # changed by a command: published at the publisher's next look
         for config in configs:
             self.add(config)
 
@@ -43,24 +41,6 @@ class FakeDevices(DeviceService):
         self.devices[device.name] = device
         return device
 
-    def due(self, now: float) -> list[tuple[str, Reading]]:
-        """Readings of the devices a command changed, and of the polled ones whose interval has passed."""
-        out = []
-        for name, device in sorted(self.devices.items()):
-            interval = device.poll()
-            last = self._published.get(name)
-            if name in self._changed or (interval > 0 and (last is None or now - last >= interval)):
-                self._published[name] = now
-                out.append((name, device.read(now)))
-        self._changed.clear()
-        return out
-
-    def next_due(self, now: float) -> float | None:
-        """The earliest time a polled device is due; a device never published is due now."""
-        times = [self._published[name] + device.poll() if name in self._published else now
-                 for name, device in self.devices.items() if device.poll() > 0]
-        return min(times, default=None)
-
     def do_get(self, args: Any) -> dict[str, Any]:
         now = self.clock()
         return reading_result(self.device(name_arg(args)).read(now), now)
@@ -70,21 +50,18 @@ class FakeDevices(DeviceService):
             return self.add(args).name
 
     def do_remove(self, args: Any) -> None:
-        name = self.device(name_arg(args)).name
-        del self.devices[name]
-        self._published.pop(name, None)
-        self._changed.discard(name)
+        self.remove(self.device(name_arg(args)).name)
 
     def do_config(self, args: Any) -> Mapping[str, Any]:
         config = super().do_config(args)
         if isinstance(self.devices.get(config["name"]), Switch) and args[1:]:
-            self._changed.add(config["name"])
+            self.changed(config["name"])
         return config
 
     def do_reset(self, args: Any) -> Mapping[str, Any]:
         config = super().do_reset(args)
         if isinstance(self.devices.get(config["name"]), Switch):
-            self._changed.add(config["name"])
+            self.changed(config["name"])
         return config
 
     def do_set(self, args: Any) -> dict[str, Any]:
@@ -95,7 +72,7 @@ class FakeDevices(DeviceService):
         now = self.clock()
         with refusals():
             device.set(value)
-        self._changed.add(name)
+        self.changed(name)
         return reading_result(device.read(now), now)
 
 

@@ -47,8 +47,6 @@ class GpioDevices(DeviceService):
     def __init__(self, tables: Iterable[Any] = (), clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.clock = clock
-        self._published: dict[str, float] = {}
-        self._changed: set[str] = set()
         self._pins: dict[int, str] = {}
         for table in tables:
             self.add(table)
@@ -71,29 +69,6 @@ class GpioDevices(DeviceService):
     def inputs(self) -> list[GpioInput]:
         return [device for device in self.devices.values() if isinstance(device, GpioInput)]
 
-    def due(self, now: float) -> list[tuple[str, Reading]]:
-        """Readings to publish: devices never published or changed since, and those whose poll passed."""
-        out = []
-        for name, device in sorted(self.devices.items()):
-            interval, last = device.poll(), self._published.get(name)
-            if last is None or name in self._changed or (interval > 0 and now - last >= interval):
-                out.append((name, self.published(name, device.read(now))))
-        return out
-
-    def published(self, name: str, reading: Reading) -> Reading:
-        """Note that ``reading`` of ``name`` is being published (a failed send calls :meth:`retry`)."""
-        self._changed.discard(name)
-        self._published[name] = reading.timestamp
-        return reading
-
-    def changed(self) -> bool:
-        """Whether a device waits to be published (just set, or its last send failed)."""
-        return bool(self._changed)
-
-    def retry(self, name: str) -> None:
-        """Publish ``name`` again at the next look: its last send failed."""
-        self._changed.add(name)
-
     def edge(self, name: str, active: bool, now: float) -> Reading:
         """An input changed: record the level the edge brought, to publish at once."""
         return self.published(name, self.devices[name].record(active, now))
@@ -111,7 +86,7 @@ class GpioDevices(DeviceService):
             raise bad_request("set needs [name, value]")
         with refusals():
             device.set(value)
-        self._changed.add(name)
+        self.changed(name)
         now = self.clock()
         return reading_result(device.read(now), now)
 
@@ -193,11 +168,11 @@ class Gpio(DeviceServer):
             self._dropped(f"reading of {name} not published (sent again at the next look): {exc}")
             if body:
                 with self._lock:
-                    self.devices.retry(name)
+                    self.devices.changed(name)
 
     def _locked(self, frames: Frames) -> Frames:
         reply = super()._locked(frames)
-        if self.devices.changed():
+        if self.devices.pending():
             self.publish_due(time.time())  # a set's confirmed level at once, not at the next look
         return reply
 

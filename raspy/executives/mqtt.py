@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 from raspy.devices import DeviceError
 from raspy.droplog import DropLog
 from raspy.executives.device_server import DeviceServer
@@ -133,6 +134,7 @@ class Mqtt(DeviceServer):
                         self.devices.take(rule, topic, reading, now)
                     except DeviceError as exc:
                         self.drop(f"import from {topic}: {exc}")
+            self.wake()
 
         return take
 

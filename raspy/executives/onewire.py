@@ -14,6 +14,7 @@ Anything else is retried, then raised: a false value is never returned.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -161,16 +162,11 @@ class OneWireDevices(DeviceService):
     A sensor that is unplugged keeps its configuration for when it comes back.
     """
 
-    #: seconds between two looks at the bus for sensors plugged in, when no reading is due sooner
-    rescan = 5.0
-
     def __init__(self, bus: OneWireBus, clock: Callable[[], float] = time.time, poll: int = 0) -> None:
         super().__init__()
         self.bus = bus
         self.clock = clock
         self.poll = poll  # the poll interval a sensor gets when first seen
-        self._polled: dict[str, float] = {}
-        self._seen: tuple[float, list[str]] = (0.0, [])  # the publisher's last scan: when, what
 
     def scan(self) -> list[str]:
         """Sensor ids on the bus now, each given a device when first seen."""
@@ -203,32 +199,31 @@ class OneWireDevices(DeviceService):
         return device.record(value, now)
 
     def due(self, now: float) -> list[tuple[str, Reading]]:
-        """Read the polled sensors whose interval has passed; failures are logged and skipped."""
+        """Read the polled sensors whose interval has passed; failures are logged and skipped.
+
+        A sensor that fails, or is unplugged, waits its interval before the next try too.
+        """
         try:
-            ids = self.scan()
+            present = set(self.scan())
         except OneWireError as exc:
             log.warning("%s", exc)
-            ids = []
-        self._seen = (now, ids)
+            return []
         out = []
-        for sensor_id in ids:
-            interval = self.devices[sensor_id].poll()
-            last = self._polled.get(sensor_id)
+        for sensor_id, device in sorted(self.devices.items()):
+            interval, last = device.poll(), self._published.get(sensor_id)
             if interval > 0 and (last is None or now - last >= interval):
-                self._polled[sensor_id] = now
-                try:
-                    out.append((sensor_id, self.read(sensor_id, now)))
-                except OneWireError as exc:
-                    log.warning("%s", exc)
+                self._published[sensor_id] = now
+                if sensor_id in present:
+                    try:
+                        out.append((sensor_id, self.read(sensor_id, now)))
+                    except OneWireError as exc:
+                        log.warning("%s", exc)
         return out
 
-    def next_due(self, now: float) -> float:
-        """The earliest reading due among the sensors present at the last scan, or the next scan
-        (sensors plugged in are seen within ``rescan`` seconds)."""
-        scanned, ids = self._seen
-        times = [self._polled[i] + poll if i in self._polled else now
-                 for i in ids if (poll := self.devices[i].poll()) > 0]
-        return min([*times, scanned + self.rescan])
+    def next_due(self, now: float) -> float | None:
+        """The next polled read; a sensor plugged in later is found at the publisher's longest sleep."""
+        return min((self._published[sensor_id] + device.poll() if sensor_id in self._published else now
+                    for sensor_id, device in self.devices.items() if device.poll() > 0), default=math.inf)
 
     def do_list_keys(self, args: Any) -> list[str]:
         return self.present()

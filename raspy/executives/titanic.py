@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import fields
 from pathlib import Path
 
 from raspy.errors import InvalidValue
@@ -10,10 +11,12 @@ from raspy.house.executive import Counters, Server, Settings
 from raspy.house.options import POSITIVE, Option, at_least, with_defaults
 from raspy.house.statistics import SNMPGauge, oid
 from raspy.mdp import protocol as p
+from raspy.mdp._fast.pure import SERVICE_NAME
 from raspy.mdp.protocol import Frames
 from raspy.state.titanic.client import CLOSE_SERVICE, REPLY_SERVICE, REQUEST_SERVICE, STORE_SERVICE
 from raspy.state.titanic.dispatcher import Dispatcher, DispatchSettings
 from raspy.state.titanic.journal import CLOSED_STATE, REPLIED_STATE, Journal, parse_uuid
+from raspy.state.titanic.limits import Refusals, TitanicLimits
 from raspy.state.titanic.marker import JournalDamaged
 from raspy.state.titanic.store import StoreService
 
@@ -43,7 +46,8 @@ class Titanic(Server):
 
     options = (
         Option("db", str, None, "the database file; default `<state_dir>/titanic.sqlite`"),
-        Option("retention", float, 7 * 24 * 3600, "seconds a reply or a closed request is kept", POSITIVE),
+        Option("retention", float, 7 * 24 * 3600, "seconds a reply or a closed request is kept (a reply not "
+               "closed by then is dropped, counted and logged)", POSITIVE),
         Option("clean_interval", float, 60.0, "seconds between clean-ups", POSITIVE),
         Option("request_workers", int, 8, "connections serving `titanic.request` from one thread "
                "(the most requests one commit takes)", at_least(1)),
@@ -53,6 +57,8 @@ class Titanic(Server):
                "tried again", POSITIVE),
         Option("retry_max", float, 30.0, "longest such delay (it doubles from `retry_min`)", POSITIVE),
         Option("lanes", int, 4, "services dispatched to at once", at_least(1)),
+        # every bound of raspy.state.titanic.limits (docs/limits.md)
+        *(Option(f.name, int, f.default, f.metadata["help"], at_least(1)) for f in fields(TitanicLimits)),
     )
 
     @classmethod
@@ -66,6 +72,10 @@ class Titanic(Server):
         self.retention = float(self.option("retention"))
         self.clean_interval = float(self.option("clean_interval"))
         self.journal = open_journal(Path(self.option("db") or Path(settings.state_dir) / "titanic.sqlite"))
+        self.limits = TitanicLimits(**{f.name: self.option(f.name) for f in fields(TitanicLimits)})
+        self.refused = Refusals(log)
+        self.unclaimed = 0  # replies dropped by the retention before their client closed them
+        self._reported = 0  # refusals and unclaimed replies counted on the board so far
         self.dispatcher = Dispatcher(self.journal, settings.broker, DispatchSettings(
             timeout=float(self.option("dispatch_timeout")),
             probe_timeout=float(self.option("probe_timeout")),
@@ -78,7 +88,7 @@ class Titanic(Server):
         self._add_gauges()
         self.add_worker(REPLY_SERVICE, self.on_reply)
         self.add_worker(CLOSE_SERVICE, self.on_close)
-        self.add_worker(STORE_SERVICE, StoreService(self.journal))
+        self.add_worker(STORE_SERVICE, StoreService(self.journal, self.limits, self.refused))
 
     def _add_gauges(self) -> None:
         """Queue and commit figures in ``<host>.titanic.statistics``, read from the journal when asked."""
@@ -92,17 +102,33 @@ class Titanic(Server):
         self.statistics.add(SNMPGauge(oid(self.service, "writes"),
                                       "write operations committed (a batch of requests is one)",
                                       lambda: self.journal.writes))
+        for name, doc, read in (
+                ("refused", "requests and store writes refused beyond a bound", lambda: self.refused.total),
+                ("unclaimed", "replies dropped by the retention before their client closed them",
+                 lambda: self.unclaimed),
+                ("broker_busy", "dispatches the broker refused as full, sent again later",
+                 lambda: self.dispatcher.busy)):
+            self.statistics.add(SNMPGauge(oid(self.service, name), doc, read))
 
     # -- 9/TSP --------------------------------------------------------------------
 
     def on_requests(self, requests: list[Frames]) -> list[Frames]:
         """``titanic.request``: service, body... -> 200, uuid (after the commit), for a batch in one commit.
 
-        ``mmi.*`` is refused: the broker answers it itself, so it is never "there" to dispatch to.
+        ``mmi.*`` is refused: the broker answers it itself, so it is never "there" to dispatch to; so
+        is a name the broker would drop (not 1-255 printable ASCII characters). A request beyond a
+        bound is refused (:meth:`_admit`) and stores nothing.
         """
-        valid = [i for i, frames in enumerate(requests)
-                 if frames and frames[0] and not frames[0].startswith(p.MMI_PREFIX)]
         replies = [[UNKNOWN_FRAME] for _ in requests]
+        admitted: dict[bytes, int] = {}  # service -> requests of this batch admitted so far
+        valid = []
+        for i, frames in enumerate(requests):
+            if frames and SERVICE_NAME.match(frames[0]) and not frames[0].startswith(p.MMI_PREFIX):
+                status = self._admit(frames, admitted, len(valid))
+                if status == p.OK:
+                    valid.append(i)
+                else:
+                    replies[i] = [p.status_frame(status)]
         if not valid:
             return replies
         try:
@@ -116,6 +142,32 @@ class Titanic(Server):
             replies[i] = [OK_FRAME, key.encode("ascii")]
         self.dispatcher.wake()
         return replies
+
+    def _admit(self, frames: Frames, admitted: dict[bytes, int], batch: int) -> int:
+        """``200`` when the request fits every bound beside the ``batch`` admitted before it; else the refusal.
+
+        A body over ``max_request`` can never pass (``400``); the others are ``500``: full now, try later.
+        The counts are the journal's (kept in memory); one thread admits, so they do not move under it
+        but down (a reply, a close).
+        """
+        service, limits = frames[0], self.limits
+        name = service.decode(errors="replace")
+        size = sum(map(len, frames[1:]))
+        if size > limits.max_request:
+            return self.refused(p.BAD_REQUEST, f"request for {name}: {size} bytes, over max_request "
+                                               f"{limits.max_request}")
+        pending, of_service, replied = self.journal.open_counts(service)
+        of_service += admitted.get(service, 0)
+        if pending + batch >= limits.max_pending:
+            return self.refused(p.ERROR, f"request for {name}: {limits.max_pending} requests pending already "
+                                         f"(max_pending)")
+        if of_service >= limits.max_service_pending:
+            return self.refused(p.ERROR, f"request for {name}: {of_service} requests for it pending already "
+                                         f"(max_service_pending)")
+        if replied >= limits.max_replies:
+            return self.refused(p.ERROR, f"request for {name}: {replied} replies wait to be closed (max_replies)")
+        admitted[service] = admitted.get(service, 0) + 1
+        return p.OK
 
     def on_reply(self, frames: Frames) -> Frames:
         """``titanic.reply``: uuid -> 200 + reply frames, 300 pending, 400 unknown."""
@@ -149,9 +201,17 @@ class Titanic(Server):
     def tick(self, now: float) -> None:
         if now >= self._next_clean:
             self._next_clean = now + self.clean_interval
-            removed = self.journal.clean(now - self.retention)
-            if removed:
-                log.info("removed %d replies and closed requests older than %.0fs", removed, self.retention)
+            unclaimed, closed = self.journal.clean(now - self.retention)
+            if closed:
+                log.info("removed %d closed requests older than %.0fs", closed, self.retention)
+            if unclaimed:
+                self.unclaimed += unclaimed
+                self.refused.lines.log(logging.WARNING, "dropped %d replies nobody closed within %.0fs (retention)",
+                                       unclaimed, self.retention)
+        errors = self.refused.client_errors + self.unclaimed  # a refused 5xx is counted by the handler's wrapper
+        if errors > self._reported:
+            self.slot.count(errors=errors - self._reported)
+            self._reported = errors
 
     def run(self) -> None:
         log.info("titanic on %s: %s", self.journal.path, self.journal.counts())

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from raspy.mdp import protocol as p
+
 #: Bytes a queued request is counted for on top of its data: per frame, and twice for itself.
 FRAME_COST = 64
 
@@ -49,3 +51,22 @@ class BrokerLimits:
     def flags(cls) -> list[tuple[str, type, Any, str]]:
         """``(flag, type, default, help)`` of each bound, for a command line."""
         return [(f"--{f.name.replace('_', '-')}", type(f.default), f.default, f.metadata["help"]) for f in fields(cls)]
+
+
+def busy_refusal(service: bytes, reply: p.Frames) -> str | None:
+    """The reason, when ``reply`` is the broker's ``500`` for a request to ``service``: full now, try later.
+
+    The broker refuses in RasPy's convention, ``500`` then its reason, which begins as written by
+    ``BrokerCore.full`` and ``new_service`` (raspy/mdp/_fast/pure.py). Any other reply, a service's
+    own ``500`` among them, is the service's answer; so is the broker's ``400`` (a request over
+    ``max_message`` or ``max_frames`` never passes).
+    """
+    if len(reply) != 2 or reply[0] != b"500":
+        return None
+    try:
+        reason = p.unpack(reply[1])
+    except p.ProtocolError:
+        return None
+    name = service.decode(errors="replace")
+    busy = (f"queue of {name} full: ", "broker full: ", f"no worker for {name}, and ")
+    return reason if isinstance(reason, str) and reason.startswith(busy) else None

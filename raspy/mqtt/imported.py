@@ -12,6 +12,7 @@ Commands besides those of :mod:`raspy.devices.service`:
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Mapping
 
@@ -81,6 +82,10 @@ class ImportedDevices(DeviceService):
         """The readings received since the last call, the latest per device."""
         due, self._pending = sorted(self._pending.items()), {}
         return due
+
+    def next_due(self, now: float) -> float | None:
+        """Now when a reading waits; else nothing until the next message wakes the publisher."""
+        return now if self._pending else math.inf
 
     def do_get(self, args: Any) -> dict[str, Any]:
         device = self.device(name_arg(args))

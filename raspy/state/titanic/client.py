@@ -68,7 +68,10 @@ class TitanicClient:
         frames = [body] if isinstance(body, bytes) else list(body)
         reply = self._client().send(REQUEST_SERVICE, [service, *frames])
         if len(reply) != 2 or reply[0] != p.status_frame(p.OK):
-            raise TitanicError(int(reply[0]) if reply and reply[0].isdigit() else 500, "request refused")
+            status = int(reply[0]) if reply and reply[0].isdigit() else 500
+            why = "it never passes as it is: a bad service name, or too large" if status == p.BAD_REQUEST \
+                else "Titanic is full (docs/limits.md) or failing: try later"
+            raise TitanicError(status, f"request refused: {why}")
         key = reply[1].decode("ascii")
         if callback is not None:
             with self._lock:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from raspy.errors import RequestTimeout
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
+from raspy.mdp.limits import busy_refusal
 from raspy.state.titanic.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ class Dispatcher:
 
     A lane sends its service's requests one at a time in arrival order and
     stores each reply before sending the next. A service that ``mmi.service``
-    says is absent, or that times out, is retried with exponential back-off.
+    says is absent, that times out, or whose request the broker refuses as full
+    (``500``, :func:`~raspy.mdp.limits.busy_refusal`: not the service's answer)
+    is retried with exponential back-off.
     """
 
     def __init__(self, journal: Journal, broker: str, settings: DispatchSettings | None = None) -> None:
@@ -46,6 +49,7 @@ class Dispatcher:
         self._lanes: dict[bytes, threading.Thread] = {}
         self._retry: dict[bytes, tuple[float, float]] = {}  # service -> (not before, current delay)
         self._thread: threading.Thread | None = None
+        self.busy = 0  # requests the broker refused as full, to be sent again
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="titanic-dispatcher", daemon=True)
@@ -106,7 +110,7 @@ class Dispatcher:
                 if len(self._lanes) >= self.settings.lanes:
                     return
             if not self._present(probe, service):
-                self._back_off(service)
+                self._back_off(service, "not there")
                 continue
             lane = threading.Thread(target=self._lane, args=(service,), daemon=True,
                                     name=f"titanic-lane-{service.decode(errors='replace')}")
@@ -121,14 +125,14 @@ class Dispatcher:
             log.debug("mmi.service %s: %s", service, exc)
             return False
 
-    def _back_off(self, service: bytes) -> None:
+    def _back_off(self, service: bytes, why: str) -> None:
         with self._lock:
             delay = self._retry.get(service, (0.0, self.settings.retry_min / 2))[1] * 2
             delay = min(max(delay, self.settings.retry_min), self.settings.retry_max)
             self._retry[service] = (time.monotonic() + delay, delay)
         # INFO once per outage, not every retry of a service that is away for weeks
         log.log(logging.INFO if delay == self.settings.retry_min else logging.DEBUG,
-                "service %s not answering; retrying in %.1fs", service.decode(errors="replace"), delay)
+                "service %s %s; retrying in %.1fs", service.decode(errors="replace"), why, delay)
 
     def _lane(self, service: bytes) -> None:
         """Send ``service``'s pending requests in order until none is left or one fails."""
@@ -144,14 +148,20 @@ class Dispatcher:
                     try:
                         reply = client.send(service, body)
                     except RequestTimeout:
-                        self._back_off(service)
+                        self._back_off(service, "not answering")
+                        return
+                    refusal = busy_refusal(service, reply)
+                    if refusal is not None:  # the request stays pending
+                        with self._lock:
+                            self.busy += 1
+                        self._back_off(service, f"refused by the broker ({refusal})")
                         return
                     self.journal.store_reply(key, reply)
                 with self._lock:
                     self._retry.pop(service, None)
         except Exception:
             log.exception("dispatch to %s failed", service.decode(errors="replace"))
-            self._back_off(service)
+            self._back_off(service, "failing")
         finally:
             client.close()
             with self._lock:

@@ -1,6 +1,7 @@
 """Titanic's journal: requests, replies and the store in one SQLite file, committed in groups."""
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import re
@@ -142,6 +143,11 @@ class Journal:
         self._all_readers: list[sqlite3.Connection] = []
         self.commits = 0
         self.writes = 0
+        self._tally = threading.Lock()
+        self._pending = collections.Counter(dict(self._db.execute(
+            "SELECT service, count(*) FROM request WHERE state = 0 GROUP BY service")))
+        self._pending_total = sum(self._pending.values())
+        self._replied = self._db.execute("SELECT count(*) FROM request WHERE state = 1").fetchone()[0]
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -290,6 +296,9 @@ class Journal:
         seqs = self.write(lambda db: [db.execute(
             "INSERT INTO request (nonce, service, body, state, created, changed) VALUES (?, ?, ?, 0, ?, ?)",
             row).lastrowid for row in rows])
+        with self._tally:
+            self._pending.update(service for service, _ in requests)
+            self._pending_total += len(requests)
         return [make_uuid(row[0], seq) for row, seq in zip(rows, seqs)]
 
     def reply_of(self, key: str) -> tuple[int, Frames] | None:
@@ -305,16 +314,52 @@ class Journal:
     def close_request(self, key: str) -> None:
         """Forget a request's body and reply (a pending one is not sent any more)."""
         nonce, seq = split_uuid(key)
-        self.write(lambda db: db.execute(
-            "UPDATE request SET state = 2, body = NULL, reply = NULL, changed = ? "
-            "WHERE seq = ? AND nonce = ? AND state != 2", (time.time(), seq, nonce)))
+
+        def close(db: sqlite3.Connection) -> tuple[int, bytes] | None:
+            row = db.execute("SELECT state, service FROM request WHERE seq = ? AND nonce = ? AND state != 2",
+                             (seq, nonce)).fetchone()
+            if row is not None:
+                db.execute("UPDATE request SET state = 2, body = NULL, reply = NULL, changed = ? WHERE seq = ?",
+                           (time.time(), seq))
+            return row
+
+        closed = self.write(close)
+        if closed is not None:
+            self._forget(*closed)
 
     def store_reply(self, key: str, reply: Frames) -> None:
         """Mark a pending request replied; a request closed meanwhile stays closed."""
         nonce, seq = split_uuid(key)
-        self.write(lambda db: db.execute(
-            "UPDATE request SET state = 1, reply = ?, body = NULL, changed = ? WHERE seq = ? AND nonce = ? AND state = 0",
-            (pack_frames(reply), time.time(), seq, nonce)))
+        row = self.write(lambda db: db.execute(
+            "UPDATE request SET state = 1, reply = ?, body = NULL, changed = ? "
+            "WHERE seq = ? AND nonce = ? AND state = 0 RETURNING service",
+            (pack_frames(reply), time.time(), seq, nonce)).fetchone())
+        if row is not None:
+            with self._tally:
+                self._uncount(row[0])
+                self._replied += 1
+
+    def _forget(self, state: int, service: bytes) -> None:
+        """A request left its ``state`` (pending or replied) for closed."""
+        with self._tally:
+            if state == PENDING_STATE:
+                self._uncount(service)
+            else:
+                self._replied -= 1
+
+    def _uncount(self, service: bytes) -> None:
+        """One pending request of ``service`` fewer (under ``_tally``)."""
+        self._pending_total -= 1
+        left = self._pending[service] - 1
+        if left:
+            self._pending[service] = left
+        else:
+            del self._pending[service]
+
+    def open_counts(self, service: bytes) -> tuple[int, int, int]:
+        """``(pending, pending for service, replied)``: what the bounds look at, kept in memory."""
+        with self._tally:
+            return self._pending_total, self._pending.get(service, 0), self._replied
 
     def pending_services(self) -> list[bytes]:
         """Services with pending requests (a skip scan of the pending index)."""
@@ -340,18 +385,24 @@ class Journal:
         names = {PENDING_STATE: "pending", REPLIED_STATE: "replied", CLOSED_STATE: "closed"}
         return {name: dict(rows).get(state, 0) for state, name in names.items()}
 
-    def clean(self, before: float, chunk: int = 1000) -> int:
-        """Delete replies and closed requests last changed before ``before``; how many.
+    def clean(self, before: float, chunk: int = 1000) -> tuple[int, int]:
+        """Delete replies and closed requests last changed before ``before``; ``(replies, closed)`` deleted.
 
+        The replies deleted were never closed: their clients lose them (docs/titanic.md, "Retention").
         An idle house has nothing to delete: a read says so, and nothing reaches the disk.
         """
-        total = 0
-        old = "SELECT seq FROM request WHERE state > 0 AND changed < ? LIMIT ?"
-        if not self.read(lambda db: db.execute(old, (before, 1)).fetchone()):
-            return 0
-        while True:
-            cursor = self.write(lambda db: db.execute(
-                f"DELETE FROM request WHERE seq IN ({old})", (before, chunk)))
-            total += cursor.rowcount
-            if cursor.rowcount < chunk:
-                return total
+        removed = {REPLIED_STATE: 0, CLOSED_STATE: 0}
+        old = "SELECT seq FROM request WHERE state > 0 AND changed < ? AND state = ? LIMIT ?"
+        for state in removed:
+            if not self.read(lambda db: db.execute(old, (before, state, 1)).fetchone()):
+                continue
+            while True:
+                cursor = self.write(lambda db: db.execute(f"DELETE FROM request WHERE seq IN ({old})",
+                                                          (before, state, chunk)))
+                removed[state] += cursor.rowcount
+                if state == REPLIED_STATE:
+                    with self._tally:
+                        self._replied -= cursor.rowcount
+                if cursor.rowcount < chunk:
+                    break
+        return removed[REPLIED_STATE], removed[CLOSED_STATE]
