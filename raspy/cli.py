@@ -147,7 +147,25 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from raspy.house.control import status_report
 
+    if args.house:
+        return house_status(args)
     lines, code = status_report(load_or_exit(args.config).state_dir)
+    print("\n".join(lines))
+    return code
+
+
+def house_status(args: argparse.Namespace) -> int:
+    """``raspy status --house``: every host's summary, from the snapshot of ``/host/`` of the hub's kv."""
+    from raspy.house.summary import house_report
+    from raspy.state.keys import HOST
+    from raspy.state.kv.client import fetch_snapshot
+
+    config = client_of(args.config)
+    try:
+        _, messages = fetch_snapshot(HOST, config.kv_snapshot, timeout=args.timeout)
+    except RequestTimeout:
+        return fail(f"no answer from the key/value server at {config.kv_snapshot} in {args.timeout:g}s", 3)
+    lines, code = house_report({key: msg.body for key, msg in messages.items()})
     print("\n".join(lines))
     return code
 
@@ -208,7 +226,7 @@ def broker_of(args: argparse.Namespace) -> str:
     return DEFAULT_ENDPOINT
 
 
-def client_of(path: str) -> Config:
+def client_of(path: str | None) -> Config:
     """The configuration of the house a command talks to; with ``curve = true`` its sockets use this host's keys."""
     from raspy.house.config import ConfigError
 
@@ -393,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="one line per executive, from the board (no broker needed)")
     config_option(status)
+    status.add_argument("--house", action="store_true",
+                        help="every host of the house instead, from the summaries in the hub's kv (docs/hosts.md)")
+    status.add_argument("--timeout", type=float, default=2.5, help="with --house: seconds to wait for kv")
     status.set_defaults(func=cmd_status)
 
     stop = commands.add_parser("stop", help="stop the running supervisor and its executives")

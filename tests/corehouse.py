@@ -31,7 +31,7 @@ class CoreHouse:
         self.executives: dict[str, dict[str, Any]] = {}  # more [executives.NAME] tables, e.g. fake
         self._workers: list[MajorDomoWorker] = []
 
-    def call(self, service: str, command: str, args: Any = None, timeout: float = 1.0) -> tuple[int, Any]:
+    def call(self, service: str, command: str, args: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
         with MajorDomoClient(self.broker, timeout=timeout, retries=1) as client:
             return client.call(service, command) if args is None else client.call(service, command, args)
 

@@ -175,7 +175,7 @@ def test_bounds_are_options_of_the_broker_executive(children, core_env, tmp_path
     house = House(children, core_env)
     write_config(config, {"broker": house.endpoint}, {"broker": {"queue_requests": 2}})
     house.broker = children.executive(config, "broker", env=core_env)
-    wait_for(lambda: house.stats(), what="broker executive up")
+    wait_for(lambda: house.ask(b"mmi.broker"), what="broker executive up")  # None until it answers
     sock = dealer(house)
     for _ in range(3):
         request(sock, b"later", b"job")

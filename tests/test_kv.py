@@ -277,11 +277,12 @@ def test_readings_alone_wait_for_their_longer_interval_other_keys_take_them_alon
     pub = KvPublisherClient(kv.collector)
     try:
         pub.send("", "/device/pi.fake.t", protocol.pack(21.5))
-        assert kv.snapshot_of() == {"/device/pi.fake.t": protocol.pack(21.5)}
-        time.sleep(1.0)  # five flush intervals: a reading alone is not written in them
-        assert b"/device/pi.fake.t" not in keys()
+        pub.send("", "/host/pi", protocol.pack({"sequence": 1}))  # a host's summary is sent again too
+        assert kv.snapshot_of() == {"/device/pi.fake.t": protocol.pack(21.5), "/host/pi": protocol.pack({"sequence": 1})}
+        time.sleep(1.0)  # five flush intervals: readings and summaries alone are not written in them
+        assert keys() == set()
         pub.send("", "/event/door", protocol.pack("open"))
-        wait_for(lambda: keys() == {b"/device/pi.fake.t", b"/event/door"}, what="both keys on disk")
+        wait_for(lambda: keys() == {b"/device/pi.fake.t", b"/host/pi", b"/event/door"}, what="the keys on disk")
     finally:
         pub.close()
         kv.kill()

@@ -28,8 +28,8 @@ from raspy.house.board import Board, LastExit, State
 from raspy.house.executive import Settings, load_kind
 from raspy.mdp import protocol as p
 from raspy.state.kv.client import KvPublisherClient
+from raspy.house.health import host_health
 from raspy.web.app import Unavailable, make_app, sparkline
-from raspy.web.host import host_health
 from raspy.web.house import House, MmiCache
 from raspy.web.readings import DeviceReadings, EventLog
 from raspy.web.server import Server
@@ -102,6 +102,23 @@ def test_page_renders_without_a_board(app, house):
     assert "24.53" in r.text
 
 
+def test_page_lists_every_host_and_marks_a_silent_one_with_its_last_seen_time(app, house):
+    page = call(app, "/").text
+    hosts = page[page.index('<section id="hosts">'):]
+    hosts = hosts[:hosts.index("</section>")]
+    shed = hosts[hosts.index('data-name="shed"'):]
+    seen = time.strftime("%H:%M:%S", time.localtime(house.hosts()[1]["last_seen"]))
+    assert 'class="host down"' in hosts and ">silent<" in shed and f"{seen}, 2m00s ago" in shed
+    assert "onewire: backoff: exit 1: no w1 bus" in shed and "1/2 running" in shed and "3.1 GB" in shed
+    assert 'data-name="pi"' in hosts and ">fresh<" in hosts
+    assert [h["name"] for h in call(app, "/api/status").json()["hosts"]] == ["pi", "shed"]
+
+
+def test_a_house_of_one_host_shows_no_host_list(house):
+    house.hosts = lambda: FakeHouse.hosts(house)[:1]
+    assert '<section id="hosts">' not in call(make_app(house), "/").text
+
+
 def test_fragment_is_the_main_part_only(app):
     r = call(app, "/fragment")
     assert r.status == 200 and "<html" not in r.text and 'data-name="broker"' in r.text
@@ -151,15 +168,22 @@ def test_metrics(app):
     r = call(app, "/metrics")
     assert r.status == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
     lines = r.text.splitlines()
-    assert 'raspy_executive_up{name="broker"} 1' in lines
-    assert 'raspy_executive_requests_total{name="broker"} 1234' in lines
-    assert 'raspy_executive_restarts_total{name="fake"} 2' in lines
-    assert 'raspy_executive_heartbeat_age_seconds{name="fake"} 0.2' in lines
+    assert 'raspy_executive_up{host="pi",name="broker"} 1' in lines
+    assert 'raspy_executive_requests_total{host="pi",name="broker"} 1234' in lines
+    assert 'raspy_executive_restarts_total{host="pi",name="fake"} 2' in lines
+    assert 'raspy_executive_heartbeat_age_seconds{host="pi",name="fake"} 0.2' in lines
     assert 'raspy_device_value{device="pi.fake.aquarium",unit="°C"} 24.53' in lines
     assert 'raspy_device_value{device="pi.fake.odd\\"name",unit=""} 3' in lines
     assert 'raspy_device_stale{device="pi.fake.odd\\"name"} 1' in lines
-    assert "raspy_host_cpu_temperature_celsius 48.3" in lines
+    assert 'raspy_host_cpu_temperature_celsius{host="pi"} 48.3' in lines
     assert "# TYPE raspy_executive_restarts_total counter" in lines
+    # other hosts, from their summaries: a silent host's executives are not up; this host's own come from its board
+    assert 'raspy_host_up{host="pi"} 1' in lines and 'raspy_host_up{host="shed"} 0' in lines
+    assert 'raspy_host_seen_age_seconds{host="shed"} 120' in lines
+    assert 'raspy_executive_up{host="shed",name="fake"} 0' in lines
+    assert 'raspy_executive_restarts_total{host="shed",name="onewire"} 4' in lines
+    assert 'raspy_host_disk_free_bytes{host="shed"} 3100000000' in lines
+    assert sum(line.startswith('raspy_executive_up{host="pi"') for line in lines) == 2  # not repeated from its summary
     samples = [line for line in lines if not line.startswith("#")]
     assert all(len(line.rsplit(" ", 1)) == 2 for line in samples)
 
@@ -487,7 +511,7 @@ def test_the_errors_metric_counts_what_its_help_says(running_house):
     lines = house.get("metrics")[1].decode().splitlines()
     assert "# HELP raspy_executive_errors_total requests answered with a 5xx status, and handshakes and key/value " \
            "updates refused (a 4xx answer is the caller's mistake and is not counted)" in lines
-    assert 'raspy_executive_errors_total{name="web"} 0' in lines
+    assert 'raspy_executive_errors_total{host="pi",name="web"} 0' in lines
 
 
 def test_restart_without_a_supervisor_is_503(tmp_path, board):

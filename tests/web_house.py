@@ -41,6 +41,7 @@ class FakeHouse:
             executive("fake", restarts=2, last_exit={"code": -9, "reason": "killed by SIGKILL", "at": time.time() - 60}),
         ]
         self.board_error: str | None = None
+        self.made = time.time()
         self.restarted: list[str] = []
         self.calls: list[tuple] = []
         self.answers: dict[tuple, object] = {}
@@ -68,6 +69,22 @@ class FakeHouse:
 
     def host(self) -> dict:
         return {"cpu_temperature": 48.3, "load": [0.5, 0.4, 0.3]}
+
+    def hosts(self) -> list[dict]:
+        """This host's own summary, and a satellite that fell silent two minutes before the house was made."""
+        now = self.made
+        return [
+            {"name": "pi", "silent": False, "last_seen": now - 1, "age": 1.0, "refresh": 30.0, "sequence": 7,
+             "started": now - 3600, "executives": [{"name": "broker", "state": "running", "restarts": 0,
+                                                     "last_exit": None}], "health": self.host()},
+            {"name": "shed", "silent": True, "last_seen": now - 120, "age": 120.0, "refresh": 30.0, "sequence": 3,
+             "started": now - 600, "executives": [
+                 {"name": "fake", "state": "running", "restarts": 1, "last_exit": None},
+                 {"name": "onewire", "state": "backoff", "restarts": 4,
+                  "last_exit": {"code": 1, "reason": "exit 1: no w1 bus", "at": now - 130}}],
+             "health": {"cpu_temperature": 41.5, "load": [0.1, 0.1, 0.1],
+                        "disk": {"free_bytes": 3_100_000_000, "total_bytes": 8_000_000_000}}},
+        ]
 
     def restart(self, name: str) -> str:
         if name not in [ex["name"] for ex in self.execs]:

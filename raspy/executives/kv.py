@@ -29,7 +29,7 @@ class KvExecutive(Executive):
         Option("flush_interval", float, 5.0, "seconds from a change to its write in the state file (at most)",
                POSITIVE),
         Option("readings_flush_interval", float, 300.0, "the same when only device readings (`/device/`) "
-               "changed: their servers publish them again at their next poll", POSITIVE),
+               "or host summaries (`/host/`) changed: their publishers send them again", POSITIVE),
         Option("hugz_interval", float, HUGZ_INTERVAL, "seconds between two HUGZ to subscribers (subscribers "
                f"resynchronise after {SERVER_TIMEOUT:g} s of silence)", HUGZ_BOUND),
         Option("max_value", int, MAX_VALUE, "bytes of one key's properties and body (docs/limits.md)", at_least(1)),

@@ -98,6 +98,8 @@ class Config:
     curve: bool = False              # CURVE on every ZeroMQ connection (keys in <state_dir>/curve)
     hub_key: str = ""                # the hub's public key; empty: this host is the hub
     insecure: bool = False           # allow a plaintext bind to an address other than loopback
+    host_interval: float = 2.0       # at most one summary of the board under /host/<hostname> this often
+    host_refresh: float = 30.0       # the summary again after this long without a change (docs/hosts.md)
     security: Curve | None = None    # the keys, loaded by the commands that start executives
     executives: dict[str, ExecutiveConfig] = field(default_factory=dict)
 
@@ -156,6 +158,8 @@ _RASPY_KEYS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "curve": ((bool,), None, "true or false"),
     "hub_key": ((str,), lambda v: v == "" or _is_key(v), "a CURVE public key (40 characters, 'raspy keys init')"),
     "insecure": ((bool,), None, "true or false"),
+    "host_interval": ((int, float), *_POSITIVE),
+    "host_refresh": ((int, float), *_POSITIVE),
 }
 
 
@@ -232,6 +236,8 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str, import_
             setattr(config, key, f"{tcp.group(1)}:{int(tcp.group(2)) + offset}")
     if config.backoff_start > config.backoff_cap:
         raise error("raspy", "backoff_start", f"{config.backoff_start} is more than backoff_cap {config.backoff_cap}")
+    if config.host_interval > config.host_refresh:
+        raise error("raspy", "host_interval", f"{config.host_interval} is more than host_refresh {config.host_refresh}")
     executives = document.get("executives", {})
     if not isinstance(executives, dict):
         raise error("executives", None, "must be a set of [executives.NAME] tables")

@@ -5,9 +5,10 @@ One thread, one ``selectors`` loop. Signals arrive through ``signal.set_wakeup_f
 within milliseconds); the executives' output arrives through one pipe each and
 is written to size-capped log files; ``raspy stop|restart|reload`` arrive on a
 Unix socket in the state directory. The only timers are the back-off delays,
-the stop timeout, the systemd watchdog and the hang check, which reads each
+the stop timeout, the systemd watchdog, the hang check, which reads each
 executive's heartbeat from the shared-memory board when the oldest of them
-would pass ``hang_timeout``. See docs/supervisor.md.
+would pass ``hang_timeout``, and the host summary's next publication
+(:mod:`raspy.house.summary`). See docs/supervisor.md.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from raspy.house.executive import load_kind
 from raspy.house.logs import CappedLog
 from raspy.house.process import SIGNALS, AfterExit, ExecutiveProcess, signal_group
 from raspy.house.restart import next_restart
+from raspy.house.summary import SummaryPublisher
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class Supervisor:
         self._watchdog = systemd.watchdog_interval()
         self._next_watchdog = 0.0
         self._next_hang_check = 0.0
+        self._host: SummaryPublisher | None = None
 
     @property
     def control_path(self) -> Path:
@@ -100,6 +103,7 @@ class Supervisor:
             self._control = ControlServer(self.control_path, self._selector, self._command)
         except OSError as exc:
             raise StartError(f"cannot use the state directory {config.state_dir}: {exc}") from None
+        self._host = SummaryPublisher(config, self.board)
 
     def _check_endpoints(self) -> None:
         """Refuse to start while an endpoint the house binds is taken (another house on the same ports?)."""
@@ -130,6 +134,8 @@ class Supervisor:
             signal.signal(sig, signal.SIG_DFL)
         if self._control is not None:
             self._control.close()
+        if self._host is not None:
+            self._host.close()
         self._selector.close()
         self._wakeup_r.close()
         self._wakeup_w.close()
@@ -168,6 +174,8 @@ class Supervisor:
             times += [t for t in (proc.next_start, proc.kill_at) if t is not None]
         if self._watchdog:
             times.append(self._next_watchdog)
+        if self._host is not None:
+            times.append(self._host.due)
         return min(times)
 
     def _on_timers(self, now: float) -> None:
@@ -205,6 +213,8 @@ class Supervisor:
         if self._watchdog and now >= self._next_watchdog:
             systemd.notify(WATCHDOG=1)
             self._next_watchdog = now + self._watchdog
+        if self._host is not None:
+            self._host.tick(now, self.processes)
 
     def _on_signals(self, sock: socket.socket) -> None:
         try:

@@ -7,10 +7,7 @@ the broker and key/value server accept (``titanic.*``, any host's names).
 """
 from __future__ import annotations
 
-from raspy.state.keys import DEVICE, EVENT
-
-#: A host's own summary: ``/host/<hostname>``.
-HOST = "/host/"
+from raspy.state.keys import DEVICE, EVENT, HOST
 
 
 class Trust:

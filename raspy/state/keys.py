@@ -14,6 +14,8 @@ DEVICE = "/device/"
 EVENT = "/event/"
 #: Scenario state: ``/scenario/<name>``.
 SCENARIO = "/scenario/"
+#: Each host's summary of its supervisor's board: ``/host/<hostname>``.
+HOST = "/host/"
 
 #: Longest key, in bytes.
 MAX_KEY = 255

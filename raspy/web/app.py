@@ -23,6 +23,7 @@ import bottle
 
 from raspy.errors import RaspyError
 from raspy.house.control import duration as compact_duration
+from raspy.house.health import size
 from raspy.web import metrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ class Sources(Protocol):
 
     def host(self) -> dict[str, Any]: ...
 
+    def hosts(self) -> list[dict[str, Any]]:
+        """Every host's summary (``/host/``): ``{name, silent, last_seen, age, executives, health, ...}``."""
+
     def restart(self, name: str) -> str:
         """Ask the supervisor to restart ``name``; ``KeyError`` if unknown, :class:`Unavailable` if it cannot."""
 
@@ -88,6 +92,7 @@ def snapshot(sources: Sources) -> dict[str, Any]:
         "scenarios": sources.scenarios(),
         "events": sources.events(),
         "host": sources.host(),
+        "hosts": sources.hosts(),
     }
 
 
@@ -96,14 +101,6 @@ def snapshot(sources: Sources) -> dict[str, Any]:
 def duration(seconds: float | None) -> str:
     """As ``raspy status`` writes it (``42s``, ``5m07s``); an en dash when unknown."""
     return "–" if seconds is None else compact_duration(seconds)
-
-
-def size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def reading(value: Any) -> str:

@@ -14,13 +14,14 @@ from typing import Any, Callable
 from raspy.errors import RequestTimeout
 from raspy.house.board import Board, BoardError, SlotState, State
 from raspy.house.control import NotRunning, send_command
+from raspy.house.health import host_health
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
 from raspy.state import keys
 from raspy.state.kv.client import KvSubscriberClient
 from raspy.state.kv.message import PUBLISHER_ENDPOINT, SNAPSHOT_ENDPOINT
 from raspy.web.app import Unavailable
-from raspy.web.host import host_health
+from raspy.web.hosts import HostSummaries
 from raspy.web.readings import DeviceReadings, EventLog, ScenarioStates
 
 
@@ -153,6 +154,7 @@ class House:
         self.readings = DeviceReadings(history=history)
         self.event_log = EventLog()
         self.scenario_states = ScenarioStates()
+        self.host_summaries = HostSummaries()
         self.broker = broker
         self.mmi = MmiCache(broker, interval=mmi_interval)
         self._board: Board | None = None
@@ -162,6 +164,9 @@ class House:
             KvSubscriberClient(keys.EVENT, kv_snapshot, kv_publisher, callback=self.event_log.update),
             KvSubscriberClient(keys.SCENARIO, kv_snapshot, kv_publisher, callback=self.scenario_states.update),
         ]
+        hosts = KvSubscriberClient(keys.HOST, kv_snapshot, kv_publisher)
+        hosts.callback = lambda key, body, _: self.host_summaries.update(key, body, live=hosts.wait_synced(0))
+        self._subscribers.append(hosts)
 
     def start(self) -> "House":
         self.mmi.start()
@@ -207,6 +212,9 @@ class House:
 
     def host(self) -> dict[str, Any]:
         return host_health(disk_path=self.state_dir)
+
+    def hosts(self) -> list[dict[str, Any]]:
+        return self.host_summaries.hosts()
 
     def restart(self, name: str) -> str:
         if name not in self._attached().names():

@@ -26,6 +26,8 @@ METRICS = {
     "raspy_host_throttled": ("gauge", "1 while the Pi is throttled"),
     "raspy_host_disk_free_bytes": ("gauge", "free bytes on the state directory's file system"),
     "raspy_host_load1": ("gauge", "one-minute load average"),
+    "raspy_host_up": ("gauge", "1 while the host's summary under /host/ is fresh, 0 once it fell silent"),
+    "raspy_host_seen_age_seconds": ("gauge", "seconds since the host's summary was last seen"),
 }
 
 
@@ -42,9 +44,10 @@ def _number(value: float) -> str:
 
 
 def _samples(status: dict[str, Any]) -> Iterable[tuple[str, dict[str, str], float]]:
+    here = status["hostname"]
     yield "raspy_board_up", {}, int(status["board"]["ok"])
     for ex in status["executives"]:
-        labels = {"name": ex["name"]}
+        labels = {"host": here, "name": ex["name"]}
         yield "raspy_executive_up", labels, int(ex["ready"])
         yield "raspy_executive_restarts_total", labels, ex["restarts"]
         yield "raspy_executive_requests_total", labels, ex["requests"]
@@ -61,18 +64,33 @@ def _samples(status: dict[str, Any]) -> Iterable[tuple[str, dict[str, str], floa
             yield "raspy_device_value", {**labels, "unit": dev["unit"]}, float(value)
         yield "raspy_device_age_seconds", labels, dev["age"]
         yield "raspy_device_stale", labels, int(dev["stale"])
-    host = status["host"]
+    yield from _health(status["host"], {"host": here})
+    for host in status["hosts"]:
+        labels = {"host": host["name"]}
+        yield "raspy_host_up", labels, int(not host["silent"])
+        yield "raspy_host_seen_age_seconds", labels, host["age"]
+        if host["name"] == here:
+            continue  # this host's own board and health are read directly, above
+        for ex in host["executives"]:
+            labels = {"host": host["name"], "name": ex["name"]}
+            yield "raspy_executive_up", labels, int(ex["state"] == "running" and not host["silent"])
+            yield "raspy_executive_restarts_total", labels, ex["restarts"]
+        yield from _health(host["health"], {"host": host["name"]})
+
+
+def _health(host: dict[str, Any], labels: dict[str, str]) -> Iterable[tuple[str, dict[str, str], float]]:
+    """A host's health readings (:func:`raspy.house.health.host_health`) as samples."""
     if "cpu_temperature" in host:
-        yield "raspy_host_cpu_temperature_celsius", {}, host["cpu_temperature"]
+        yield "raspy_host_cpu_temperature_celsius", labels, host["cpu_temperature"]
     if "throttled" in host:
-        yield "raspy_host_under_voltage", {}, int(host["throttled"]["under_voltage"])
-        yield "raspy_host_throttled", {}, int(host["throttled"]["throttled"])
+        yield "raspy_host_under_voltage", labels, int(host["throttled"]["under_voltage"])
+        yield "raspy_host_throttled", labels, int(host["throttled"]["throttled"])
     elif "under_voltage" in host:
-        yield "raspy_host_under_voltage", {}, int(host["under_voltage"])
+        yield "raspy_host_under_voltage", labels, int(host["under_voltage"])
     if "disk" in host:
-        yield "raspy_host_disk_free_bytes", {}, host["disk"]["free_bytes"]
+        yield "raspy_host_disk_free_bytes", labels, host["disk"]["free_bytes"]
     if "load" in host:
-        yield "raspy_host_load1", {}, host["load"][0]
+        yield "raspy_host_load1", labels, host["load"][0]
 
 
 def render(status: dict[str, Any]) -> str:

@@ -34,13 +34,14 @@ from raspy.state.kv.message import (
     epoch_of,
     parse_icanhaz,
 )
-from raspy.state.keys import DEVICE
+from raspy.state.keys import DEVICE, HOST
 from raspy.state.kv.statefile import StateFile
 from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
-_DEVICE = DEVICE.encode()
+#: Subtrees whose publishers send them again anyway: a change there alone waits for the readings flush.
+_REPEATED = (DEVICE.encode(), HOST.encode())
 
 
 class KvServer:
@@ -51,9 +52,9 @@ class KvServer:
     expiry or flush). Signals are the caller's business.
 
     The state file is rewritten ``flush_interval`` seconds after a change, or
-    ``readings_flush_interval`` after a change of device readings alone
-    (``/device/``: their servers publish them again at their next poll), and at
-    a clean stop: a crash loses at most the updates of that interval.
+    ``readings_flush_interval`` after a change of device readings and host summaries alone
+    (``/device/``, ``/host/``: their publishers send them again at their next poll or
+    refresh), and at a clean stop: a crash loses at most the updates of that interval.
 
     With ``curve`` the three sockets are CURVE servers (the caller runs the
     :class:`~raspy.curve.Authenticator`) and ``authorize(host, key)`` decides each
@@ -192,7 +193,7 @@ class KvServer:
                 frames[1] = sequence.to_bytes(8, "big")
                 send(frames)
                 key = frames[0]
-                urgent = urgent or not key.startswith(_DEVICE)
+                urgent = urgent or not key.startswith(_REPEATED)
                 if frames[4]:
                     store[key] = frames
                 else:
@@ -272,7 +273,7 @@ class KvServer:
             publisher.send_multipart([key, self.sequence.to_bytes(8, "big"), b"", b"", b""])
             self.stats["expired"] += 1
             self._dirty = True
-            self._urgent = self._urgent or not key.startswith(_DEVICE)
+            self._urgent = self._urgent or not key.startswith(_REPEATED)
 
     def _serve_snapshots(self, snapshot: zmq.Socket) -> None:
         for _ in range(BATCH):

@@ -9,6 +9,35 @@
 % end
 </p>
 
+% if any(h["name"] != s["hostname"] for h in s["hosts"]):
+<section id="hosts">
+<h2>Hosts</h2>
+<div class="scroll">
+<table>
+<thead><tr><th>host</th><th>seen</th><th>executives</th><th>load</th><th>CPU</th><th>disk free</th></tr></thead>
+<tbody>
+% for h in s["hosts"]:
+%   health, down = h["health"], [ex for ex in h["executives"] if ex["state"] != "running"]
+<tr class="host {{"down" if h["silent"] else ""}}" data-name="{{h["name"]}}">
+  <td><b>{{h["name"]}}</b>
+  % for ex in down:
+    <br><small class="bad">{{ex["name"]}}: {{ex["state"]}}{{": " + ex["last_exit"]["reason"] if ex["last_exit"] else ""}}</small>
+  % end
+  </td>
+  <td><span class="state {{"silent" if h["silent"] else "running"}}">{{"silent" if h["silent"] else "fresh"}}</span>
+    <br><small class="muted" title="last seen">{{time.strftime("%H:%M:%S", time.localtime(h["last_seen"]))}}, {{duration(h["age"])}} ago</small></td>
+  <td>{{len(h["executives"]) - len(down)}}/{{len(h["executives"])}} running</td>
+  <td>{{"%.2f" % health["load"][0] if "load" in health else "–"}}</td>
+  <td>{{"%.1f °C" % health["cpu_temperature"] if "cpu_temperature" in health else "–"}}</td>
+  <td>{{size(health["disk"]["free_bytes"]) if "disk" in health else "–"}}</td>
+</tr>
+% end
+</tbody>
+</table>
+</div>
+</section>
+% end
+
 <section id="executives">
 <h2>Executives</h2>
 <div class="scroll">

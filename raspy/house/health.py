@@ -81,6 +81,15 @@ def disk(path: Path) -> dict[str, int] | None:
     return {"free_bytes": stat.f_bavail * stat.f_frsize, "total_bytes": stat.f_blocks * stat.f_frsize}
 
 
+def size(n: float) -> str:
+    """Bytes as a person reads them: ``512 B``, ``12.3 GB``."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
 def load() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
