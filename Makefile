@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: develop install uninstall tests devtests docs start bench browser graphviz mosquitto clean
 
-$(STAMP): setup.py pyproject.toml
+$(STAMP): setup.py pyproject.toml $(wildcard raspy/mdp/_fast/*.pyx raspy/mdp/_fast/*.pxd)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet "Cython>=3" "pyzmq>=25"

@@ -159,14 +159,16 @@ def run_forwarder(endpoint: str) -> None:
 
 
 def run_curve_broker(endpoint: str, state_dir: str) -> None:
-    """The compiled broker as a CURVE hub runs it: keys of ``state_dir``, its allow-list, READY authorised."""
+    """The compiled broker as a CURVE hub runs it: keys of ``state_dir``, its allow-list, READY and
+    requests for ``hub.config.*`` authorised."""
     from raspy.curve import Authenticator, Curve
     from raspy.house.trust import Trust
     from raspy.mdp.broker import Broker
 
     curve = Curve.load(Path(state_dir), "hub")
     Authenticator(curve).start()
-    Broker(endpoint, curve=curve, authorize=Trust("hub").may_serve).run()
+    trust = Trust("hub")
+    Broker(endpoint, curve=curve, authorize=trust.may_serve, may_call=trust.may_call, private=trust.private).run()
 
 
 def context_for(keys: tuple[str, str, str] | None) -> zmq.Context:

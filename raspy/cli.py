@@ -290,6 +290,7 @@ def cmd_mmi(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     """``raspy keys init|allow|revoke|list``: this host's key pair, and the hub's allow-list."""
     from raspy.curve import ALLOWED_FILE, AllowList, CurveError, init_keys, key_dir
+    from raspy.house.trust import Trust
 
     config = load_or_exit(args.config)
     allowed = AllowList(key_dir(config.state_dir) / ALLOWED_FILE)
@@ -300,6 +301,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
             print(f"{'made' if made else 'kept'} the key pair of {config.hostname} in {key_dir(config.state_dir)}",
                   file=sys.stderr)
         elif args.keys_command == "allow":
+            if Trust(config.hostname).reserved(args.name):
+                return fail(f"{args.name!r} is reserved: a host so called would have the hub's rights")
             allowed.allow(args.name, args.key)
             print(f"allowed {args.name}: a connection with its key is let in from now on")
         elif args.keys_command == "revoke":
@@ -455,8 +458,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def dashed_keys_last(argv: list[str]) -> list[str]:
+    """``argv`` with any CURVE public key that starts with '-' moved behind ``--``.
+
+    One Z85 key in 85 starts with '-', which argparse takes for an option; ``raspy keys allow
+    shed KEY`` must work with the key as ``raspy keys init`` printed it.
+    """
+    if "keys" not in argv or "--" in argv:
+        return argv
+    from raspy.curve import CurveError, check_key
+
+    def dashed_key(word: str) -> bool:
+        try:
+            return word.startswith("-") and check_key(word) == word
+        except CurveError:
+            return False
+
+    keys = [word for word in argv if dashed_key(word)]
+    return [word for word in argv if word not in keys] + ["--", *keys] if keys else argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(dashed_keys_last(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return args.func(args)

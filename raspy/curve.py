@@ -215,6 +215,9 @@ class Authenticator:
                 except CurveError as exc:
                     log.error("%s; keeping the list read before", exc)
                     listed = {name: key for key, name in self._names.items()}
+                if listed.pop(self.curve.hostname, None):  # that name has the hub's rights: its own key only
+                    log.error("%s: %r is this hub's own name; that line is not used", self.allowed.path,
+                              self.curve.hostname)
                 self._names = {key: name for name, key in listed.items()}
                 self._names[self.curve.keys.public] = self.curve.hostname
             return self._names

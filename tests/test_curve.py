@@ -16,7 +16,8 @@ import pytest
 import zmq
 from support import ROOT, free_endpoint, free_port, wait_for, write_config
 
-from raspy.curve import Curve, init_keys
+from raspy.curve import Authenticator, Curve, init_keys
+from raspy.house.trust import Trust
 from raspy.errors import RequestTimeout
 from raspy.mdp import protocol as p
 from raspy.mdp.client import MajorDomoClient
@@ -151,6 +152,30 @@ def test_keys_init_makes_a_private_pair_once_and_allow_list_is_kept_by_name(chil
     assert revoked.returncode == 0 and "no house runs here" in revoked.stdout
     assert host.keys("list").stdout == ""
     assert host.keys("revoke", "shed").returncode == 1
+
+
+def test_allow_takes_a_key_that_starts_with_a_dash_and_refuses_the_hubs_names(children, tmp_path):
+    host = Host(children, tmp_path / "pi", "pi")
+    dashed = next(key for key in (zmq.curve_keypair()[0].decode() for _ in range(100_000)) if key.startswith("-"))
+    allowed = host.keys("allow", "barn", dashed)  # argparse would take it for an option
+    assert allowed.returncode == 0, allowed.stderr
+    assert host.keys("list").stdout == f"barn {dashed}\n"
+    other = init_keys(tmp_path / "other")[0].public
+    for name in ("pi", "titanic", "mmi"):  # the hub's own name would get the hub's rights
+        refused = host.keys("allow", name, other)
+        assert refused.returncode == 1 and f"{name!r} is reserved" in refused.stderr
+    assert host.keys("list").stdout == f"barn {dashed}\n"
+
+
+def test_a_hand_written_line_with_the_hubs_name_or_a_hub_service_gets_no_rights(tmp_path):
+    init_keys(tmp_path / "hub")
+    curve = Curve.load(tmp_path / "hub", "hub")
+    impostor, titanic = (init_keys(tmp_path / name)[0].public for name in ("impostor", "titanic"))
+    (tmp_path / "hub" / "curve" / "allowed").write_text(f"hub {impostor}\ntitanic {titanic}\n")
+    names = Authenticator(curve).keys()
+    assert impostor not in names and names[curve.keys.public] == "hub"
+    assert not Trust("hub").may_serve(names[titanic], b"titanic.request")
+    assert Trust("hub").may_serve("hub", b"titanic.request") and Trust("hub").may_serve("shed", b"shed.fake.devices")
 
 
 def test_a_curve_house_without_keys_and_a_plaintext_public_bind_do_not_start(tmp_path):

@@ -1,8 +1,11 @@
 """The protocol module: frame building and parsing, with no sockets."""
+import logging
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raspy.droplog import DropLog
 from raspy.mdp import protocol as p
 
 frames_st = st.lists(st.binary(max_size=12) | st.sampled_from([b"", p.CLIENT, p.WORKER, b"\x01", b"\x02", b"\x03", b"200", b"get"]), max_size=8)
@@ -78,3 +81,14 @@ def test_random_messages_only_raise_protocol_error(frames):
             parse(frames)
         except p.ProtocolError:
             pass
+
+
+def test_a_frame_that_is_not_a_map_is_dropped_logged_and_counted(caplog):
+    drop = DropLog(logging.getLogger("test.protocol"))
+    assert p.map_or_drop(p.pack({"value": 21.5}), drop, "/device/pi.fake.x") == {"value": 21.5}
+    with caplog.at_level(logging.WARNING, "test.protocol"):
+        assert p.map_or_drop(p.pack([1, 2]), drop, "/device/pi.fake.x") is None
+        assert p.map_or_drop(b"\xc1", drop, "/device/pi.fake.y") is None
+    assert drop.dropped == 2
+    assert "/device/pi.fake.x: a map is expected, got list" in caplog.text
+    assert "/device/pi.fake.y" in caplog.text

@@ -26,6 +26,11 @@ from raspy.web.app import make_app
 from raspy.web.server import Server
 
 TOKEN = "correct horse"
+#: half-open connections of the slow-loris tests
+LORIS = 300
+#: what a slow-loris of LORIS connections may leave in the web process's RSS once closed: held,
+#: they take about 400 kB (850 kB with a Condition each), which the C heap would keep for good
+RSS_KEPT_KB = 256
 
 
 @dataclass
@@ -41,6 +46,10 @@ class WebProcess:
     @property
     def threads(self) -> int:
         return self._status("Threads")
+
+    @property
+    def rss_kb(self) -> int:
+        return self._status("VmRSS")
 
     @property
     def fds(self) -> int:
@@ -106,6 +115,26 @@ def test_a_slow_loris_holds_no_thread_and_the_page_still_answers(children, tmp_p
     finally:
         for sock in loris:
             sock.close()
+
+
+def test_a_slow_loris_once_closed_gives_back_its_memory_and_threads(children, tmp_path):
+    web = start_web(children, tmp_path)
+    for path in ("/", "/api/status", "/fragment", "/metrics"):  # what the page builds once is built before
+        web.get(path)
+    threads, fds, rss = web.threads, web.fds, web.rss_kb
+    loris = []
+    for _ in range(LORIS):
+        sock = socket.create_connection(("127.0.0.1", web.port), timeout=5)
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        loris.append(sock)
+    wait_for(lambda: web.fds >= fds + LORIS - 5, what=f"the web process holding the {LORIS} connections")
+    held = web.rss_kb
+    for sock in loris:
+        sock.close()
+    wait_for(lambda: web.fds <= fds + 5, what="the web process closing the connections")
+    # well within the idle timeout (15 s): the memory they took is handed back once they have closed
+    wait_for(lambda: web.rss_kb <= rss + RSS_KEPT_KB and web.threads <= threads, timeout=5,
+             what=f"RSS back within {RSS_KEPT_KB} kB of {rss} kB (held: {held} kB) and threads back to {threads}")
 
 
 def test_connections_beyond_the_bound_wait_in_the_backlog_until_one_closes(children, tmp_path):

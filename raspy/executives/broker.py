@@ -15,8 +15,9 @@ class BrokerExecutive(Executive):
     """The broker as an executive: the core in a thread, beats and counters in the main one.
 
     In a CURVE house it binds as a CURVE server behind this process's authenticator, and a host
-    may register workers only under its own name (:class:`~raspy.house.trust.Trust`); refused
-    handshakes and READYs count as errors on the board.
+    may register workers only under its own name and call the hub's ``<hub>.config.<host>`` for
+    itself only (:class:`~raspy.house.trust.Trust`); refused handshakes, READYs and calls count as
+    errors on the board.
     """
 
     secured = True
@@ -33,9 +34,11 @@ class BrokerExecutive(Executive):
         limits = BrokerLimits(**{f.name: self.option(f.name) for f in fields(BrokerLimits)})
         curve = settings.curve
         self.authenticator = Authenticator(curve).start() if curve else None
+        trust = Trust(settings.hostname) if curve else None
         self.broker = Broker(self.option("bind") or DEFAULT_ENDPOINT, heartbeat=settings.heartbeat,
                              liveness=settings.liveness, limits=limits, curve=curve,
-                             authorize=Trust(settings.hostname).may_serve if curve else None)
+                             authorize=trust.may_serve if trust else None,
+                             may_call=trust.may_call if trust else None, private=trust.private if trust else b"")
         self.add_thread(self.broker.run, self.broker.stop, "broker")
         self._reported = (0, 0, 0)
 

@@ -139,10 +139,8 @@ class History(Server):
     def _reading(self, key: str, body: bytes | None, properties: dict[str, str]) -> None:
         if body is None:
             return  # a device gone from the map keeps its history
-        try:
-            reading = p.unpack_map(body)
-        except p.ProtocolError as exc:
-            self._dropped(f"{key}: {exc}")
+        reading = p.map_or_drop(body, self._dropped, key)
+        if reading is None:
             return
         unit = reading.get("unit")
         self.store.add(keys.name_in(keys.DEVICE, key), reading.get("timestamp"), reading.get("value"),

@@ -1,7 +1,9 @@
 """The supervisor's configuration: a TOML file, or the embedded default house.
 
 A bad file stops start-up with the file, the key, its line and the reason
-(:class:`ConfigError`); nothing is started from a half-understood file.
+(:class:`ConfigError`); nothing is started from a half-understood file. A hub's file may also hold
+``[hosts.NAME.executives.*]`` tables, each checked here as the host will run it; a satellite whose
+file has no ``[executives.*]`` gets its executives from the hub (:mod:`raspy.house.hubconfig`).
 """
 from __future__ import annotations
 
@@ -10,17 +12,19 @@ import re
 import socket
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import zmq
 
+from raspy.curve import NAME as HOST_NAME
 from raspy.curve import Curve, CurveError, check_key
 from raspy.errors import InvalidValue, RaspyError
 from raspy.house.executive import BEATS_PER_HANG, Settings, load_kind
 from raspy.house.options import check_table
 from raspy.house.toml_lines import find_line, find_value_line
+from raspy.house.trust import CONFIG
 
 #: The default house, in start order: executive name -> its options. An entry whose
 #: kind is not (yet) in ``raspy.house.executive.KINDS`` is left out, so a new executive
@@ -44,6 +48,12 @@ DEFAULT_HOUSE: dict[str, dict[str, Any]] = {
 NEEDS_PATH = {"onewire": Path("/sys/bus/w1/devices")}
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}\Z")
+
+#: The kinds of the executive named ``config`` (:data:`CONFIG`): on a hub with ``[hosts.*]`` tables
+#: it serves each host its configuration; on a satellite configured by the hub it fetches its own.
+CONFIGURATOR, FROM_HUB = "configurator", "hubconfig"
+#: What a value in a ``[hosts.*]`` table may be: what travels to the host and sits in its cache.
+_PLAIN = (str, int, float, bool, list, dict)
 
 
 class ConfigError(RaspyError, ValueError):
@@ -102,6 +112,10 @@ class Config:
     host_refresh: float = 30.0       # the summary again after this long without a change (docs/hosts.md)
     security: Curve | None = None    # the keys, loaded by the commands that start executives
     executives: dict[str, ExecutiveConfig] = field(default_factory=dict)
+    #: on a hub: ``[hosts.NAME.executives.*]``, each host's executives, checked as that host runs them
+    hosts: dict[str, dict[str, ExecutiveConfig]] = field(default_factory=dict)
+    #: a satellite whose file names the hub and no executive: the hub gives them (and a cache keeps them)
+    from_hub: bool = False
 
     @property
     def log_dir(self) -> Path:
@@ -124,6 +138,10 @@ class Config:
         security = self.load_security()
         if security is not None:
             security.client(zmq.Context.instance())
+
+    def for_host(self, host: str, executives: dict[str, ExecutiveConfig]) -> "Config":
+        """This configuration as host ``host`` would run ``executives``: what their checks see."""
+        return replace(self, hostname=host, executives=executives, hosts={}, from_hub=False)
 
     def settings(self, name: str) -> Settings:
         """What the executive ``name`` is constructed with."""
@@ -208,8 +226,9 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str, import_
         return ConfigError(path, f"{table}.{key}" if key else table, reason, find_line(text, table, key))
 
     for table in document:
-        if table not in ("raspy", "executives"):
-            raise error(table, None, "unknown table; RasPy reads [raspy] and [executives.NAME]")
+        if table not in ("raspy", "executives", "hosts"):
+            raise error(table, None, "unknown table; RasPy reads [raspy], [executives.NAME] "
+                                     "and [hosts.HOST.executives.NAME]")
     raspy = document.get("raspy", {})
     if not isinstance(raspy, dict):
         raise error("raspy", None, "must be a table")
@@ -245,14 +264,94 @@ def parse_config(document: dict[str, Any], path: Path | None, text: str, import_
         sys.path.extend(str(f) for f in config.python_path if str(f) not in sys.path)
     for name, table in executives.items():
         config.executives[name] = _executive(config, name, table, error)
+    config.from_hub = bool(config.hub_key) and config.curve and "executives" not in document and path is not None
+    if config.from_hub:  # the executive that asks the hub; the others come from it, or from its cache
+        config.executives[CONFIG] = ExecutiveConfig(CONFIG, FROM_HUB, True, {"file": str(Path(path).absolute())})
+    _hosts(config, document.get("hosts"), text, error)
     if import_kinds:
         config.security = config.load_security()
         check_kinds(config, text)
+        for host, executives in config.hosts.items():
+            check_kinds(config.for_host(host, executives), text, f"hosts.{host}.executives")
     return config
 
 
-def _executive(config: Config, name: str, table: Any, error) -> ExecutiveConfig:
-    where = f"executives.{name}"
+def parse_executives(config: Config, tables: dict[str, Any], path: Path, text: str = "",
+                     prefix: str = "executives") -> dict[str, ExecutiveConfig]:
+    """``tables`` (name -> ``[executives.NAME]`` table, as parsed) checked as ``config``'s host runs them.
+
+    For executives that come from elsewhere than ``config``'s file (the hub's answer, its cache
+    in ``path``); a :class:`ConfigError` names ``path`` and the executive.
+    """
+    def error(table: str, key: str | None, reason: str) -> ConfigError:
+        return ConfigError(path, f"{table}.{key}" if key else table, reason, find_line(text, table, key))
+
+    if not isinstance(tables, dict):
+        raise error(prefix, None, "must be a set of executive tables")
+    executives = {name: _executive(config, name, table, error, prefix) for name, table in tables.items()}
+    check_kinds(config.for_host(config.hostname, executives), text, prefix, path)
+    return executives
+
+
+def executive_table(executive: ExecutiveConfig) -> dict[str, Any]:
+    """The ``[executives.NAME]`` table that :func:`parse_executives` reads back as ``executive``."""
+    return {"kind": executive.kind, "enabled": executive.enabled, **executive.options}
+
+
+def _hosts(config: Config, hosts: Any, text: str, error) -> None:
+    """``[hosts.HOST.executives.NAME]``: what the hub gives each host; the hub runs ``config`` to serve it."""
+    if hosts is None:
+        return
+    if not isinstance(hosts, dict):
+        raise error("hosts", None, "must be a set of [hosts.HOST.executives.NAME] tables")
+    if config.hub_key:
+        raise error("hosts", None, "a satellite (it names hub_key) serves no [hosts.*]: they belong in the hub's file")
+    if not config.curve:
+        raise error("hosts", None, "needs curve = true: the hub tells which host asks for its configuration "
+                                   "by the host's CURVE key (docs/hosts.md)")
+    if CONFIG in config.executives:
+        raise error(f"executives.{CONFIG}", None, f"the name {CONFIG!r} is the hub's configuration service's "
+                                                  "when the file has [hosts.*] tables")
+    for host, table in hosts.items():
+        where = f"hosts.{host}"
+        if not HOST_NAME.match(host):
+            raise error(where, None, "a host name is 1-64 letters, digits, '_' or '-' (its name on the allow-list)")
+        if host == config.hostname:
+            raise error(where, None, "the hub's own executives go in [executives.*]")
+        if not isinstance(table, dict) or any(key != "executives" for key in table):
+            raise error(where, None, "holds only [hosts.HOST.executives.NAME] tables")
+        executives = table.get("executives", {})
+        if not isinstance(executives, dict):
+            raise error(f"{where}.executives", None, "must be a set of [hosts.HOST.executives.NAME] tables")
+        config.hosts[host] = {}
+        for name, options in executives.items():
+            prefix = f"{where}.executives"
+            if name == CONFIG:
+                raise error(f"{prefix}.{name}", None, f"the name {CONFIG!r} is the host's own: "
+                                                      "it fetches the configuration from the hub")
+            table_name = f"{prefix}.{name}"
+            found = _not_plain(options)
+            if found is not None:
+                raise ConfigError(config.path, table_name + _path(found), "a date or time is not sent to a host: "
+                                  "write it as a string", find_value_line(text, table_name, found))
+            config.hosts[host][name] = _executive(config, name, options, error, prefix)
+    tables = {host: {name: executive_table(e) for name, e in executives.items()}
+              for host, executives in config.hosts.items()}
+    config.executives[CONFIG] = ExecutiveConfig(CONFIG, CONFIGURATOR, True, {"hosts": tables})
+
+
+def _not_plain(value: Any, where: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where ``value`` holds something that cannot travel to a host as it is (TOML's dates and times)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _not_plain(item, (*where, key))
+        if found is not None:
+            return found
+    return None if isinstance(value, _PLAIN) else where
+
+
+def _executive(config: Config, name: str, table: Any, error, prefix: str = "executives") -> ExecutiveConfig:
+    where = f"{prefix}.{name}"
     if not _NAME.match(name):
         raise error(where, None, "an executive name is 1-32 lower-case letters, digits, '_' or '-', "
                                  "starting with a letter")
@@ -270,23 +369,27 @@ def _executive(config: Config, name: str, table: Any, error) -> ExecutiveConfig:
     return ExecutiveConfig(name, kind, enabled, options)
 
 
-def check_kinds(config: Config, text: str) -> None:
+def check_kinds(config: Config, text: str, prefix: str = "executives", path: Path | None = None) -> None:
     """Import each executive's kind and check its options as the kind declares them.
+
+    ``prefix`` is where the tables sit in ``text`` (``hosts.shed.executives`` for a host's on the
+    hub), ``path`` the file an error names (default the configuration's).
 
     What ``start``, ``reload`` and ``run`` need; a command that only talks to a running house
     can skip it (and so never imports a kind of the owner's). Imported now, a kind's code is
     also in memory before the fork: the children share its pages.
     """
+    path = path or config.path
     for name, executive in config.executives.items():
-        table = f"executives.{name}"
+        table = f"{prefix}.{name}"
         try:
             cls = load_kind(executive.kind)
         except ValueError as exc:
-            raise ConfigError(config.path, f"{table}.kind", str(exc), find_line(text, table, "kind")) from None
+            raise ConfigError(path, f"{table}.kind", str(exc), find_line(text, table, "kind")) from None
         if cls.secured and executive.enabled and not (config.curve or config.insecure):
             plain = [e for e in cls.endpoints(config.settings(name)) if not loopback(e)]
             if plain:
-                raise ConfigError(config.path, "raspy.curve",
+                raise ConfigError(path, "raspy.curve",
                                   f"executive {name} would bind {plain[0]} in plaintext: set curve = true "
                                   "(docs/hosts.md), or insecure = true to accept it", find_line(text, "raspy", "curve"))
         try:
@@ -295,7 +398,7 @@ def check_kinds(config: Config, text: str) -> None:
         except ValueError as exc:
             where = exc.where if isinstance(exc, InvalidValue) else ()
             line = find_value_line(text, table, where)
-            raise ConfigError(config.path, table + _path(where), str(exc), line) from None
+            raise ConfigError(path, table + _path(where), str(exc), line) from None
 
 
 def loopback(endpoint: str) -> bool:
@@ -313,5 +416,5 @@ def _path(where: tuple[str | int, ...]) -> str:
                    else f'."{step}"' for step in where)
 
 
-__all__ = ["Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "check_kinds", "default_state_dir",
-           "find_line", "load_config", "parse_config"]
+__all__ = ["CONFIGURATOR", "Config", "ConfigError", "ExecutiveConfig", "DEFAULT_HOUSE", "FROM_HUB", "check_kinds",
+           "default_state_dir", "executive_table", "find_line", "load_config", "parse_config", "parse_executives"]

@@ -43,6 +43,8 @@ KINDS: dict[str, str] = {
     "titanic": "raspy.executives.titanic:Titanic",
     "core": "raspy.executives.core:Core",
     "mqtt": "raspy.executives.mqtt:Mqtt",
+    "configurator": "raspy.executives.config:Configurator",
+    "hubconfig": "raspy.executives.config:HubConfig",
 }
 
 
@@ -196,8 +198,8 @@ class Executive:
             self.failure = f"thread {name} {how}"
             self._stop.set()
 
-    def stopping(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; true once the executive is asked to stop."""
+    def stopping(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds (None: until then); true once the executive is asked to stop."""
         return self._stop.wait(timeout)
 
     def add_service(self, suffix: str, handler: Handler) -> MajorDomoWorker:

@@ -27,6 +27,7 @@ from raspy.house.config import Config, ConfigError, ExecutiveConfig, load_config
 from raspy.house.control import CONTROL_SOCKET, ControlServer
 from raspy.house.endpoints import EndpointBusy, check_bindable
 from raspy.house.executive import load_kind
+from raspy.house.hubconfig import complete
 from raspy.house.logs import CappedLog
 from raspy.house.process import SIGNALS, AfterExit, ExecutiveProcess, signal_group
 from raspy.house.restart import next_restart
@@ -72,6 +73,7 @@ class Supervisor:
         directory is not usable, or an endpoint it binds is taken; then nothing was started.
         """
         try:
+            self.config = complete(self.config)  # a satellite configured by the hub: its cache
             self._open()
             self._check_endpoints()
             for executive in self.config.enabled():
@@ -368,7 +370,7 @@ class Supervisor:
     def reload(self) -> tuple[bool, str]:
         """Re-read the configuration: restart changed executives, start new ones, stop removed ones."""
         try:
-            new = load_config(self.config.path)
+            new = complete(load_config(self.config.path))
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return False, str(exc)

@@ -26,8 +26,8 @@ class Broker:
     ``liveness`` silent intervals; ``limits`` bounds what peers can make the
     broker hold (a frame over ``max_message`` is refused by libzmq itself, which
     drops that peer's connection before reading the frame). With ``curve`` the endpoint is a CURVE
-    server (the caller runs the :class:`~raspy.curve.Authenticator`), and ``authorize(host, service)``
-    decides each READY.
+    server (the caller runs the :class:`~raspy.curve.Authenticator`), ``authorize(host, service)``
+    decides each READY, and ``may_call(host, service)`` each client request for a name under ``private``.
     """
 
     def __init__(
@@ -40,6 +40,8 @@ class Broker:
         core: type | None = None,
         curve: Curve | None = None,
         authorize: Callable[[str, bytes], bool] | None = None,
+        may_call: Callable[[str, bytes], bool] | None = None,
+        private: bytes = b"",
     ) -> None:
         self.endpoint = endpoint
         self.context = context or zmq.Context.instance()
@@ -53,7 +55,7 @@ class Broker:
         self._waker = f"inproc://raspy-broker-{id(self):x}"
         self.socket.bind(self._waker)
         self.core = (core or _fast.BrokerCore)(self.socket, heartbeat=heartbeat, liveness=liveness, limits=limits,
-                                               authorize=authorize)
+                                               authorize=authorize, may_call=may_call, private=private)
         self._stop = threading.Event()
 
     def run(self) -> None:

@@ -7,7 +7,7 @@ deep inside a caller.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import msgpack
 
@@ -132,6 +132,15 @@ def unpack_map(frame: bytes) -> dict:
     if not isinstance(value, dict):
         raise ProtocolError(f"a map is expected, got {type(value).__name__}")
     return value
+
+
+def map_or_drop(frame: bytes, drop: Callable[[str], Any], where: str) -> dict | None:
+    """:func:`unpack_map` for a callback that cannot refuse: ``None`` once ``drop`` (a DropLog) was told why."""
+    try:
+        return unpack_map(frame)
+    except ProtocolError as exc:
+        drop(f"{where}: {exc}")
+        return None
 
 
 def request(command: str, args: Any = _NOARGS) -> Frames:

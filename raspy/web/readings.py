@@ -141,10 +141,8 @@ class ScenarioStates:
             with self._lock:
                 self._scenarios.pop(name, None)
             return
-        try:
-            state = p.unpack_map(body)
-        except p.ProtocolError as exc:
-            self._dropped(f"scenario state {key}: {exc}")
+        state = p.map_or_drop(body, self._dropped, f"scenario state {key}")
+        if state is None:
             return
         params = state.get("params")
         entry = {"active": bool(state.get("active")), "running": bool(state.get("running")),

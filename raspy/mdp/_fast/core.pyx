@@ -240,6 +240,7 @@ cdef class BrokerCore:
     new_service = pure.BrokerCore.new_service
     full = pure.BrokerCore.full
     refuse = pure.BrokerCore.refuse
+    forbid = pure.BrokerCore.forbid
     queue = pure.BrokerCore.queue
     unqueue = pure.BrokerCore.unqueue
 
@@ -257,7 +258,8 @@ cdef class BrokerCore:
     cdef public object drop, refusals, peers
     cdef public long long requests, replies, refused, expired
     cdef public Py_ssize_t queued, queued_bytes, unknown
-    cdef public object authorize
+    cdef public object authorize, may_call
+    cdef public bytes private
     cdef public str peer
     cdef double _next_beat
 
@@ -265,7 +267,8 @@ cdef class BrokerCore:
         self.msgs = NULL
         self.capacity = 0
 
-    def __init__(self, socket, double heartbeat=2.5, int liveness=3, limits=BrokerLimits(), authorize=None):
+    def __init__(self, socket, double heartbeat=2.5, int liveness=3, limits=BrokerLimits(), authorize=None,
+                 may_call=None, bytes private=b""):
         self.socket = socket
         self.zsock = <void *><size_t>socket.underlying
         self.heartbeat = heartbeat
@@ -280,6 +283,8 @@ cdef class BrokerCore:
         self.requests = self.replies = self.refused = self.expired = 0
         self.queued = self.queued_bytes = self.unknown = 0
         self.authorize = authorize
+        self.may_call = may_call
+        self.private = private
         self.peer = ""
         self._next_beat = monotonic() + heartbeat
         self._reserve(16)
@@ -418,7 +423,13 @@ cdef class BrokerCore:
         cdef ServiceQueue svc
         cdef Request request
         cdef Py_ssize_t i, size = FRAME_BYTES * (n - 2)
+        cdef str host
         self.requests += 1
+        if self.may_call is not None and service.startswith(self.private):
+            host = user_id(&m[2])  # a service private to one host: the caller's host decides
+            if not self.may_call(host, service):
+                self.forbid(as_bytes(&m[0]), service, host)
+                return 0
         if service.startswith(p.MMI_PREFIX):
             self.reply(as_bytes(&m[0]), service, mmi.answer(self, service, self._frames(4, n)))
             return 0

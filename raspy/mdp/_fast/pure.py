@@ -183,7 +183,8 @@ class BrokerCore:
     worker_type = Worker
 
     def __init__(self, socket: zmq.Socket, heartbeat: float = 2.5, liveness: int = 3,
-                 limits: BrokerLimits = BrokerLimits(), authorize: Callable[[str, bytes], bool] | None = None) -> None:
+                 limits: BrokerLimits = BrokerLimits(), authorize: Callable[[str, bytes], bool] | None = None,
+                 may_call: Callable[[str, bytes], bool] | None = None, private: bytes = b"") -> None:
         self.socket = socket
         self.heartbeat = heartbeat
         self.liveness = liveness
@@ -198,6 +199,9 @@ class BrokerCore:
         self.unknown = 0  # services with no worker
         #: whether a host may serve a service: asked on READY with the sender's host (CURVE's User-Id)
         self.authorize = authorize
+        #: whether a host may call a service: asked for a client request to a name under ``private`` only
+        self.may_call = may_call
+        self.private = private
         self.peer = ""
         self._next_beat = time.monotonic() + heartbeat
 
@@ -221,7 +225,7 @@ class BrokerCore:
     def drain(self) -> int:
         """Handle the messages waiting on the socket, at most ``BATCH``; how many were handled."""
         socket = self.socket
-        if self.authorize is not None:
+        if self.authorize is not None or self.may_call is not None:
             return self._drain_with_peer()
         for handled in range(BATCH):
             frames = recv(socket)
@@ -231,7 +235,7 @@ class BrokerCore:
         return BATCH
 
     def _drain_with_peer(self) -> int:
-        """:meth:`drain` noting each sender's host in ``peer``, for :meth:`on_ready`."""
+        """:meth:`drain` noting each sender's host in ``peer``, for :meth:`on_ready` and :meth:`on_client`."""
         for handled in range(BATCH):
             received = recv_with_peer(self.socket)
             if received is None:
@@ -266,6 +270,9 @@ class BrokerCore:
 
     def on_client(self, client: bytes, service: bytes, body: list[bytes]) -> None:
         self.requests += 1
+        if self.may_call is not None and service.startswith(self.private) and not self.may_call(self.peer, service):
+            self.forbid(client, service, self.peer)
+            return
         if service.startswith(p.MMI_PREFIX):
             self.reply(client, service, mmi.answer(self, service, body))
             return
@@ -346,6 +353,10 @@ class BrokerCore:
         self.refused += 1
         self.refusals.log(logging.WARNING, "refused a request for %s: %s", name(service), reason)
         self.reply(client, service, p.reply(status, reason))
+
+    def forbid(self, client: bytes, service: bytes, host: str) -> None:
+        """Refuse a request for a service private to another host (403): it never reaches the worker."""
+        self.refuse(client, service, p.FORBIDDEN, f"host {host or '(unnamed)'} may not call {name(service)}")
 
     def queue(self, svc: ServiceQueue, request: Request, first: bool = False) -> None:
         """Put a request in ``svc``'s queue (at its head when ``first``), counted in the bounds."""
