@@ -1,21 +1,25 @@
 """What an idle house costs: CPU, wake-ups, disk writes and memory of the default house, per process.
 
-    PYTHONPATH=. python bench/idle.py [--settle 10] [--measure 60] [--sensors 0 --poll 1]
+    PYTHONPATH=. python bench/idle.py [--settle 10] [--measure 60] [--sensors 0 --poll 1] [--without NAME]
 
 Starts the default house (its executives and fake devices, on free ports, in a
 state directory of its own), times start to ``/readyz`` 200, lets it settle,
 then reads ``/proc`` of the supervisor and each executive at both ends of the
 measured window: CPU time of all threads (``schedstat``), wake-ups (voluntary
 and involuntary context switches of all threads), ``write_bytes`` of
-``/proc/PID/io`` (root, or the same user) and PSS. ``--sensors N`` replaces the
+``/proc/PID/io`` (root, or the same user), PSS, private memory (pages no other
+process maps: what forking cost each one) and, as root, the house alone (every
+page of its processes once: PSS counts other programs' share of libraries). ``--sensors N`` replaces the
 fake devices by N sensors polled every ``--poll`` seconds and adds the kv
-state file's write bytes per reading. Prints a Markdown table and the ratios
-to the idle budget; bench/README.md holds copies.
+state file's write bytes per reading; ``--without NAME`` leaves an executive
+out (``--without history``: the house the budget was set for). Prints a
+Markdown table and the ratios to the idle budget; bench/README.md holds copies.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import struct
 import sys
 import tempfile
 import time
@@ -63,6 +67,38 @@ def sample(pid: int) -> Sample:
     return Sample(cpu, wakeups, written)
 
 
+def smaps_kib(pid: int, field: str) -> int:
+    """One field of ``/proc/PID/smaps_rollup`` (``Private_Dirty``...), in KiB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def house_alone_kib(pids: list[int]) -> int | None:
+    """The memory of these processes counted as if nothing else ran: every physical page they map, once.
+
+    PSS divides a page among all its mappers, other programs included: here other Pythons take
+    their share of libpython, on a Pi the house pays it all. Reads the page frame numbers in
+    ``/proc/PID/pagemap`` (root only; None otherwise).
+    """
+    frames: set[int] = set()
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            for line in maps:
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                if line.rstrip().endswith("[vsyscall]"):
+                    continue
+                pagemap.seek(start // 4096 * 8)
+                data = pagemap.read((end - start) // 4096 * 8)
+                for (entry,) in struct.iter_unpack("<Q", data):
+                    if entry >> 63:  # present in memory
+                        frames.add(entry & ((1 << 55) - 1))
+    if frames == {0}:  # not root: the frame numbers read as 0
+        return None
+    return len(frames) * 4
+
+
 def fetch_ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
@@ -71,8 +107,8 @@ def fetch_ready(port: int) -> bool:
         return False
 
 
-def house_executives(sensors: int, poll: int) -> dict[str, dict]:
-    executives = default_document()["executives"]
+def house_executives(sensors: int, poll: int, without: list[str]) -> dict[str, dict]:
+    executives = {name: table for name, table in default_document()["executives"].items() if name not in without}
     if sensors:
         executives["fake"] = {"devices": [
             {"name": f"s{i}", "kind": "cyclic", "cycle": 600, "min": 0.0, "max": 100.0, "poll": poll}
@@ -80,9 +116,9 @@ def house_executives(sensors: int, poll: int) -> dict[str, dict]:
     return executives
 
 
-def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int) -> dict:
+def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int, without: list[str]) -> dict:
     endpoint, port = free_endpoint(), free_port()
-    executives = house_executives(sensors, poll)
+    executives = house_executives(sensors, poll, without)
     executives["web"] = {**executives.get("web", {}), "port": port}
     kv = {f"kv_{name}": free_endpoint() for name in ("snapshot", "publisher", "collector")}
     config, state_dir = tmp / "idle.toml", tmp / "idle"
@@ -100,6 +136,8 @@ def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int) ->
         after = {pid: sample(pid) for pid in names}
         elapsed = time.monotonic() - began
         pss = {pid: pss_kib(pid) for pid in names}
+        private = {pid: smaps_kib(pid, "Private_Dirty") + smaps_kib(pid, "Private_Clean") for pid in names}
+        alone = house_alone_kib(list(names))
         alive = {name: s.pid for name, s in house.states().items()}
     finally:
         house.stop()
@@ -108,8 +146,10 @@ def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int) ->
     for pid, name in names.items():
         a, b = before[pid], after[pid]
         rows[name] = {"cpu": (b.cpu_ns - a.cpu_ns) / 1e6 / elapsed, "wakeups": (b.wakeups - a.wakeups) / elapsed,
-                      "writes": (b.write_bytes - a.write_bytes) / 1024 * 3600 / elapsed, "pss": pss[pid] / 1024}
+                      "writes": (b.write_bytes - a.write_bytes) / 1024 * 3600 / elapsed, "pss": pss[pid] / 1024,
+                      "private": private[pid] / 1024}
     return {"rows": rows, "ready": ready, "elapsed": elapsed, "restarted": restarted,
+            "alone": alone / 1024 if alone is not None else None,
             "readings": sensors * elapsed / poll if sensors else 0}
 
 
@@ -119,17 +159,22 @@ def loadavg() -> str:
 
 def report(figures: dict, args: argparse.Namespace) -> None:
     rows = figures["rows"]
-    total = {key: sum(row[key] for row in rows.values()) for key in ("cpu", "wakeups", "writes", "pss")}
+    total = {key: sum(row[key] for row in rows.values()) for key in ("cpu", "wakeups", "writes", "pss", "private")}
     print(f"Load average before: {args.load}; after: {loadavg()}; "
           f"settle {args.settle:.0f} s, measured {figures['elapsed']:.0f} s"
-          + (f"; fake: {args.sensors} sensors polled every {args.poll} s" if args.sensors else ""))
+          + (f"; fake: {args.sensors} sensors polled every {args.poll} s" if args.sensors else "")
+          + (f"; without {', '.join(args.without)}" if args.without else ""))
     print()
-    print("| process | CPU ms/s | wake-ups/s | disk writes KiB/h | PSS MiB |")
-    print("|---|--:|--:|--:|--:|")
+    print("| process | CPU ms/s | wake-ups/s | disk writes KiB/h | PSS MiB | private MiB |")
+    print("|---|--:|--:|--:|--:|--:|")
     for name, row in rows.items():
-        print(f"| {name} | {row['cpu']:.2f} | {row['wakeups']:.1f} | {row['writes']:.0f} | {row['pss']:.1f} |")
+        print(f"| {name} | {row['cpu']:.2f} | {row['wakeups']:.1f} | {row['writes']:.0f} | {row['pss']:.1f} | "
+              f"{row['private']:.1f} |")
     print(f"| **house** | {total['cpu']:.2f} ({total['cpu'] / 10:.2f}% of a core) | {total['wakeups']:.0f} | "
-          f"{total['writes']:.0f} | {total['pss']:.1f} |")
+          f"{total['writes']:.0f} | {total['pss']:.1f} | {total['private']:.1f} |")
+    if figures["alone"] is not None:
+        print(f"\nThe house alone (every page its processes map, once, as on a Pi running nothing else): "
+              f"{figures['alone']:.1f} MiB")
     print()
     print("| budget | measured | target | ratio |")
     print("|---|--:|--:|--:|")
@@ -153,10 +198,12 @@ def main() -> None:
     parser.add_argument("--measure", type=float, default=60.0, help="seconds measured")
     parser.add_argument("--sensors", type=int, default=0, help="fake sensors instead of the default devices")
     parser.add_argument("--poll", type=int, default=1, help="their poll interval, seconds")
+    parser.add_argument("--without", action="append", default=[], metavar="NAME",
+                        help="leave this executive of the default house out (repeatable)")
     args = parser.parse_args()
     args.load = loadavg()
     with tempfile.TemporaryDirectory(prefix="raspy-idle-") as tmp:
-        figures = measure(Path(tmp), args.settle, args.measure, args.sensors, args.poll)
+        figures = measure(Path(tmp), args.settle, args.measure, args.sensors, args.poll, args.without)
     report(figures, args)
 
 

@@ -324,6 +324,19 @@ def test_kill_9_and_restart_subscribers_resync_to_the_servers_state(kv, subscrib
     assert sub.gaps == 0
 
 
+def test_subscribers_learn_of_a_restart_within_a_second_though_hugz_are_5_s_apart(children, tmp_path,
+                                                                                   subscribers):
+    kv = Kv(children, tmp_path / "kv.state", hugz_interval=5.0).start()
+    sub = kv.subscriber("/device/")  # hears HUGZ alone: nothing is published under /device/
+    subscribers.append(sub)
+    assert sub.wait_synced(5)
+    kv.kill()
+    kv.start()
+    restarted = time.monotonic()
+    wait_for(lambda: sub.resyncs >= 1, timeout=10, what="resync after the restart")
+    assert time.monotonic() - restarted < 2.0
+
+
 def test_malformed_traffic_is_dropped_and_service_goes_on(kv, subscribers):
     ctx = zmq.Context.instance()
     rng = random.Random(5)
@@ -425,7 +438,8 @@ def test_the_publisher_refuses_what_the_server_would(kv):
     wait_for(lambda: "/device/fits" in kv.snapshot_of(), what="a value within the bound")
 
 
-@pytest.mark.parametrize("option", [{"max_keys": 0}, {"max_value": "big"}, {"max_bytes": -1}, {"max_keys": 1.5}])
+@pytest.mark.parametrize("option", [{"max_keys": 0}, {"max_value": "big"}, {"max_bytes": -1}, {"max_keys": 1.5},
+                                    {"hugz_interval": 6.0}, {"hugz_interval": 0}])
 def test_bad_bounds_stop_start_up(tmp_path, option):
     from raspy.house.config import ConfigError, load_config
 

@@ -544,7 +544,9 @@ def test_journal_retention_removes_old_replies_and_closed_requests_only(tmp_path
     journal.store_reply(closed, [b"late"])  # a reply after close does not reopen it
     assert journal.reply_of(replied) == (1, [b"r"])
     assert journal.open_counts(b"svc") == (1, 1, 1)  # pending, pending for svc, replied
+    commits = journal.commits
     assert journal.clean(before=time.time() - 60) == (0, 0)
+    assert journal.commits == commits  # nothing to delete: no commit, no write to the disk
     assert journal.clean(before=time.time() + 1) == (1, 1)  # (unclaimed replies, closed requests)
     assert journal.reply_of(replied) is None and journal.reply_of(closed) is None
     assert journal.pending(b"svc") == [(pending, [b"0"])]

@@ -391,6 +391,21 @@ def test_mmi_cache_lists_live_services_and_survives_a_dead_broker(children):
     assert not cache._thread.is_alive()
 
 
+def test_mmi_cache_asks_the_broker_only_while_someone_reads(children):
+    endpoint = free_endpoint()
+    children.raspy("run", "broker", "--bind", endpoint)
+    cache = MmiCache(endpoint, interval=0.05, timeout=0.5).start()
+    try:
+        wait_for(lambda: cache.services()["broker"]["up"], what="a first answer")
+        time.sleep(2.0)  # forty intervals with no page open
+        # the answer of before (at most one refresh after the last read): nobody asked meanwhile
+        assert cache.services()["broker"]["age"] >= 1.0
+        wait_for(lambda: cache.services()["broker"]["age"] < 0.2, what="a fresh answer once read")
+    finally:
+        cache.stop()
+    assert not cache._thread.is_alive()
+
+
 # -- the server and the executive ---------------------------------------------------------
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -5,10 +5,13 @@ from pathlib import Path
 
 from raspy.curve import Authenticator
 from raspy.house.executive import Counters, Executive, Settings
-from raspy.house.options import POSITIVE, Option, at_least
+from raspy.house.options import POSITIVE, Option, Rule, at_least
 from raspy.house.trust import Trust
-from raspy.state.kv.message import MAX_BYTES, MAX_KEYS, MAX_VALUE
+from raspy.state.kv.message import HUGZ_INTERVAL, MAX_BYTES, MAX_KEYS, MAX_VALUE, SERVER_TIMEOUT
 from raspy.state.kv.server import KvServer
+
+#: Subscribers wait SERVER_TIMEOUT for a sign of life: a longer interval would make them resynchronise.
+HUGZ_BOUND = Rule(lambda v: 0 < v <= HUGZ_INTERVAL, f"a number > 0 and <= {HUGZ_INTERVAL:g}")
 
 
 class KvExecutive(Executive):
@@ -29,7 +32,8 @@ class KvExecutive(Executive):
                POSITIVE),
         Option("readings_flush_interval", float, 300.0, "the same when only device readings (`/device/`) "
                "or host summaries (`/host/`) changed: their publishers send them again", POSITIVE),
-        Option("hugz_interval", float, 1.0, "seconds between two HUGZ to subscribers", POSITIVE),
+        Option("hugz_interval", float, HUGZ_INTERVAL, "seconds between two HUGZ to subscribers (subscribers "
+               f"resynchronise after {SERVER_TIMEOUT:g} s of silence)", HUGZ_BOUND),
         Option("max_value", int, MAX_VALUE, "bytes of one key's properties and body (docs/limits.md)", at_least(1)),
         Option("max_keys", int, MAX_KEYS, "keys in the map", at_least(1)),
         Option("max_bytes", int, MAX_BYTES, "bytes of the whole map: keys, properties and bodies", at_least(1)),

@@ -1,6 +1,9 @@
 """The ``web`` executive: the status page and its JSON API, served from the board, MMI and kv."""
 from __future__ import annotations
 
+# imported here, in the supervisor before it forks, rather than by the child: an import after
+# the fork costs the executive ~1 MB of its own (the server resolves its host name with idna)
+import encodings.idna  # noqa: F401
 import logging
 from dataclasses import fields
 from pathlib import Path
@@ -34,7 +37,8 @@ class Web(Executive):
         Option("token", str, None, "enables the restart action, for requests that send it"),
         Option("board", str, None, "shared-memory name of the board; default derived from the state directory"),
         Option("refresh", float, 5.0, "seconds between page updates", POSITIVE),
-        Option("mmi_interval", float, 5.0, "seconds between queries of the broker's `mmi.workers`", POSITIVE),
+        Option("mmi_interval", float, 5.0, "seconds between queries of the broker's `mmi.workers` while the "
+               "page is read", POSITIVE),
         Option("stale_after", float, 15.0, "seconds without a beat before a running executive counts as hung "
                "(as the supervisor's default `hang_timeout`)", POSITIVE),
         # the server's bounds (docs/limits.md, "Web")

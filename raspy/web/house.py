@@ -67,10 +67,12 @@ def supervisor_restarter(state_dir: Path, timeout: float = 5.0) -> Callable[[str
 
 
 class MmiCache:
-    """The broker's ``mmi.workers`` answer, refreshed every ``interval`` s by a thread.
+    """The broker's ``mmi.workers`` answer, refreshed every ``interval`` s by a thread while read.
 
     A browser gets the last answer and its age; a dead broker costs the thread
-    one ``timeout``, never a web request.
+    one ``timeout``, never a web request. Nobody reading (no page open): the
+    thread sleeps without a timer; the next read gets the last answer and wakes
+    it, and the reads after that get a fresh one.
     """
 
     def __init__(self, broker: str, interval: float = 5.0, timeout: float = 1.0) -> None:
@@ -80,6 +82,7 @@ class MmiCache:
         self._answer: dict[str, Any] = {"services": [], "at": None, "up": False, "error": "not asked yet"}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._read = threading.Event()  # someone read the answer since the last refresh (or stop)
         self._thread: threading.Thread | None = None
 
     def refresh(self, client: MajorDomoClient) -> None:
@@ -100,8 +103,12 @@ class MmiCache:
     def _run(self) -> None:
         with MajorDomoClient(self.broker, timeout=self.timeout, retries=1) as client:
             while True:
+                self._read.clear()
                 self.refresh(client)
                 if self._stop.wait(self.interval):
+                    return
+                self._read.wait()
+                if self._stop.is_set():
                     return
 
     def start(self) -> "MmiCache":
@@ -111,10 +118,12 @@ class MmiCache:
 
     def stop(self) -> None:
         self._stop.set()
+        self._read.set()
         if self._thread is not None:
             self._thread.join(self.timeout + 1)
 
     def services(self) -> dict[str, Any]:
+        self._read.set()
         with self._lock:
             answer = self._answer
         at = answer["at"]

@@ -21,6 +21,7 @@ from raspy.state.kv.message import (
     MAX_VALUE,
     PUBLISHER_ENDPOINT,
     RESERVED_KEYS,
+    SERVER_TIMEOUT,
     SNAPSHOT_ENDPOINT,
     Callback,
     KVMsg,
@@ -139,7 +140,7 @@ class KvSubscriberClient:
 
     def __init__(self, subtree: str = "", snapshot_endpoint: str = SNAPSHOT_ENDPOINT,
                  publisher_endpoint: str = PUBLISHER_ENDPOINT, callback: Callback | None = None, *,
-                 snapshot_timeout: float = 2.0, server_timeout: float = 3.0,
+                 snapshot_timeout: float = 2.0, server_timeout: float = SERVER_TIMEOUT,
                  context: zmq.Context | None = None) -> None:
         self.subtree = subtree
         self.snapshot_endpoint = snapshot_endpoint

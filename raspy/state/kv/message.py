@@ -21,6 +21,13 @@ HUGZ = b"HUGZ"
 RESERVED_KEYS = frozenset({ICANHAZ, KTHXBAI, HUGZ})
 
 EPOCH_SHIFT = 32
+#: Seconds between two HUGZ of an idle server (the kv executive's ``hugz_interval``, at most this).
+HUGZ_INTERVAL = 5.0
+#: A subscriber that heard nothing for this long (three HUGZ missed) takes a new snapshot.
+SERVER_TIMEOUT = 3 * HUGZ_INTERVAL
+#: The first HUGZ after a start come this soon, then twice as far apart each time up to the
+#: interval: subscribers that reconnect to a restarted server learn its new epoch within a second.
+FIRST_HUGZ = 0.25
 #: Messages queued per peer before ZeroMQ drops (PUB) or refuses (snapshot):
 #: large enough that a subscriber busy for a few seconds does not lose updates.
 HWM = 100_000

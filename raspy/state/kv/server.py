@@ -19,7 +19,9 @@ from raspy.state.kv.message import (
     BATCH,
     COLLECTOR_ENDPOINT,
     EPOCH_SHIFT,
+    FIRST_HUGZ,
     HUGZ,
+    HUGZ_INTERVAL,
     HWM,
     KTHXBAI,
     MAX_BYTES,
@@ -67,7 +69,7 @@ class KvServer:
 
     def __init__(self, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, publisher_endpoint: str = PUBLISHER_ENDPOINT,
                  collector_endpoint: str = COLLECTOR_ENDPOINT, state_path: str | Path | None = None,
-                 flush_interval: float = 5.0, hugz_interval: float = 1.0,
+                 flush_interval: float = 5.0, hugz_interval: float = HUGZ_INTERVAL,
                  context: zmq.Context | None = None, readings_flush_interval: float = 300.0,
                  curve: Curve | None = None, authorize: Callable[[str, bytes], bool] | None = None, *,
                  max_value: int = MAX_VALUE, max_keys: int = MAX_KEYS, max_bytes: int = MAX_BYTES) -> None:
@@ -149,7 +151,7 @@ class KvServer:
         log.info("kv serving: snapshot %s, publisher %s, collector %s, sequence %d",
                  self.snapshot_endpoint, self.publisher_endpoint, self.collector_endpoint, self.sequence)
         now = time.monotonic()
-        next_hugz, flushed = now, now
+        next_hugz, flushed, hugz_step = now, now, FIRST_HUGZ
         while not self._stopping.is_set():
             next_flush = flushed + self._flush_delay()
             wake = min(next_hugz, self._expiry[0][0] if self._expiry else math.inf, next_flush)
@@ -163,7 +165,7 @@ class KvServer:
                 self._expire(publisher, now)
             if now >= next_hugz:
                 publisher.send_multipart([HUGZ, self.sequence.to_bytes(8, "big"), b"", b"", b""])
-                next_hugz = now + self.hugz_interval
+                next_hugz, hugz_step = now + min(hugz_step, self.hugz_interval), hugz_step * 2
             if now >= next_flush:
                 # A write still busy on a slow SD card: look again shortly, do not spin.
                 flushed = now if self._flush() else now - self._flush_delay() + 0.1
