@@ -11,7 +11,6 @@ from raspy.house.executive import Counters, Server, Settings
 from raspy.house.options import POSITIVE, Option, at_least, with_defaults
 from raspy.house.statistics import SNMPGauge, oid
 from raspy.mdp import protocol as p
-from raspy.mdp._fast.pure import SERVICE_NAME
 from raspy.mdp.protocol import Frames
 from raspy.state.titanic.client import CLOSE_SERVICE, REPLY_SERVICE, REQUEST_SERVICE, STORE_SERVICE
 from raspy.state.titanic.dispatcher import Dispatcher, DispatchSettings
@@ -123,7 +122,7 @@ class Titanic(Server):
         admitted: dict[bytes, int] = {}  # service -> requests of this batch admitted so far
         valid = []
         for i, frames in enumerate(requests):
-            if frames and SERVICE_NAME.match(frames[0]) and not frames[0].startswith(p.MMI_PREFIX):
+            if frames and p.SERVICE_NAME.match(frames[0]) and not frames[0].startswith(p.MMI_PREFIX):
                 status = self._admit(frames, admitted, len(valid))
                 if status == p.OK:
                     valid.append(i)

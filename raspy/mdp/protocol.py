@@ -42,6 +42,8 @@ _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 #: One part of a dotted name (host, service, device, job, scenario): letters, digits, ``_`` and ``-``.
 NAME_PART = r"[A-Za-z0-9_\-]+"
 NAME = re.compile(NAME_PART + r"\Z")
+#: A service name as 7/MDP has it: a printable string (ASCII here), of at most 255 bytes.
+SERVICE_NAME = re.compile(rb"[\x20-\x7e]{1,255}\Z")
 
 Frames = list[bytes]
 

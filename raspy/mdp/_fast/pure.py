@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import select
 import time
 from collections import deque
@@ -22,14 +21,12 @@ from raspy.heap import give_back
 from raspy.mdp import mmi
 from raspy.mdp import protocol as p
 from raspy.mdp.limits import FRAME_COST, BrokerLimits
+from raspy.mdp.protocol import SERVICE_NAME
 
 log = logging.getLogger("raspy.mdp.broker")
 
 #: Messages handled per wake-up before the clock is looked at again.
 BATCH = 1000
-
-#: A service name as 7/MDP has it: a printable string (ASCII here), of at most 255 bytes.
-SERVICE_NAME = re.compile(rb"[\x20-\x7e]{1,255}\Z")
 
 
 #: Plain ints: pyzmq's ``zmq.SNDMORE | zmq.NOBLOCK`` builds an enum per frame.
