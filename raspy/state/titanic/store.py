@@ -1,7 +1,6 @@
 """``titanic.store``: a durable key/value store served over MDP."""
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 from typing import Any
@@ -43,11 +42,10 @@ class StoreService(Service):
     counts it keeps in memory are the file's.
     """
 
-    def __init__(self, journal: Journal, limits: TitanicLimits | None = None,
-                 refused: Refusals | None = None) -> None:
+    def __init__(self, journal: Journal, limits: TitanicLimits, refused: Refusals) -> None:
         self.journal = journal
-        self.limits = limits or TitanicLimits()
-        self.refused = refused or Refusals(logging.getLogger(__name__))
+        self.limits = limits
+        self.refused = refused
         self.keys, self.bytes = journal.read(
             lambda db: db.execute(f"SELECT count(*), CAST(total({SIZE}) AS INTEGER) FROM store").fetchone())
 
