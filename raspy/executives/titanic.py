@@ -150,23 +150,24 @@ class Titanic(Server):
         but down (a reply, a close).
         """
         service, limits = frames[0], self.limits
-        name = service.decode(errors="replace")
         size = sum(map(len, frames[1:]))
         if size > limits.max_request:
-            return self.refused(p.BAD_REQUEST, f"request for {name}: {size} bytes, over max_request "
-                                               f"{limits.max_request}")
+            return self._refuse(p.BAD_REQUEST, service, f"{size} bytes, over max_request {limits.max_request}")
         pending, of_service, replied = self.journal.open_counts(service)
         of_service += admitted.get(service, 0)
         if pending + batch >= limits.max_pending:
-            return self.refused(p.ERROR, f"request for {name}: {limits.max_pending} requests pending already "
-                                         f"(max_pending)")
+            return self._refuse(p.ERROR, service, f"{limits.max_pending} requests pending already (max_pending)")
         if of_service >= limits.max_service_pending:
-            return self.refused(p.ERROR, f"request for {name}: {of_service} requests for it pending already "
-                                         f"(max_service_pending)")
+            return self._refuse(p.ERROR, service, f"{of_service} requests for it pending already "
+                                                  f"(max_service_pending)")
         if replied >= limits.max_replies:
-            return self.refused(p.ERROR, f"request for {name}: {replied} replies wait to be closed (max_replies)")
+            return self._refuse(p.ERROR, service, f"{replied} replies wait to be closed (max_replies)")
         admitted[service] = admitted.get(service, 0) + 1
         return p.OK
+
+    def _refuse(self, status: int, service: bytes, why: str) -> int:
+        """Count and log a refused request (its name is printable ASCII: checked before); ``status``."""
+        return self.refused(status, f"request for {service.decode('ascii')}: {why}")
 
     def on_reply(self, frames: Frames) -> Frames:
         """``titanic.reply``: uuid -> 200 + reply frames, 300 pending, 400 unknown."""
