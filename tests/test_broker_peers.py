@@ -94,6 +94,27 @@ def test_only_workers_heard_while_busy_expire_while_busy(bare_core):
         sock.close(linger=0)
 
 
+def test_a_cut_host_s_requeued_request_waits_for_another_host_s_worker(bare_core):
+    """A revoke cuts a host with a busy and an idle worker of one service: the busy one's request is
+    requeued, never handed to the idle one that is being cut too (which would drop it)."""
+    BrokerCore, router, endpoint = bare_core
+    ctx = zmq.Context.instance()
+    core = BrokerCore(router)
+    busy = raw_worker(ctx, endpoint, b"svc")
+    wait_for(lambda: core.drain() == 0 and len(core.workers) == 1, what="the first worker")
+    client = raw_client(ctx, endpoint, zmq.DEALER)
+    client.send_multipart(p.client_request(b"svc", [b"job"]))
+    wait_for(lambda: core.drain() == 0 and core.requests == 1, what="request dispatched")
+    idle = raw_worker(ctx, endpoint, b"svc")
+    wait_for(lambda: core.drain() == 0 and len(core.workers) == 2, what="the second worker")
+    for worker in core.workers.values():
+        worker.host = "shed"  # as CURVE's User-Id would say
+    core.cut(frozenset({"shed"}))
+    assert core.workers == {} and len(core.services[b"svc"].requests) == 1
+    for sock in (busy, idle, client):
+        sock.close(linger=0)
+
+
 # -- the 7/MDP grammar: what it forbids is dropped, counted, and the service keeps serving --
 
 @pytest.fixture

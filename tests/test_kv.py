@@ -475,6 +475,13 @@ def test_subscriber_without_server_never_syncs_and_still_stops():
     assert not sub._thread.is_alive()
 
 
+def test_a_subscriber_stopped_while_waiting_does_not_reconnect_on_its_way_out():
+    sub = KvSubscriberClient("/device/", free_endpoint(), free_endpoint(), server_timeout=30).start()
+    sub.stop()
+    assert not sub._thread.is_alive()
+    assert sub.reconnects == 0
+
+
 def test_publisher_times_out_when_no_collector_listens():
     with KvPublisherClient(free_endpoint(), timeout=0.2) as pub:
         with pytest.raises(TimeoutError):

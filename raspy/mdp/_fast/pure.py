@@ -427,7 +427,8 @@ class BrokerCore:
         for host in hosts - self.cut_hosts:
             self.peers.log(logging.WARNING, "host %s revoked: its workers are dropped, its messages refused", host)
         self.cut_hosts = frozenset(hosts)
-        for worker in list(self.workers.values()):
+        # the idle first: a busy one's requeued request must not go to one that is cut next
+        for worker in sorted(self.workers.values(), key=lambda w: w.request is not None):
             if worker.host in hosts and self.workers.get(worker.identity) is worker:
                 self.remove(worker)
                 self.disconnect(worker.identity, f"host {worker.host} revoked")

@@ -212,6 +212,8 @@ class KvSubscriberClient:
         try:
             while not self._stopping.is_set():
                 if not self._sync(sub, silence):
+                    if self._stopping.is_set():
+                        break
                     # A fresh connection: ZeroMQ does not retry a handshake the server refused (a key
                     # allowed only now), and one that went quiet may lead nowhere.
                     sub.close()
