@@ -137,7 +137,7 @@ def bench_house(tmp: Path, executives: dict[str, dict], label: str) -> dict:
     endpoint = free_endpoint()
     config, state_dir = tmp / f"{label}.toml", tmp / label
     kv = {f"kv_{name}": free_endpoint() for name in ("snapshot", "publisher", "collector")}  # not port + 1..3
-    if "web" in executives:
+    if "web" in executives and executives["web"].get("kind", "web") == "web":  # not the echo stand-in
         executives = {**executives, "web": {**executives["web"], "port": free_port()}}
     write_config(config, state_dir, endpoint, executives, **kv)
     started = time.monotonic()
