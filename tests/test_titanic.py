@@ -522,6 +522,40 @@ def test_journal_group_commit_batches_concurrent_writers(tmp_path):
     journal.close()
 
 
+def test_journal_counts_a_request_before_its_reply_can_be_stored(tmp_path):
+    """The dispatcher may store a reply before ``add_requests`` returns: the bounds never see -1."""
+    journal = Journal(tmp_path / "j.sqlite")
+    write, seen = journal.write, []
+
+    def write_then_reply(op):
+        result = write(op)
+        if not seen:  # the dispatcher wins the race for the request just committed
+            seen.append("replied")
+            (key, _), = journal.pending(b"svc")
+            journal.store_reply(key, [b"200", b"done"])
+            seen.append(journal.open_counts(b"svc"))
+        return result
+
+    journal.write = write_then_reply
+    journal.add_request(b"svc", [b"x"])
+    assert seen[1] == (0, 0, 1) and journal.open_counts(b"svc") == (0, 0, 1)
+    journal.close()
+
+
+def test_journal_uncounts_requests_whose_write_failed(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.add_request(b"svc", [b"x"])
+
+    def full_disk(op):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    journal.write = full_disk
+    with pytest.raises(sqlite3.OperationalError):
+        journal.add_requests([(b"svc", [b"y"]), (b"other", [b"z"])])
+    assert journal.open_counts(b"svc") == (1, 1, 0) and journal.open_counts(b"other") == (1, 0, 0)
+    journal.close()
+
+
 def test_journal_failed_write_undoes_only_itself(tmp_path):
     journal = Journal(tmp_path / "j.sqlite")
     key = journal.add_request(b"svc", [b"x"])

@@ -293,12 +293,18 @@ class Journal:
         """Store new pending requests, ``(service, body)`` each, in one write; their uuids."""
         now = time.time()
         rows = [(secrets.randbits(63), service, pack_frames(body), now, now) for service, body in requests]
-        seqs = self.write(lambda db: [db.execute(
-            "INSERT INTO request (nonce, service, body, state, created, changed) VALUES (?, ?, ?, 0, ?, ?)",
-            row).lastrowid for row in rows])
-        with self._tally:
+        with self._tally:  # counted before the commit: the dispatcher may store a reply before we return
             self._pending.update(service for service, _ in requests)
             self._pending_total += len(requests)
+        try:
+            seqs = self.write(lambda db: [db.execute(
+                "INSERT INTO request (nonce, service, body, state, created, changed) VALUES (?, ?, ?, 0, ?, ?)",
+                row).lastrowid for row in rows])
+        except BaseException:
+            with self._tally:
+                for service, _ in requests:
+                    self._uncount(service)
+            raise
         return [make_uuid(row[0], seq) for row, seq in zip(rows, seqs)]
 
     def reply_of(self, key: str) -> tuple[int, Frames] | None:
