@@ -12,8 +12,10 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from support import free_endpoint, free_port, proc_status, wait_for, write_config
@@ -270,21 +272,41 @@ def test_a_stop_answers_the_request_in_flight_and_takes_no_new_connection():
     server.close()
 
 
-def test_the_access_log_is_debug_lines_and_rate_limited(caplog):
-    server = Server(make_app(FakeHouse()), "127.0.0.1", 0)
+@contextmanager
+def serving(app) -> Iterator[Server]:
+    """A server of ``app`` on a free port, its loop in a thread; stopped and closed on the way out."""
+    server = Server(app, "127.0.0.1", 0)
     loop = threading.Thread(target=server.serve_forever, daemon=True)
     loop.start()
-    connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=5)
     try:
-        with caplog.at_level(logging.DEBUG, logger="raspy.web.access"):
-            for _ in range(30):
-                connection.request("GET", "/healthz")
-                connection.getresponse().read()
+        yield server
     finally:
-        connection.close()
         server.stop()
         loop.join(5)
         server.close()
+
+
+def fetch(server: Server, path: str, method: str = "GET", headers: dict | None = None) -> tuple[int, bytes]:
+    """One request on a connection of its own: status and body."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
+    try:
+        connection.request(method, path, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def test_the_access_log_is_debug_lines_and_rate_limited(caplog):
+    with serving(make_app(FakeHouse())) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=5)
+        try:
+            with caplog.at_level(logging.DEBUG, logger="raspy.web.access"):
+                for _ in range(30):
+                    connection.request("GET", "/healthz")
+                    connection.getresponse().read()
+        finally:
+            connection.close()
     lines = [r for r in caplog.records if r.name == "raspy.web.access"]
     assert 1 <= len(lines) <= 10  # 10 per 10 s, the next saying how many were held back
     assert all(r.levelno == logging.DEBUG and r.getMessage() == "127.0.0.1 GET /healthz 200" for r in lines)
@@ -297,19 +319,12 @@ def test_an_answer_larger_than_the_socket_and_the_buffers_arrives_whole():
         start_response("200 OK", [("Content-Length", str(len(chunk) * chunks))])
         return [chunk] * chunks
 
-    server = Server(big, "127.0.0.1", 0)
-    loop = threading.Thread(target=server.serve_forever, daemon=True)
-    loop.start()
-    try:
+    with serving(big) as server:
         connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
         for _ in range(2):  # twice on one connection: the loop sent the rest, the connection is kept
             connection.request("GET", "/")
             assert len(connection.getresponse().read()) == len(chunk) * chunks
         connection.close()
-    finally:
-        server.stop()
-        loop.join(5)
-        server.close()
 
 
 class CountingHouse(FakeHouse):
@@ -326,67 +341,30 @@ class CountingHouse(FakeHouse):
 
 def test_a_crowd_shares_one_state_of_the_house_per_tick():
     house = CountingHouse()
-    server = Server(make_app(house, tick=60), "127.0.0.1", 0)
-    loop = threading.Thread(target=server.serve_forever, daemon=True)
-    loop.start()
-    try:
-        def get(path: str) -> int:
-            connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=10)
-            connection.request("GET", path)
-            status = connection.getresponse().status
-            connection.close()
-            return status
-        with ThreadPoolExecutor(50) as pool:
-            paths = ["/api/status", "/", "/fragment", "/metrics"] * 25
-            assert set(pool.map(get, paths)) == {200}
-        assert house.taken == 1
-    finally:
-        server.stop()
-        loop.join(5)
-        server.close()
+    with serving(make_app(house, tick=60)) as server, ThreadPoolExecutor(50) as pool:
+        paths = ["/api/status", "/", "/fragment", "/metrics"] * 25
+        assert {status for status, _ in pool.map(lambda path: fetch(server, path), paths)} == {200}
+    assert house.taken == 1
 
 
 def test_an_action_takes_the_state_anew_for_the_next_view():
     house = CountingHouse()
-    server = Server(make_app(house, token=TOKEN, tick=60), "127.0.0.1", 0)
-    loop = threading.Thread(target=server.serve_forever, daemon=True)
-    loop.start()
-    try:
+    with serving(make_app(house, token=TOKEN, tick=60)) as server:
         def ask(method: str, path: str) -> int:
-            connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=5)
-            connection.request(method, path, headers={"Authorization": f"Bearer {TOKEN}"})
-            status = connection.getresponse().status
-            connection.close()
-            return status
+            return fetch(server, path, method, {"Authorization": f"Bearer {TOKEN}"})[0]
         assert ask("GET", "/fragment") == 200 and ask("GET", "/api/status") == 200 and house.taken == 1
         assert ask("POST", "/api/executives/fake/restart") == 200 and house.restarted == ["fake"]
         assert ask("GET", "/fragment") == 200 and house.taken == 2  # not the state of before the action
-    finally:
-        server.stop()
-        loop.join(5)
-        server.close()
 
 
 def test_the_page_shows_a_change_within_a_tick():
     house = FakeHouse()
-    app = make_app(house, tick=0.2)
-    server = Server(app, "127.0.0.1", 0)
-    loop = threading.Thread(target=server.serve_forever, daemon=True)
-    loop.start()
-    try:
+    with serving(make_app(house, tick=0.2)) as server:
         def names() -> list[str]:
-            connection = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=5)
-            connection.request("GET", "/api/status")
-            data = json.loads(connection.getresponse().read())
-            connection.close()
-            return [ex["name"] for ex in data["executives"]]
+            return [ex["name"] for ex in json.loads(fetch(server, "/api/status")[1])["executives"]]
         assert names() == ["broker", "fake"]
         house.execs = house.execs[:1]
         wait_for(lambda: names() == ["broker"], timeout=2, what="the change on the page")
-    finally:
-        server.stop()
-        loop.join(5)
-        server.close()
 
 
 def test_unknown_options_are_refused_at_load_naming_the_known_ones(tmp_path):
