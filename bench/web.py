@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from support import free_port, proc_status  # noqa: E402
+from support import ProcessProbe, free_port  # noqa: E402
 
 from raspy.web.server import Limits  # noqa: E402
 
@@ -99,31 +99,16 @@ def serve_raspy(port: int) -> None:
 
 
 @dataclass
-class Process:
+class Process(ProcessProbe):
     """A server process of this bench and what /proc says about it."""
 
-    popen: subprocess.Popen
     port: int
-
-    def status(self, field_name: str) -> int:
-        return proc_status(self.popen.pid, field_name)
-
-    @property
-    def threads(self) -> int:
-        return self.status("Threads")
-
-    @property
-    def rss_kb(self) -> int:
-        return self.status("VmRSS")
-
-    @property
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.popen.pid}/fd"))
+    popen: subprocess.Popen
 
     @property
     def cpu(self) -> float:
         """Seconds of CPU used so far, user and system, all threads."""
-        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
@@ -144,7 +129,7 @@ def start(kind: str, *options: str) -> Process:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
                 r.read()
-            return Process(popen, port)
+            return Process(popen.pid, port, popen)
         except OSError:
             if popen.poll() is not None or time.monotonic() > deadline:
                 popen.kill()

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -139,3 +140,22 @@ def proc_status(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+@dataclass
+class ProcessProbe:
+    """What ``/proc`` says of process ``pid``: its threads, resident memory and open files."""
+
+    pid: int
+
+    @property
+    def threads(self) -> int:
+        return proc_status(self.pid, "Threads")
+
+    @property
+    def rss_kb(self) -> int:
+        return proc_status(self.pid, "VmRSS")
+
+    @property
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import os
 import resource
 import socket
 import threading
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support import free_endpoint, free_port, proc_status, wait_for, write_config
+from support import ProcessProbe, free_endpoint, free_port, wait_for, write_config
 from web_house import FakeHouse
 
 from raspy.executives.web import Web
@@ -36,26 +35,10 @@ RSS_KEPT_KB = 256
 
 
 @dataclass
-class WebProcess:
+class WebProcess(ProcessProbe):
     """A ``raspy run web`` process and what /proc says about it."""
 
-    pid: int
     port: int
-
-    def _status(self, field: str) -> int:
-        return proc_status(self.pid, field)
-
-    @property
-    def threads(self) -> int:
-        return self._status("Threads")
-
-    @property
-    def rss_kb(self) -> int:
-        return self._status("VmRSS")
-
-    @property
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
