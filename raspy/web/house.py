@@ -159,25 +159,30 @@ class House:
         self.mmi = MmiCache(broker, interval=mmi_interval)
         self._board: Board | None = None
         self._board_lock = threading.Lock()
-        self._subscribers = [
-            KvSubscriberClient(keys.DEVICE, kv_snapshot, kv_publisher, callback=self.readings.update),
-            KvSubscriberClient(keys.EVENT, kv_snapshot, kv_publisher, callback=self.event_log.update),
-            KvSubscriberClient(keys.SCENARIO, kv_snapshot, kv_publisher, callback=self.scenario_states.update),
-        ]
-        hosts = KvSubscriberClient(keys.HOST, kv_snapshot, kv_publisher)
-        hosts.callback = lambda key, body, _: self.host_summaries.update(key, body, live=hosts.wait_synced(0))
-        self._subscribers.append(hosts)
+        # one subscriber (one thread, two sockets) for the four subtrees the page shows
+        self._subscriber = KvSubscriberClient("", kv_snapshot, kv_publisher, callback=self._on_kv)
+        self._sinks: tuple[tuple[str, Callable[[str, bytes | None, dict[str, str]], None]], ...] = (
+            (keys.DEVICE, self.readings.update),
+            (keys.EVENT, self.event_log.update),
+            (keys.SCENARIO, self.scenario_states.update),
+            (keys.HOST, lambda key, body, _: self.host_summaries.update(key, body,
+                                                                       live=self._subscriber.wait_synced(0))),
+        )
+
+    def _on_kv(self, key: str, body: bytes | None, properties: dict[str, str]) -> None:
+        for subtree, update in self._sinks:
+            if key.startswith(subtree):
+                update(key, body, properties)
+                return
 
     def start(self) -> "House":
         self.mmi.start()
-        for subscriber in self._subscribers:
-            subscriber.start()
+        self._subscriber.start()
         return self
 
     def close(self) -> None:
         self.mmi.stop()
-        for subscriber in self._subscribers:
-            subscriber.stop()
+        self._subscriber.stop()
         if self._board is not None:
             self._board.close()
 
