@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from raspy.errors import RaspyError
+from raspy.heap import give_back
 from raspy.house import systemd
 from raspy.house.board import Board, BoardBusy, LastExit, State, board_name
 from raspy.house.config import Config, ConfigError, ExecutiveConfig, load_config
@@ -76,6 +77,10 @@ class Supervisor:
             self.config = complete(self.config)  # a satellite configured by the hub: its cache
             self._open()
             self._check_endpoints()
+            # the free pages of the C heap (~0.8 MB that importing and reading the configuration freed)
+            # go back to the system before the first fork, rather than stay resident in every process;
+            # once executives run, such a page is theirs too, and giving it back would make it private to them
+            give_back()
             for executive in self.config.enabled():
                 self._start(self._add(executive))
             systemd.notify(READY=1, STATUS=self._summary())
