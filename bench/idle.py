@@ -116,15 +116,19 @@ def house_executives(sensors: int, poll: int, without: list[str]) -> dict[str, d
     return executives
 
 
-def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int, without: list[str]) -> dict:
+def start_house(tmp: Path, executives: dict[str, dict]) -> tuple[Supervised, int]:
+    """A house of ``executives`` on free ports, its state in ``tmp``; and its status page's port."""
     endpoint, port = free_endpoint(), free_port()
-    executives = house_executives(sensors, poll, without)
-    executives["web"] = {**executives.get("web", {}), "port": port}
+    executives = {**executives, "web": {**executives.get("web", {}), "port": port}}
     kv = {f"kv_{name}": free_endpoint() for name in ("snapshot", "publisher", "collector")}
     config, state_dir = tmp / "idle.toml", tmp / "idle"
     write_toml(config, {"hostname": HOST, "state_dir": str(state_dir), "broker": endpoint, **kv}, executives)
+    return Supervised(config, state_dir), port
+
+
+def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int, without: list[str]) -> dict:
     started = time.monotonic()
-    house = Supervised(config, state_dir)
+    house, port = start_house(tmp, house_executives(sensors, poll, without))
     try:
         wait(lambda: fetch_ready(port), timeout=30, interval=0.01)
         ready = time.monotonic() - started
