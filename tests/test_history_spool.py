@@ -139,6 +139,14 @@ def test_a_query_answers_what_is_in_memory_and_writes_nothing(tmp_path):
     assert store.query(NAME, end - 86400, end) == day and store.query(NAME, start, end) == days
 
 
+def test_a_spool_that_cannot_be_opened_leaves_the_history_working(tmp_path, caplog):
+    (tmp_path / "not-a-folder").write_text("")
+    store = HistoryStore(tmp_path / "history", clock=clock, spool=tmp_path / "not-a-folder" / "spool")
+    assert "cannot be used" in caplog.text
+    assert store.add(NAME, T0, 1.0) and store.query(NAME, T0 - 10, T0 + 10)["points"] == [[T0, 1.0]]
+    store.close()
+
+
 def test_a_new_spool_starts_with_its_header(tmp_path):
     spool, found = Spool.open(tmp_path / "new" / "spool")
     assert found.readings == [] and (found.torn, found.damaged) == (0, [])

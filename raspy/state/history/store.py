@@ -164,7 +164,11 @@ class HistoryStore:
 
     def _recover(self, path: Path) -> None:
         """Take back what a store that died left in the spool, write it to the files, empty the spool."""
-        spool, found = Spool.open(path)
+        try:
+            spool, found = Spool.open(path)
+        except OSError as exc:
+            log.error("history spool %s cannot be used (%s): until each flush, readings are in memory only", path, exc)
+            return
         self.counts.spool_torn += found.torn
         if found.damaged:
             self.counts.spool_damaged += len(found.damaged)
