@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from raspy.droplog import DropLog
 from raspy.errors import InvalidValue
-from raspy.house.board import board_name
+from raspy.house.board import ram_file
 from raspy.house.executive import Counters, Server, Settings
 from raspy.house.options import Option, Rule
 from raspy.house.statistics import SNMPGauge, oid
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 #: The most rows of one archive: 1e6 rows are 36 MB per device.
 MAX_ROWS = 1_000_000
 RAW = {"keep": "1d", "every": "10s"}
-#: Where spools go by default: RAM-backed on Linux, where the board's shared memory lives too.
-SPOOL_DIR = Path("/dev/shm")
 ARCHIVES = [{"step": "1m", "keep": "7d"}, {"step": "10m", "keep": "1y"}]
 
 
@@ -82,7 +80,7 @@ def archives(tables: list[Any]) -> list[Archive]:
 
 def default_spool(settings: Settings) -> Path:
     """The spool of this executive: one per state directory and executive name, as the board is per state directory."""
-    return SPOOL_DIR / f"{board_name(settings.state_dir)}.{settings.name}.spool"
+    return ram_file(settings.state_dir, f"{settings.name}.spool")
 
 
 class HistoryService(Service):

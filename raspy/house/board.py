@@ -33,12 +33,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from raspy.errors import RaspyError
 
 __all__ = [
-    "Board", "BoardBusy", "BoardError", "LastExit", "Slot", "SlotState", "State", "board_name",
+    "Board", "BoardBusy", "BoardError", "LastExit", "Slot", "SlotState", "State", "board_name", "ram_file",
     "NAME_SIZE", "REASON_SIZE",
 ]
 
@@ -47,6 +48,8 @@ VERSION = 1
 NAME_SIZE = 32
 REASON_SIZE = 120
 EXTRA_COUNTERS = 4
+#: RAM-backed storage: where Linux keeps POSIX shared memory, the board among it.
+RAM_DIR = Path("/dev/shm")
 
 #: Header: magic, version, slot count, slot size, creator pid, created (wall time).
 _HEADER = struct.Struct("<8sIIIid")
@@ -186,6 +189,15 @@ def board_name(state_dir: str | os.PathLike) -> str:
     """
     digest = hashlib.sha1(os.fsencode(os.path.realpath(state_dir))).hexdigest()[:12]
     return f"raspy-{os.getuid()}-{digest}"
+
+
+def ram_file(state_dir: str | os.PathLike, suffix: str) -> Path:
+    """A file in RAM-backed storage (``/dev/shm``, where the board lives) of a state directory's house.
+
+    Named like the board, then ``.suffix``: two houses never share one. It outlives a crash of
+    the process that writes it, not a reboot, and writing it costs the SD card nothing.
+    """
+    return RAM_DIR / f"{board_name(state_dir)}.{suffix}"
 
 
 def _encode(text: str, size: int) -> bytes:
