@@ -560,6 +560,20 @@ def test_bad_bounds_stop_start_up(tmp_path, option):
         load_config(config)
 
 
+def test_a_copy_that_cannot_be_written_is_reported_and_readings_wait_for_the_state_file(new_kv, tmp_path):
+    (tmp_path / "not-a-folder").write_text("")
+    kv = new_kv(ram_copy=str(tmp_path / "not-a-folder" / "kv.state")).start()
+    with KvPublisherClient(kv.collector) as pub:
+        for value in range(3):
+            pub.send("", "/device/pi.fake.t", protocol.pack(value))
+        wait_for(lambda: "could not write its copy in RAM" in kv.log(), what="the failure logged")
+        assert stored(kv.state) == {} and kv.proc.poll() is None
+        pub.send("", "/event/door", protocol.pack("open"))
+        wait_for(lambda: stored(kv.state) == {"/device/pi.fake.t": protocol.pack(2), "/event/door": protocol.pack("open")},
+                 what="the reading on the card with the next other key")
+    assert kv.log().count("could not write its copy in RAM") == 1, "one line per 10 minutes at most"
+
+
 SWITCH_HOUSE = """
 [executives.broker]
 [executives.kv]

@@ -18,7 +18,7 @@ from raspy.state.kv.message import EPOCH_SHIFT, epoch_of
 
 
 class Unreadable(RaspyError):
-    """A state file that cannot be read: it was moved aside (``.corrupt``); the message says why."""
+    """A state file that cannot be read; the message says why, and where it was moved if it was."""
 
 
 class StateFile:
@@ -38,13 +38,16 @@ class StateFile:
     def load(self) -> dict | None:
         """The document as saved, or ``None`` when there is no file.
 
-        A file that cannot be read is moved aside (``.corrupt``) and :class:`Unreadable` raised: the
-        caller decides what to start from.
+        A file that is not such a document is moved aside (``.corrupt``) and :class:`Unreadable`
+        raised; one the system cannot read (no permission, an I/O error) raises it too, left in
+        place. The caller decides what to start from.
         """
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise Unreadable(f"{self.path} cannot be read ({exc.strerror or exc})") from None
         try:
             return self._check(msgpack.unpackb(data, raw=False))
         except Exception as exc:
