@@ -371,8 +371,8 @@ def test_after_a_reboot_the_copy_is_gone_and_kv_starts_from_the_state_file(new_k
     assert "from its state file" in kv.log()
 
 
-@pytest.mark.parametrize("damage", [b"", b"\x93not msgpack at all", b"\x81\xa6format\x02"])
-def test_a_damaged_copy_is_reported_and_kv_starts_from_the_state_file(new_kv, damage):
+def killed_with_an_event_on_the_card_and_a_reading_in_ram(new_kv):
+    """A kv that wrote an event to its state file, then a reading to its copy alone, then died by kill -9."""
     kv = new_kv().start()
     with KvPublisherClient(kv.collector) as pub:
         pub.send("", "/event/door", protocol.pack("open"))
@@ -380,6 +380,12 @@ def test_a_damaged_copy_is_reported_and_kv_starts_from_the_state_file(new_kv, da
         pub.send("", "/device/pi.fake.t", protocol.pack(21.0))
         wait_for(lambda: stored(kv.copy), what="the reading in RAM")
     kv.kill()
+    return kv
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x93not msgpack at all", b"\x81\xa6format\x02"])
+def test_a_damaged_copy_is_reported_and_kv_starts_from_the_state_file(new_kv, damage):
+    kv = killed_with_an_event_on_the_card_and_a_reading_in_ram(new_kv)
     kv.copy.write_bytes(damage)
     kv.start()
     assert kv.snapshot_of() == {"/event/door": protocol.pack("open")}
@@ -388,13 +394,7 @@ def test_a_damaged_copy_is_reported_and_kv_starts_from_the_state_file(new_kv, da
 
 
 def test_a_damaged_state_file_with_a_good_copy_starts_from_the_copy(new_kv):
-    kv = new_kv().start()
-    with KvPublisherClient(kv.collector) as pub:
-        pub.send("", "/event/door", protocol.pack("open"))
-        wait_for(lambda: stored(kv.state), what="the key on the card")
-        pub.send("", "/device/pi.fake.t", protocol.pack(21.0))
-        wait_for(lambda: stored(kv.copy), what="the reading in RAM")
-    kv.kill()
+    kv = killed_with_an_event_on_the_card_and_a_reading_in_ram(new_kv)
     kv.state.write_bytes(b"\x00" * 100)
     kv.start()
     assert kv.snapshot_of() == {"/event/door": protocol.pack("open"), "/device/pi.fake.t": protocol.pack(21.0)}
