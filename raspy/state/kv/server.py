@@ -357,8 +357,9 @@ class KvServer:
     def _restore(self) -> dict | None:
         """The newer of the state file and the copy in RAM: the one that holds the later sequence.
 
-        The state file wins a tie. One that cannot be read is moved aside, logged at error level,
-        counted in ``stats["damaged"]`` and passed over: the server starts from the other, or empty.
+        The state file wins a tie. One that cannot be read (a damaged one is moved aside) is logged at
+        error level, counted in ``stats["damaged"]`` and passed over: the server starts from the
+        other, or empty.
         """
         best = None
         for store, what in ((self._store, "state file"), (self._copy, "copy in RAM")):
