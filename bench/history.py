@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from raspy.executives.history import SPOOL_DIR, History, archives, raw_archive
+from raspy.executives.history import History, archives, raw_archive
+from raspy.house.board import RAM_DIR
 from raspy.house.options import with_defaults
 from raspy.state.history.store import HistoryStore
 
@@ -115,7 +116,7 @@ def flush_cost(folder: Path, devices: list[tuple[str, float]], options: Mapping[
     options = with_defaults(History.options, options)
     interval = options["flush_interval"]
     now = [math.floor(time.time()) - (intervals + 1) * interval]
-    spool = SPOOL_DIR / f"raspy-bench-{os.getpid()}.history.spool"
+    spool = RAM_DIR / f"raspy-bench-{os.getpid()}.history.spool"
     store = HistoryStore(folder, (raw_archive(options["raw"]), *archives(options["archives"])), options["max_devices"],
                          clock=lambda: now[0], spool=spool, spool_bytes=options["spool_bytes"])
     try:
