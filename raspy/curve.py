@@ -232,19 +232,31 @@ class Authenticator:
     def stop(self) -> None:
         if self._thread is None or self._stopper is None:
             return
-        self._stopper.send(b"")
+        try:
+            self._stopper.send(b"", zmq.NOBLOCK)
+        except zmq.Again:  # the thread has ended already (the context was terminated)
+            pass
         self._thread.join()
-        self._stopper.close()
+        self._stopper.close(0)
         self._thread = self._stopper = None
 
     def _serve(self, zap: zmq.Socket, inbox: zmq.Socket) -> None:
-        """The thread: answer each ZAP request until :meth:`stop` says a word; then unbind."""
+        """The thread: answer each ZAP request until :meth:`stop` says a word; then unbind.
+
+        It must outlive any one request: without a ZAP handler bound, libzmq lets everyone in.
+        """
         poller = zmq.Poller()
         poller.register(zap, zmq.POLLIN)
         poller.register(inbox, zmq.POLLIN)
         try:
             while inbox not in dict(poller.poll()):
-                zap.send_multipart(self.answer(zap.recv_multipart()))
+                request = zap.recv_multipart()
+                try:
+                    reply = self.answer(request)
+                except Exception as exc:
+                    self.drop(f"ZAP request refused: {type(exc).__name__}: {exc}")
+                    reply = [ZAP_VERSION, request[1], b"500", b"internal error", b"", b""]
+                zap.send_multipart(reply)
         finally:
             zap.unbind(ZAP_ENDPOINT)  # at once, where a close frees the endpoint later: a new start may bind it
             zap.close()
