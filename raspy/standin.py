@@ -2,10 +2,11 @@
 
 The supervisor imports every executive's code before it forks, so every module it imports is
 mapped by every process of the house. A few libraries import a big module for one thing that
-RasPy never calls through them (APScheduler: asyncio and importlib.metadata; bottle: ssl, by
-way of http.client). :func:`standing_in` puts a small stand-in in ``sys.modules`` while such a
-library is imported, and takes it out again: a later import of that module, by code that does
-use it, loads the real one. A module already loaded is not stood in for (it costs nothing more).
+RasPy never calls through them (APScheduler: asyncio, importlib.metadata, multiprocessing;
+bottle: ssl, by way of http.client). :func:`standing_in` puts a small stand-in in
+``sys.modules`` while such a library is imported, and takes it out again: a later import of that
+module, by code that does use it, loads the real one. A module already loaded is not stood in
+for (it costs nothing more).
 """
 from __future__ import annotations
 
