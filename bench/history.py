@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from raspy.executives.history import History, archives, raw_archive
-from raspy.house.board import RAM_DIR
+from raspy.house.board import SHM_DIR
 from raspy.house.options import with_defaults
 from raspy.state.history.store import HistoryStore
 
@@ -116,7 +116,7 @@ def flush_cost(folder: Path, devices: list[tuple[str, float]], options: Mapping[
     options = with_defaults(History.options, options)
     interval = options["flush_interval"]
     now = [math.floor(time.time()) - (intervals + 1) * interval]
-    spool = RAM_DIR / f"raspy-bench-{os.getpid()}.history.spool"
+    spool = Path(SHM_DIR, f"raspy-bench-{os.getpid()}.history.spool")
     store = HistoryStore(folder, (raw_archive(options["raw"]), *archives(options["archives"])), options["max_devices"],
                          clock=lambda: now[0], spool=spool, spool_bytes=options["spool_bytes"])
     try:
