@@ -1,6 +1,6 @@
 """What an idle house costs: CPU, wake-ups, disk writes and memory of the default house, per process.
 
-    PYTHONPATH=. python bench/idle.py [--settle 10] [--measure 60] [--sensors 0 --poll 1] [--without NAME]
+    PYTHONPATH=. python bench/idle.py [--settle 10] [--measure 60] [--sensors 0 --poll 1] [--without NAME] [--flushes 3]
 
 Starts the default house (its executives and fake devices, on free ports, in a
 state directory of its own), times start to ``/readyz`` 200, lets it settle,
@@ -12,8 +12,15 @@ process maps: what forking cost each one) and, as root, the house alone (every
 page of its processes once: PSS counts other programs' share of libraries). ``--sensors N`` replaces the
 fake devices by N sensors polled every ``--poll`` seconds and adds the kv
 state file's write bytes per reading; ``--without NAME`` leaves an executive
-out (``--without history``: the house the budget was set for). Prints a
-Markdown table and the ratios to the idle budget; bench/README.md holds copies.
+out (``--without history``: the house the budget was set for).
+
+History writes its files once per ``flush_interval`` (an hour), so the measured
+window seldom holds a flush. Once the house has stopped, the bench measures
+``--flushes`` of them apart (:func:`bench.history.flush_cost`: the house's devices'
+readings at their poll intervals, synthetic times, a store on a file in the
+state directory, ``write_bytes`` from clean pages to the end of each flush) and
+adds their cost per hour to the house's writes. Prints a Markdown table and the
+ratios to the idle budget; bench/README.md holds copies.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from bench.history import FlushCost, flush_cost  # noqa: E402
 from bench.supervisor import Supervised, pss_kib, wait  # noqa: E402
 from support import free_endpoint, free_port  # noqa: E402
 from support import write_config as write_toml  # noqa: E402
@@ -157,13 +165,23 @@ def measure(tmp: Path, settle: float, window: float, sensors: int, poll: int, wi
             "readings": sensors * elapsed / poll if sensors else 0}
 
 
+def history_flushes(tmp: Path, sensors: int, poll: int, without: list[str], flushes: int) -> FlushCost | None:
+    """What the house's history writes per flush interval, measured apart (None without history)."""
+    executives = house_executives(sensors, poll, without)
+    if "history" not in executives:
+        return None
+    devices = [(f"{HOST}.fake.{device['name']}", device["poll"]) for device in executives["fake"]["devices"]]
+    return flush_cost(tmp / "idle" / "history-flushes", devices, executives["history"], flushes)
+
+
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def report(figures: dict, args: argparse.Namespace) -> None:
+def report(figures: dict, flushes: FlushCost | None, args: argparse.Namespace) -> None:
     rows = figures["rows"]
     total = {key: sum(row[key] for row in rows.values()) for key in ("cpu", "wakeups", "writes", "pss", "private")}
+    writes = total["writes"] + (flushes.kib_per_hour if flushes else 0.0)
     print(f"Load average before: {args.load}; after: {loadavg()}; "
           f"settle {args.settle:.0f} s, measured {figures['elapsed']:.0f} s"
           + (f"; fake: {args.sensors} sensors polled every {args.poll} s" if args.sensors else "")
@@ -176,6 +194,14 @@ def report(figures: dict, args: argparse.Namespace) -> None:
               f"{row['private']:.1f} |")
     print(f"| **house** | {total['cpu']:.2f} ({total['cpu'] / 10:.2f}% of a core) | {total['wakeups']:.0f} | "
           f"{total['writes']:.0f} | {total['pss']:.1f} | {total['private']:.1f} |")
+    if flushes:
+        spool = ("no flush among them" if flushes.spool_writes is None else f"write_bytes {flushes.spool_writes}")
+        print(f"\nHistory's flushes, measured apart: {flushes.readings} readings per flush_interval of "
+              f"{flushes.interval} s, then a flush, {len(flushes.flushes)} times, files on {flushes.filesystem}: "
+              f"{', '.join(str(b) for b in flushes.flushes)} bytes written "
+              f"({flushes.per_flush / flushes.readings:.1f} per reading) = **{flushes.kib_per_hour:.1f} KiB/h**. "
+              f"The spool took {flushes.spooled} bytes on tmpfs in the last interval ({spool}). "
+              f"The house with them: **{writes:.0f} KiB/h**.")
     if figures["alone"] is not None:
         print(f"\nThe house alone (every page its processes map, once, as on a Pi running nothing else): "
               f"{figures['alone']:.1f} MiB")
@@ -184,7 +210,7 @@ def report(figures: dict, args: argparse.Namespace) -> None:
     print("|---|--:|--:|--:|")
     for label, value, key in (("CPU, % of one core", total["cpu"] / 10, "cpu"),
                               ("wake-ups/s, whole house", total["wakeups"], "wakeups"),
-                              ("disk writes KiB/h", total["writes"], "writes"),
+                              ("disk writes KiB/h" + (", with history's flushes" if flushes else ""), writes, "writes"),
                               ("PSS MiB, all processes", total["pss"], "pss"),
                               ("start to /readyz 200, s", figures["ready"], "ready")):
         print(f"| {label} | {value:.2f} | {BUDGET[key]} | {value / BUDGET[key]:.2f} |")
@@ -204,11 +230,13 @@ def main() -> None:
     parser.add_argument("--poll", type=int, default=1, help="their poll interval, seconds")
     parser.add_argument("--without", action="append", default=[], metavar="NAME",
                         help="leave this executive of the default house out (repeatable)")
+    parser.add_argument("--flushes", type=int, default=3, help="history flush intervals measured apart")
     args = parser.parse_args()
     args.load = loadavg()
     with tempfile.TemporaryDirectory(prefix="raspy-idle-") as tmp:
         figures = measure(Path(tmp), args.settle, args.measure, args.sensors, args.poll, args.without)
-    report(figures, args)
+        flushes = history_flushes(Path(tmp), args.sensors, args.poll, args.without, args.flushes)
+    report(figures, flushes, args)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ import os
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` atomically and durably; creates missing parent folders."""
+def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``data`` atomically and durably; creates missing parent folders.
+
+    A new file gets ``mode`` less the umask (``0o600``: for its owner alone).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode), "wb") as out:
         out.write(data.encode() if isinstance(data, str) else data)
         out.flush()
         os.fsync(out.fileno())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
-import zmq.auth.thread
+from zmq.utils import z85
 
 from raspy.atomic import atomic_write
 from raspy.droplog import DropLog
@@ -41,7 +41,7 @@ def check_key(text: str) -> str:
     """``text`` if it is a CURVE public key in Z85 (40 characters), else :class:`CurveError`."""
     text = text.strip()
     try:
-        if len(text) == 40 and len(zmq.utils.z85.decode(text)) == 32:
+        if len(text) == 40 and len(z85.decode(text)) == 32:
             return text
     except (ValueError, KeyError, TypeError):
         pass
@@ -188,14 +188,21 @@ def host_of_frame(frame: zmq.Frame) -> str:
         return ""
 
 
+#: Where libzmq asks a process's ZAP handler about each handshake (RFC 27).
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_VERSION = b"1.0"
+
+
 class Authenticator:
     """The ZAP handler of one process: the allow-list and the hub's own key, read again on change.
 
     Without a ZAP handler libzmq lets in any client that knows the server's public key: a
-    process that binds with CURVE starts one first (after the fork: it is a thread).
+    process that binds with CURVE starts one first (after the fork: it is a thread). It answers
+    libzmq's requests (RFC 27 ZAP) on a plain thread: pyzmq's own authenticator runs an asyncio
+    loop, and asyncio with ssl is 4 MiB that every process of the house would map.
     """
 
-    def __init__(self, curve: Curve, context: zmq.Context | None = None) -> None:
+    def __init__(self, curve: Curve) -> None:
         self.curve = curve
         self.allowed = AllowList(curve.allowed)
         self.refused = 0
@@ -204,16 +211,79 @@ class Authenticator:
         self._listed: set[str] = set()  # every host name on the list since this process started
         self._stamp: tuple | None | bool = False  # never read
         self._lock = threading.Lock()
-        self._thread = zmq.auth.thread.ThreadAuthenticator(context or zmq.Context.instance(), log=log)
-        self._thread.curve_user_id = self.host_of  # type: ignore[method-assign]
+        self._stopper: zmq.Socket | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> "Authenticator":
+        """Bind the ZAP endpoint, so that every handshake from now on is decided here, and serve it."""
+        context = zmq.Context.instance()
+        zap = context.socket(zmq.REP)
+        zap.linger = 0
+        zap.bind(ZAP_ENDPOINT)
+        wake = f"inproc://raspy.zap.stop.{id(self)}"
+        self._stopper = context.socket(zmq.PAIR)
+        self._stopper.bind(wake)
+        inbox = context.socket(zmq.PAIR)
+        inbox.connect(wake)
+        self._thread = threading.Thread(target=self._serve, args=(zap, inbox), name="zap", daemon=True)
         self._thread.start()
-        self._thread.configure_curve_callback("*", credentials_provider=self)
         return self
 
     def stop(self) -> None:
-        self._thread.stop()
+        if self._thread is None or self._stopper is None:
+            return
+        try:
+            self._stopper.send(b"", zmq.NOBLOCK)
+        except zmq.Again:  # the thread has ended already (the context was terminated)
+            pass
+        self._thread.join()
+        self._stopper.close(0)
+        self._thread = self._stopper = None
+
+    def _serve(self, zap: zmq.Socket, inbox: zmq.Socket) -> None:
+        """The thread: answer each ZAP request until :meth:`stop` says a word; then unbind.
+
+        It must outlive any one request: without a ZAP handler bound, libzmq lets everyone in.
+        """
+        poller = zmq.Poller()
+        poller.register(zap, zmq.POLLIN)
+        poller.register(inbox, zmq.POLLIN)
+        try:
+            while inbox not in dict(poller.poll()):
+                request = zap.recv_multipart()
+                try:
+                    reply = self.answer(request)
+                except Exception as exc:
+                    self.drop(f"ZAP request refused: {type(exc).__name__}: {exc}")
+                    reply = [ZAP_VERSION, request[1], b"500", b"internal error", b"", b""]
+                zap.send_multipart(reply)
+        finally:
+            zap.unbind(ZAP_ENDPOINT)  # at once, where a close frees the endpoint later: a new start may bind it
+            zap.close()
+            inbox.close()
+
+    def answer(self, request: list[bytes]) -> list[bytes]:
+        """The ZAP reply to one request: version, request id, status code and text, user id, metadata.
+
+        A CURVE client is let in when its key is on the list, under its host's name (the User-Id
+        of its messages); NULL passes as it does without a handler (libzmq asks about it only for
+        a socket with a ZAP domain, and RasPy sets none); any other mechanism is refused.
+        """
+        request_id = request[1] if len(request) > 1 else b""
+        if len(request) < 6 or request[0] != ZAP_VERSION:
+            return [ZAP_VERSION, request_id, b"400", b"malformed ZAP request", b"", b""]
+        mechanism, credentials = request[5], request[6:]
+        if mechanism == b"NULL":
+            return [ZAP_VERSION, request_id, b"200", b"OK", b"anonymous", b""]
+        if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != 32:
+            return [ZAP_VERSION, request_id, b"400", b"CURVE only", b"", b""]
+        key = z85.encode(credentials[0]).decode()
+        host = self.keys().get(key)
+        if host is None:
+            self.refused += 1
+            self.drop(f"CURVE key {key} is not on {self.allowed.path}")
+            return [ZAP_VERSION, request_id, b"400", b"Unknown key", b"", b""]
+        return [ZAP_VERSION, request_id, b"200", b"OK", host.encode(), b""]
 
     def keys(self) -> dict[str, str]:
         """Public key -> host name: the allow-list as it is now on disk, and the hub's own key."""
@@ -247,15 +317,3 @@ class Authenticator:
         names = set(self.keys().values())
         with self._lock:
             return frozenset(self._listed - names)
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        """pyzmq's credentials provider: whether the client's key (Z85) may connect."""
-        if key.decode() in self.keys():
-            return True
-        self.refused += 1
-        self.drop(f"CURVE key {key.decode()} is not on {self.allowed.path}")
-        return False
-
-    def host_of(self, key: bytes) -> str:
-        """The User-Id of a connection: the host name its key is allowed under."""
-        return self.keys().get(zmq.utils.z85.encode(key).decode(), "")

@@ -8,12 +8,13 @@ On a C library without it (musl) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 
 def _malloc_trim():
+    # the symbols the process already has, libc's among them: ctypes.util.find_library would
+    # run ldconfig at every start and import shutil, tempfile, bz2 and lzma for it
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 

@@ -48,7 +48,8 @@ class CoreHouse:
             self.tmp_path / "raspy.toml",
             {"hostname": HOST, "state_dir": str(self.state_dir), "broker": self.broker, "kv_snapshot": self.snapshot,
              "kv_publisher": self.publisher, "kv_collector": self.collector, "heartbeat": HEARTBEAT},
-            {"kv": {"state": str(self.tmp_path / "kv.state")},
+            # its copy beside the state file: these tests end with a kill -9, which would leave it in /dev/shm
+            {"kv": {"state": str(self.tmp_path / "kv.state"), "ram_copy": str(self.tmp_path / "kv.copy")},
              "titanic": {"db": str(self.tmp_path / "titanic.db")},
              "core": core_options, **self.executives})
 

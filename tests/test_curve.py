@@ -178,6 +178,44 @@ def test_a_hand_written_line_with_the_hubs_name_or_a_hub_service_gets_no_rights(
     assert Trust("hub").may_serve("hub", b"titanic.request") and Trust("hub").may_serve("shed", b"shed.fake.devices")
 
 
+def test_the_authenticator_refuses_a_handshake_it_cannot_decide_and_keeps_answering(tmp_path, caplog):
+    init_keys(tmp_path / "hub")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the allow-list's folder should be")
+    curve = Curve.load(tmp_path / "hub", "hub")
+    curve = Curve(curve.hostname, curve.keys, curve.server_key, blocked / "allowed")  # os.stat: not a folder
+    context = zmq.Context.instance()
+    authenticator = Authenticator(curve).start()
+    server = context.socket(zmq.ROUTER)
+    clients: list[zmq.Socket] = []
+
+    def hello() -> None:
+        """A fresh client with the hub's own key (as RasPy's clients make a new socket to retry)."""
+        client = context.socket(zmq.DEALER)
+        clients.append(client)
+        client.curve_publickey, client.curve_secretkey = curve.keys.public.encode(), curve.keys.secret.encode()
+        client.curve_serverkey = curve.keys.public.encode()
+        client.connect(f"tcp://127.0.0.1:{port}")
+        client.send(b"hello")
+
+    try:
+        curve.serve(server)
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        hello()
+        wait_for(lambda: "ZAP request refused: NotADirectoryError" in caplog.text, what="the handshake refused")
+        assert not server.poll(0)
+        blocked.unlink()  # the list can be read again
+        blocked.mkdir()
+        hello()
+        assert server.poll(10_000), "the authenticator stopped answering"
+        assert [frame.get("User-Id") for frame in server.recv_multipart(copy=False)[1:]] == ["hub"]
+    finally:
+        for client in clients:
+            client.close(0)
+        server.close(0)
+        authenticator.stop()
+
+
 def test_a_curve_house_without_keys_and_a_plaintext_public_bind_do_not_start(tmp_path):
     config = write_config(tmp_path / "raspy.toml", {"state_dir": str(tmp_path / "state"), "curve": True},
                           {"broker": {}})

@@ -6,24 +6,31 @@ import os
 import random
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import msgpack
 import pytest
 import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from supervised_house import HOST, House
 from support import ROOT, free_endpoint, wait_for, write_config
 
+from raspy.executives.kv import default_copy
+from raspy.house.board import State
+from raspy.house.executive import Settings
 from raspy.mdp import protocol
 from raspy.mdp.protocol import ProtocolError
 from raspy.state.keys import join_key
 from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient, fetch_snapshot
 from raspy.state.kv.message import EPOCH_SHIFT, HUGZ, KTHXBAI, KVMsg, check_kvset, parse_icanhaz
 from raspy.state.kv.server import KvServer
-from raspy.state.kv.statefile import StateFile
+from raspy.state.kv.statefile import StateFile, Unreadable
 
 SEQ = (1).to_bytes(8, "big")
 UUID = bytes(range(16))
@@ -98,11 +105,11 @@ def test_join_key_puts_one_slash_between_subtree_and_key():
 # -- a server process ---------------------------------------------------------
 
 class Kv:
-    """A ``raspy run kv`` child process on free ports."""
+    """A ``raspy run kv`` child process on free ports; its copy in RAM at the default place (``copy``)."""
 
-    def __init__(self, children, state, flush_interval=0.2, readings_flush_interval=None, **options):
+    def __init__(self, children, state, flush_interval=0.2, **options):
         self.children, self.state, self.flush_interval, self.options = children, state, flush_interval, options
-        self.readings_flush_interval = readings_flush_interval
+        self.copy = default_copy(Settings("kv", "pi", state_dir=state.parent))
         self.snapshot, self.publisher, self.collector = free_endpoint(), free_endpoint(), free_endpoint()
         self.proc = None
 
@@ -119,7 +126,6 @@ class Kv:
                               {"state_dir": str(self.state.parent), "kv_snapshot": self.snapshot,
                                "kv_publisher": self.publisher, "kv_collector": self.collector},
                               {"kv": {"state": str(self.state), "flush_interval": flush_interval,
-                                      "readings_flush_interval": self.readings_flush_interval or flush_interval,
                                       "hugz_interval": 0.2, **self.options}})
         return self.children.executive(config, "kv", stderr=log)
 
@@ -135,6 +141,19 @@ class Kv:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(5)
 
+    def stop(self):
+        """SIGTERM, as the supervisor stops it: a clean stop."""
+        self.proc.terminate()
+        assert self.proc.wait(10) == 0
+
+    def remove_copy(self):
+        """A kill -9 leaves the copy (and maybe its temporary file) in /dev/shm."""
+        for suffix in ("", ".tmp", ".corrupt"):
+            self.copy.with_name(self.copy.name + suffix).unlink(missing_ok=True)
+
+    def log(self):
+        return self.state.with_name("kv.log").read_text()
+
     def subscriber(self, subtree="", **kw):
         return KvSubscriberClient(subtree, self.snapshot, self.publisher, **kw).start()
 
@@ -144,8 +163,22 @@ class Kv:
 
 
 @pytest.fixture
-def kv(children, tmp_path):
-    server = Kv(children, tmp_path / "kv.state").start()
+def new_kv(children, tmp_path):
+    """``new_kv(**options)``: a :class:`Kv` in tmp_path, not started; its copy in RAM is removed at teardown."""
+    made = []
+
+    def new(**options):
+        made.append(Kv(children, tmp_path / "kv.state", **options))
+        return made[-1]
+    yield new
+    children.kill_all()
+    for server in made:
+        server.remove_copy()
+
+
+@pytest.fixture
+def kv(new_kv):
+    server = new_kv().start()
     yield server
     assert server.proc.poll() is None, "kv server died during the test"
 
@@ -270,22 +303,102 @@ def test_empty_body_deletes_a_key(kv, subscribers):
     assert kv.snapshot_of() == {}
 
 
-def test_readings_alone_wait_for_their_longer_interval_other_keys_take_them_along(children, tmp_path):
-    kv = Kv(children, tmp_path / "kv.state", flush_interval=0.2, readings_flush_interval=3600).start()
-    state = StateFile(kv.state)
-    keys = lambda: {entry[0] for entry in (state.load() or {"entries": []})["entries"]}  # noqa: E731
-    pub = KvPublisherClient(kv.collector)
-    try:
-        pub.send("", "/device/pi.fake.t", protocol.pack(21.5))
-        pub.send("", "/host/pi", protocol.pack({"sequence": 1}))  # a host's summary is sent again too
-        assert kv.snapshot_of() == {"/device/pi.fake.t": protocol.pack(21.5), "/host/pi": protocol.pack({"sequence": 1})}
-        time.sleep(1.0)  # five flush intervals: readings and summaries alone are not written in them
-        assert keys() == set()
+# -- persistence: the state file on the card, the copy in RAM ---------------------
+
+def stored(path):
+    """Keys and bodies of a state file or copy as saved; ``None`` when there is none."""
+    state = StateFile(path).load()
+    return None if state is None else {entry[0].decode(): entry[3] for entry in state["entries"]}
+
+
+def identity(path):
+    """What tells a user that a file was rewritten: inode, modification time, size."""
+    found = path.stat()
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+def test_readings_and_summaries_alone_go_to_the_copy_in_ram_and_leave_the_state_file_untouched(new_kv):
+    kv = new_kv().start()
+    on_card = identity(kv.state)
+    with KvPublisherClient(kv.collector) as pub:
+        for value in range(5):
+            expected = {"/device/pi.fake.t": protocol.pack(20 + value), "/host/pi": protocol.pack({"sequence": value})}
+            for key, body in expected.items():
+                pub.send("", key, body)
+            wait_for(lambda: stored(kv.copy) == expected, what="the copy in RAM to follow the readings")
+        assert identity(kv.state) == on_card and stored(kv.state) == {}, "readings alone never touch the card"
+        assert kv.copy.parent == Path("/dev/shm") and stat.S_IMODE(kv.copy.stat().st_mode) == 0o600
+
+        pub.send("", "/event/door", protocol.pack("open"))  # nobody sends it again: on the card within 0.2 s
+        wait_for(lambda: stored(kv.state) == dict(expected, **{"/event/door": protocol.pack("open")}),
+                 what="the state file with the event and the readings of the moment")
+        pub.send("", "/device/pi.fake.t", protocol.pack(30))  # a clean stop writes it at once
+    wait_for(lambda: kv.snapshot_of().get("/device/pi.fake.t") == protocol.pack(30), what="the last reading")
+    kv.stop()
+    assert stored(kv.state) == dict(expected, **{"/event/door": protocol.pack("open"),
+                                                 "/device/pi.fake.t": protocol.pack(30)})
+    assert not kv.copy.exists(), "a clean stop leaves everything in the state file and nothing in RAM"
+
+
+def test_a_kill_9_of_kv_loses_neither_readings_nor_other_keys_older_than_flush_interval(new_kv):
+    kv = new_kv().start()
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("", "/scenario/thermostat", protocol.pack({"runs": 1}))
+        wait_for(lambda: "/scenario/thermostat" in stored(kv.state), what="the key on the card")
+        pub.send("", "/device/pi.fake.heater", protocol.pack({"value": True}))  # a switch: nobody polls it
+        wait_for(lambda: "/device/pi.fake.heater" in (stored(kv.copy) or {}), what="the reading in RAM")
+    kv.kill()
+    kv.start()
+    assert kv.snapshot_of() == {"/scenario/thermostat": protocol.pack({"runs": 1}),
+                                "/device/pi.fake.heater": protocol.pack({"value": True})}
+    assert "from its copy in RAM" in kv.log()
+
+
+def test_after_a_reboot_the_copy_is_gone_and_kv_starts_from_the_state_file(new_kv):
+    kv = new_kv().start()
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("", "/device/pi.fake.t", protocol.pack({"value": 20.5, "timestamp": 1000.0}))
         pub.send("", "/event/door", protocol.pack("open"))
-        wait_for(lambda: keys() == {b"/device/pi.fake.t", b"/host/pi", b"/event/door"}, what="the keys on disk")
-    finally:
-        pub.close()
-        kv.kill()
+        wait_for(lambda: len(stored(kv.state)) == 2, what="both keys on the card")
+        newer = protocol.pack({"value": 21.0, "timestamp": 1010.0})
+        pub.send("", "/device/pi.fake.t", newer)
+        wait_for(lambda: (stored(kv.copy) or {}).get("/device/pi.fake.t") == newer, what="the new reading in RAM")
+    kv.kill()
+    kv.remove_copy()  # what a reboot does to tmpfs
+    kv.start()
+    assert kv.snapshot_of() == {"/event/door": protocol.pack("open"),  # the stale reading says when it was read
+                                "/device/pi.fake.t": protocol.pack({"value": 20.5, "timestamp": 1000.0})}
+    assert "from its state file" in kv.log()
+
+
+def killed_with_an_event_on_the_card_and_a_reading_in_ram(new_kv):
+    """A kv that wrote an event to its state file, then a reading to its copy alone, then died by kill -9."""
+    kv = new_kv().start()
+    with KvPublisherClient(kv.collector) as pub:
+        pub.send("", "/event/door", protocol.pack("open"))
+        wait_for(lambda: stored(kv.state), what="the key on the card")
+        pub.send("", "/device/pi.fake.t", protocol.pack(21.0))
+        wait_for(lambda: stored(kv.copy), what="the reading in RAM")
+    kv.kill()
+    return kv
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x93not msgpack at all", b"\x81\xa6format\x02"])
+def test_a_damaged_copy_is_reported_and_kv_starts_from_the_state_file(new_kv, damage):
+    kv = killed_with_an_event_on_the_card_and_a_reading_in_ram(new_kv)
+    kv.copy.write_bytes(damage)
+    kv.start()
+    assert kv.snapshot_of() == {"/event/door": protocol.pack("open")}
+    assert f"ERROR kv copy in RAM {kv.copy} is unreadable" in kv.log()
+    assert kv.copy.with_name(kv.copy.name + ".corrupt").read_bytes() == damage  # kept to look at, until a reboot
+
+
+def test_a_damaged_state_file_with_a_good_copy_starts_from_the_copy(new_kv):
+    kv = killed_with_an_event_on_the_card_and_a_reading_in_ram(new_kv)
+    kv.state.write_bytes(b"\x00" * 100)
+    kv.start()
+    assert kv.snapshot_of() == {"/event/door": protocol.pack("open"), "/device/pi.fake.t": protocol.pack(21.0)}
+    assert f"ERROR kv state file {kv.state} is unreadable" in kv.log()
 
 
 def test_kill_9_and_restart_subscribers_resync_to_the_servers_state(kv, subscribers):
@@ -293,16 +406,15 @@ def test_kill_9_and_restart_subscribers_resync_to_the_servers_state(kv, subscrib
     flushed = {f"/device/d{i}": protocol.pack(i) for i in range(20)}
     for key, body in flushed.items():
         pub.send("", key, body)
-    state = StateFile(kv.state)
-    wait_for(lambda: len((state.load() or {"entries": []})["entries"]) == 20, what="the state file")
+    wait_for(lambda: len(stored(kv.copy) or {}) == 20, what="the readings in the copy in RAM")
     sub = kv.subscriber()
     subscribers.append(sub)
     wait_for(lambda: sub.dict() == flushed, what="subscriber to hold the flushed keys")
     before = sub.sequence
 
     kv.kill()
-    kv.start(flush_interval=3600)  # values after this start reach the disk only on a clean stop
-    assert kv.snapshot_of() == flushed, "flushed values come back from disk"
+    kv.start(flush_interval=3600)  # values after this start reach a file only on a clean stop
+    assert kv.snapshot_of() == flushed, "flushed values come back from the copy"
     wait_for(lambda: sub.resyncs >= 1 and sub.sequence > before, what="resync after the restart")
     assert sub.sequence >> EPOCH_SHIFT > before >> EPOCH_SHIFT, "sequences never go backwards"
 
@@ -324,9 +436,8 @@ def test_kill_9_and_restart_subscribers_resync_to_the_servers_state(kv, subscrib
     assert sub.gaps == 0
 
 
-def test_subscribers_learn_of_a_restart_within_a_second_though_hugz_are_5_s_apart(children, tmp_path,
-                                                                                   subscribers):
-    kv = Kv(children, tmp_path / "kv.state", hugz_interval=5.0).start()
+def test_subscribers_learn_of_a_restart_within_a_second_though_hugz_are_5_s_apart(new_kv, subscribers):
+    kv = new_kv(hugz_interval=5.0).start()
     sub = kv.subscriber("/device/")  # hears HUGZ alone: nothing is published under /device/
     subscribers.append(sub)
     assert sub.wait_synced(5)
@@ -404,8 +515,8 @@ def test_bad_keys_and_oversized_values_are_refused_and_change_nothing(kv, subscr
     assert "'/device/../x' is not /segment/segment" in log and "key of 1000001 bytes (at most 255)" in log
 
 
-def test_the_map_holds_at_most_max_keys_and_max_bytes(children, tmp_path, subscribers):
-    kv = Kv(children, tmp_path / "kv.state", max_keys=5, max_bytes=400).start()
+def test_the_map_holds_at_most_max_keys_and_max_bytes(new_kv, subscribers):
+    kv = new_kv(max_keys=5, max_bytes=400).start()
     raw_push(kv, [(b"/k/%d" % i, b"v") for i in range(8)])
     wait_for(lambda: len(kv.snapshot_of()) == 5, what="five keys")
     raw_push(kv, [(b"/k/0", b"changed"), (b"/k/1", b""), (b"/k/new", b"n")])  # an update, a delete, then room
@@ -417,10 +528,11 @@ def test_the_map_holds_at_most_max_keys_and_max_bytes(children, tmp_path, subscr
     assert "max_bytes 400" in kv.state.with_name("kv.log").read_text()
 
 
-def test_a_key_stored_before_the_grammar_can_still_be_deleted(children, tmp_path):
-    StateFile(tmp_path / "kv.state").save(StateFile.dump(1, [[b"noslash", 7, b"", b"old", None],
-                                                            [b"/device/x", 8, b"", b"1", None]]))
-    kv = Kv(children, tmp_path / "kv.state").start()
+def test_a_key_stored_before_the_grammar_can_still_be_deleted(new_kv):
+    kv = new_kv()
+    kv.state.write_bytes(msgpack.packb({"format": 1, "epoch": 1, "entries": [  # as written before the copy in RAM
+        [b"noslash", 7, b"", b"old", None], [b"/device/x", 8, b"", b"1", None]]}))
+    kv.start()
     assert kv.snapshot_of() == {"noslash": b"old", "/device/x": b"1"}
     with KvPublisherClient(kv.collector) as pub:
         pub.send("", "noslash", b"")
@@ -446,6 +558,69 @@ def test_bad_bounds_stop_start_up(tmp_path, option):
     config = write_config(tmp_path / "raspy.toml", {"state_dir": str(tmp_path)}, {"kv": option})
     with pytest.raises(ConfigError, match=next(iter(option))):
         load_config(config)
+
+
+def test_a_copy_that_cannot_be_written_is_reported_and_readings_wait_for_the_state_file(new_kv, tmp_path):
+    (tmp_path / "not-a-folder").write_text("")
+    kv = new_kv(ram_copy=str(tmp_path / "not-a-folder" / "kv.state")).start()
+    with KvPublisherClient(kv.collector) as pub:
+        for value in range(3):
+            pub.send("", "/device/pi.fake.t", protocol.pack(value))
+        wait_for(lambda: "could not write its copy in RAM" in kv.log(), what="the failure logged")
+        assert stored(kv.state) == {} and kv.proc.poll() is None
+        pub.send("", "/event/door", protocol.pack("open"))
+        wait_for(lambda: stored(kv.state) == {"/device/pi.fake.t": protocol.pack(2), "/event/door": protocol.pack("open")},
+                 what="the reading on the card with the next other key")
+    assert kv.log().count("could not write its copy in RAM") == 1, "one line per 10 minutes at most"
+
+
+SWITCH_HOUSE = """
+[executives.broker]
+[executives.kv]
+flush_interval = 0.2
+[executives.fake]
+devices = [{name = "heater", kind = "switch"}]
+"""
+
+
+def test_a_switch_toggled_survives_a_kill_9_of_kv_and_a_damaged_copy_is_counted(children, tmp_path):
+    """A switch is not polled: its server publishes it once, then at each change, never again by itself."""
+    house = House(children, tmp_path)
+    house.write(SWITCH_HOUSE)
+    house.start(running=("broker", "kv", "fake"))
+    copy, key = default_copy(Settings("kv", HOST, state_dir=house.state_dir)), f"/device/{HOST}.fake.heater"
+
+    def heater():
+        _, entries = fetch_snapshot("/device/", house.kv["snapshot"], timeout=5)
+        return protocol.unpack(entries[key].body)["value"] if key in entries else None
+
+    def restart_kv():
+        pid = house.pid("kv")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: house.pid("kv") != pid and house.states("kv")["kv"].state == State.RUNNING,
+                 what="kv restarted by the supervisor")
+    try:
+        wait_for(lambda: heater() is False, what="the switch published once")
+        assert house.call("fake.devices", "set", ["heater", True])[0] == 200
+        wait_for(lambda: (stored(copy) or {}).get(key) and heater(), what="the switch on, in kv and its copy")
+        restart_kv()
+        assert heater() is True, "kv came back with the switch as it was"
+        assert house.states("kv")["kv"].errors == 0
+
+        assert house.call("fake.devices", "set", ["heater", False])[0] == 200
+        wait_for(lambda: protocol.unpack(stored(copy)[key])["value"] is False, what="the switch off in the copy")
+        copy.write_bytes(b"junk")
+        restart_kv()
+        # The state file was last written when kv started: the switch was on then.
+        assert heater() is True, "a damaged copy loses the readings since the state file was written"
+        wait_for(lambda: house.states("kv")["kv"].errors == 1, what="the damaged copy counted as an error")
+        assert f"kv copy in RAM {copy} is unreadable" in (house.state_dir / "logs" / "kv.log").read_text()
+        house.stop()
+        assert not copy.exists(), "a clean stop leaves everything in the state file and nothing in RAM"
+    finally:
+        house.stop()
+        for suffix in ("", ".tmp", ".corrupt"):
+            copy.with_name(copy.name + suffix).unlink(missing_ok=True)
 
 
 # -- stop paths and timeouts ------------------------------------------------
@@ -495,8 +670,10 @@ def test_publisher_times_out_when_no_collector_listens():
 def test_a_corrupt_state_file_is_set_aside(tmp_path):
     path = tmp_path / "kv.state"
     path.write_bytes(b"\x93not msgpack at all")
-    assert StateFile(path).load() is None
+    with pytest.raises(Unreadable, match="kv.state is unreadable"):
+        StateFile(path).load()
     assert not path.exists() and (tmp_path / "kv.state.corrupt").exists()
+    assert StateFile(path).load() is None
 
 
 # -- command line -----------------------------------------------------------

@@ -1,8 +1,8 @@
 """Cron: jobs that publish an event, send a request or fire a scenario on a schedule.
 
-APScheduler 3 (``BackgroundScheduler``) does the timing; one APScheduler job
-per :class:`CronJob`. Jobs come from the configuration and from the service
-``<host>.core.cron``; those changed at run time are kept in the :class:`Store`.
+APScheduler 3 (``BackgroundScheduler``, imported through :mod:`raspy.automation.scheduler`)
+does the timing; one APScheduler job per :class:`CronJob`. Jobs come from the configuration and
+from the service ``<host>.core.cron``; those changed at run time are kept in the :class:`Store`.
 
 The Pi has no battery clock, so runs can be missed while Core is down or when
 the clock jumps (NTP at boot). The policy is explicit, per job or for all:
@@ -20,16 +20,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from apscheduler.events import EVENT_JOB_MISSED, EVENT_JOB_REMOVED, JobEvent, JobExecutionEvent
-from apscheduler.job import Job
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
 from raspy.atomic import atomic_write
 from raspy.automation.actions import Actions
+from raspy.automation.scheduler import (EVENT_JOB_MISSED, EVENT_JOB_REMOVED, BackgroundScheduler, BaseTrigger,
+                                        CronTrigger, DateTrigger, IntervalTrigger, Job, JobEvent,
+                                        JobExecutionEvent)
 from raspy.automation.store import Store, stored
 from raspy.errors import InvalidValue
 from raspy.mdp import protocol as p

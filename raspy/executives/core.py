@@ -12,9 +12,11 @@ See docs/core.md.
 from __future__ import annotations
 
 # imported here, in the supervisor before it forks, rather than by the child: an import after
-# the fork costs the executive ~0.5 MB of its own (APScheduler's thread pool; tzlocal's codec)
+# the fork costs the executive ~0.5 MB of its own (APScheduler's thread pool; tzlocal's codec,
+# and the tzdata package that zoneinfo looks in for each name tzlocal tries)
 import concurrent.futures.thread  # noqa: F401
 import encodings.ascii  # noqa: F401
+import importlib.resources  # noqa: F401
 import logging
 import threading
 import time

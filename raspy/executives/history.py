@@ -2,7 +2,9 @@
 
 It follows ``/device/`` in the key/value map, so device servers stay simple and a
 history outlives their restarts. Readings go to a :class:`HistoryStore` (one
-fixed-size file per device) and reach the disk every ``flush_interval`` seconds.
+fixed-size file per device) and reach the disk every ``flush_interval`` seconds;
+in between they wait in memory and in a spool on tmpfs, which a restart after a
+``kill -9`` takes back.
 
 ``<host>.history.query`` answers:
 
@@ -21,6 +23,7 @@ from typing import Any, Mapping
 
 from raspy.droplog import DropLog
 from raspy.errors import InvalidValue
+from raspy.house.board import ram_file
 from raspy.house.executive import Counters, Server, Settings
 from raspy.house.options import Option, Rule
 from raspy.house.statistics import SNMPGauge, oid
@@ -28,6 +31,7 @@ from raspy.mdp import protocol as p
 from raspy.mdp.service import Service, bad_request, not_found
 from raspy.state import keys
 from raspy.state.history.ring import MAX_ARCHIVES, Archive
+from raspy.state.history.spool import SPOOL_BYTES
 from raspy.state.history.store import MAX_POINTS, HistoryError, HistoryStore, span
 from raspy.state.kv.client import KvSubscriberClient
 
@@ -74,6 +78,11 @@ def archives(tables: list[Any]) -> list[Archive]:
     return out
 
 
+def default_spool(settings: Settings) -> Path:
+    """The spool of this executive: one per state directory and executive name, as the board is per state directory."""
+    return ram_file(settings.state_dir, f"{settings.name}.spool")
+
+
 class HistoryService(Service):
     """``<host>.history.query`` over a :class:`HistoryStore`."""
 
@@ -113,7 +122,12 @@ class History(Server):
         Option("folder", str, None, "where the history files go; default `<state_dir>/history`"),
         Option("raw", dict, RAW, "raw readings: the last `keep / every` of them", raw_archive),
         Option("archives", list, ARCHIVES, "consolidated archives, `{step, keep}` each, steps growing", archives),
-        Option("flush_interval", int, 60, "seconds between writes to the files", Rule(lambda v: 1 <= v <= 3600, "an integer from 1 to 3600")),
+        Option("flush_interval", int, 3600, "seconds between writes to the files: what a power cut may lose, "
+               "with the kernel's writeback delay", Rule(lambda v: 1 <= v <= 86400, "an integer from 1 to 86400")),
+        Option("spool", str, None, "the file on tmpfs that keeps unflushed readings through a crash; "
+               "default `/dev/shm/raspy-<uid>-<hash of state_dir>.<name>.spool`"),
+        Option("spool_bytes", int, SPOOL_BYTES, "bytes of spool that make history flush early and empty it",
+               Rule(lambda v: 4096 <= v <= 256 * 1024 * 1024, "an integer from 4096 to 268435456")),
         Option("max_devices", int, 100, "devices with a history; a reading of one more is refused",
                Rule(lambda v: 1 <= v <= 10_000, "an integer from 1 to 10000")),
     )
@@ -122,7 +136,9 @@ class History(Server):
         super().__init__(settings, slot)
         layout = (raw_archive(self.option("raw")), *archives(self.option("archives")))
         folder = Path(self.option("folder") or Path(settings.state_dir) / "history")
-        self.store = HistoryStore(folder, layout, self.option("max_devices"))
+        self.store = HistoryStore(folder, layout, self.option("max_devices"),
+                                  spool=self.option("spool") or default_spool(settings),
+                                  spool_bytes=self.option("spool_bytes"))
         self.flush_interval = self.option("flush_interval")
         self._flushed = time.monotonic()
         self._dropped = DropLog(log)
@@ -130,7 +146,11 @@ class History(Server):
         for name, doc in (("readings", "readings written to a history"),
                           ("dropped", "readings refused: bad name or time, out of order, history full"),
                           ("bytes_written", "bytes written to history files"),
-                          ("damaged", "damaged history files moved aside and started again")):
+                          ("damaged", "damaged history files moved aside and started again"),
+                          ("recovered", "readings taken back from the spool at start (after a crash)"),
+                          ("spool_torn", "spools found with their last record cut short"),
+                          ("spool_damaged", "stretches of a spool that were not records, discarded"),
+                          ("early_flushes", "flushes before flush_interval: the spool was full or failed")):
             self.statistics.add(SNMPGauge(oid(self.service, name), doc,
                                           lambda name=name: getattr(self.store.counts, name)))
         self.subscriber = KvSubscriberClient(keys.DEVICE, settings.kv_snapshot, settings.kv_publisher,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raspy.curve import Authenticator
+from raspy.house.board import ram_file
 from raspy.house.executive import Counters, Executive, Settings
 from raspy.house.options import POSITIVE, Option, Rule, at_least
 from raspy.house.trust import Trust
@@ -14,6 +15,11 @@ from raspy.state.kv.server import KvServer
 HUGZ_BOUND = Rule(lambda v: 0 < v <= HUGZ_INTERVAL, f"a number > 0 and <= {HUGZ_INTERVAL:g}")
 
 
+def default_copy(settings: Settings) -> Path:
+    """The copy in RAM of this executive's map: one per state directory and executive name."""
+    return ram_file(settings.state_dir, f"{settings.name}.state")
+
+
 class KvExecutive(Executive):
     """The ``kv`` executive: a :class:`KvServer` on the house's key/value endpoints.
 
@@ -21,17 +27,19 @@ class KvExecutive(Executive):
     servers behind this process's authenticator, and a host may set only its own devices and
     events (:class:`~raspy.house.trust.Trust`); refused handshakes and updates count as errors.
     A host taken off the allow-list is cut at the next beat: what comes on its open connections
-    is refused.
+    is refused. State files or copies found unreadable at start and failed writes of the copy
+    count as errors too.
     """
 
     secured = True
 
     options = (
         Option("state", str, None, "the state file; default `<state_dir>/kv.state`"),
-        Option("flush_interval", float, 5.0, "seconds from a change to its write in the state file (at most)",
-               POSITIVE),
-        Option("readings_flush_interval", float, 300.0, "the same when only device readings (`/device/`) "
-               "or host summaries (`/host/`) changed: their publishers send them again", POSITIVE),
+        Option("ram_copy", str, None, "the copy of the map on tmpfs, written when only device readings "
+               "(`/device/`) or host summaries (`/host/`) changed; default "
+               "`/dev/shm/raspy-<uid>-<hash of state_dir>.<name>.state`"),
+        Option("flush_interval", float, 5.0, "seconds from a change to its write in the state file, or in the "
+               "copy on tmpfs for readings and summaries alone (at most)", POSITIVE),
         Option("hugz_interval", float, HUGZ_INTERVAL, "seconds between two HUGZ to subscribers (subscribers "
                f"resynchronise after {SERVER_TIMEOUT:g} s of silence)", HUGZ_BOUND),
         Option("max_value", int, MAX_VALUE, "bytes of one key's properties and body (docs/limits.md)", at_least(1)),
@@ -47,7 +55,7 @@ class KvExecutive(Executive):
                                state_path=self.option("state") or Path(settings.state_dir) / "kv.state",
                                flush_interval=self.option("flush_interval"),
                                hugz_interval=self.option("hugz_interval"),
-                               readings_flush_interval=self.option("readings_flush_interval"),
+                               copy_path=self.option("ram_copy") or default_copy(settings),
                                curve=curve, authorize=Trust(settings.hostname).may_publish if curve else None,
                                max_value=self.option("max_value"), max_keys=self.option("max_keys"),
                                max_bytes=self.option("max_bytes"))
@@ -63,9 +71,10 @@ class KvExecutive(Executive):
             self.server.cut(self.authenticator.revoked())
         stats = self.server.stats
         served = stats["updates"] + stats["snapshots"]
-        refused = stats["refused"] + (self.authenticator.refused if self.authenticator else 0)
-        self.slot.count(requests=served - self._reported[0], errors=refused - self._reported[1])
-        self._reported = (served, refused)
+        errors = (stats["refused"] + stats["damaged"] + stats["copy_failures"]
+                  + (self.authenticator.refused if self.authenticator else 0))
+        self.slot.count(requests=served - self._reported[0], errors=errors - self._reported[1])
+        self._reported = (served, errors)
 
     def close(self) -> None:
         super().close()

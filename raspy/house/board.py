@@ -24,21 +24,21 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import mmap
 import os
 import signal
 import struct
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from multiprocessing import resource_tracker, shared_memory
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Sequence
 
 from raspy.errors import RaspyError
 
 __all__ = [
-    "Board", "BoardBusy", "BoardError", "LastExit", "Slot", "SlotState", "State", "board_name",
+    "Board", "BoardBusy", "BoardError", "LastExit", "Slot", "SlotState", "State", "board_name", "ram_file",
     "NAME_SIZE", "REASON_SIZE",
 ]
 
@@ -188,6 +188,15 @@ def board_name(state_dir: str | os.PathLike) -> str:
     return f"raspy-{os.getuid()}-{digest}"
 
 
+def ram_file(state_dir: str | os.PathLike, suffix: str) -> Path:
+    """A file in RAM-backed storage (``/dev/shm``, where the board lives) of a state directory's house.
+
+    Named like the board, then ``.suffix``: two houses never share one. It outlives a crash of
+    the process that writes it, not a reboot, and writing it costs the SD card nothing.
+    """
+    return Path(SHM_DIR, f"{board_name(state_dir)}.{suffix}")
+
+
 def _encode(text: str, size: int) -> bytes:
     """UTF-8, cut to ``size`` bytes without splitting a character."""
     return text.encode("utf-8")[:size].decode("utf-8", "ignore").encode("utf-8")
@@ -195,40 +204,6 @@ def _encode(text: str, size: int) -> bytes:
 
 def _decode(raw: bytes) -> str:
     return raw.rstrip(b"\0").decode("utf-8", "replace")
-
-
-# -- shared memory without the resource tracker ---------------------------
-#
-# The supervisor owns the block's life (stale blocks are removed on create, the
-# block is unlinked on stop). Python's resource tracker would otherwise start
-# an extra process in every attaching process and, in 3.11/3.12, unlink the
-# block or print "leaked shared_memory" warnings when a mere reader exits
-# (gh-82300). 3.13 has track=False; before that the registration is skipped.
-
-_tracker_lock = threading.Lock()
-
-
-@contextmanager
-def _untracked() -> Iterator[None]:
-    with _tracker_lock:
-        register, unregister = resource_tracker.register, resource_tracker.unregister
-        resource_tracker.register = resource_tracker.unregister = lambda name, rtype: None
-        try:
-            yield
-        finally:
-            resource_tracker.register, resource_tracker.unregister = register, unregister
-
-
-def _open_shm(name: str, create: bool = False, size: int = 0) -> shared_memory.SharedMemory:
-    if sys.version_info >= (3, 13):
-        return _SharedMemory(name, create, size, track=False)
-    with _untracked():
-        return _SharedMemory(name, create, size)
-
-
-def _unlink_shm(shm: shared_memory.SharedMemory) -> None:
-    with _untracked():
-        shm.unlink()
 
 
 def pid_alive(pid: int) -> bool:
@@ -256,26 +231,52 @@ def _words(buf: memoryview) -> memoryview:
     return buf[:len(buf) // 8 * 8].cast("Q")
 
 
-class _SharedMemory(shared_memory.SharedMemory):
-    """Shared memory that also lends its bytes as :func:`_words`, released before the block is closed.
+#: Where Linux keeps POSIX shared memory: ``shm_open(name)`` is ``/dev/shm/<name>``.
+SHM_DIR = "/dev/shm"
 
-    A memoryview cast from ``buf`` is a second export of the mapping, and
-    ``mmap.close()`` refuses to close a mapping that is still exported; so the
-    view lives and dies with the block (``close`` also runs from ``__del__``).
+
+class _Block:
+    """A named shared-memory block, mapped: its bytes (``buf``), and the same as :func:`_words`.
+
+    What ``multiprocessing.shared_memory.SharedMemory`` does on Linux, with ``os`` and ``mmap``
+    alone: that class imports 23 modules of multiprocessing's machinery (1.1 MiB, which every
+    process of the house would map) and registers the block with a resource tracker, which in
+    3.11/3.12 starts a tracker process in every reader and unlinks the block or warns about a
+    "leak" when that reader exits (gh-82300). Here the supervisor alone owns the block's life.
+
+    ``mmap.close()`` refuses to close a mapping still lent to a memoryview, so ``words`` and
+    ``buf`` are released before it.
     """
 
-    _words: memoryview | None = None
-
-    @property
-    def words(self) -> memoryview:
-        if self._words is None:
-            self._words = _words(self.buf)
-        return self._words
+    def __init__(self, name: str, create: bool = False, size: int = 0) -> None:
+        self.path = os.path.join(SHM_DIR, name)
+        fd = os.open(self.path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, size)
+            else:
+                size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, size)  # the mapping outlives the descriptor
+        except OSError:
+            if create:
+                os.unlink(self.path)
+            raise
+        finally:
+            os.close(fd)
+        self.name = name
+        self.size = size
+        self.buf = memoryview(self._mmap)
+        self.words = _words(self.buf)
 
     def close(self) -> None:
-        if self._words is not None:
-            self._words.release()
-        super().close()
+        if not self._mmap.closed:
+            self.words.release()
+            self.buf.release()
+            self._mmap.close()
+
+    def unlink(self) -> None:
+        """Remove the block's name; mappings stay valid until closed."""
+        os.unlink(self.path)
 
 
 # -- slots ------------------------------------------------------------------
@@ -294,7 +295,7 @@ class Slot:
                  "_sup_lock")
 
     def __init__(self, buf: memoryview, words: memoryview, index: int,
-                 shm: shared_memory.SharedMemory | None = None) -> None:
+                 shm: _Block | None = None) -> None:
         self.index = index
         self._buf = buf
         self._words = words  # the sequence numbers: words[offset // 8]
@@ -477,12 +478,12 @@ def _check_name(name: str) -> bytes:
 
 # -- the board ----------------------------------------------------------------
 
-def _host_words(buf: memoryview, shm: shared_memory.SharedMemory | None) -> memoryview:
+def _host_words(buf: memoryview, shm: _Block | None) -> memoryview:
     """The sequence-number view of a board: the block's own (released on close), or one of ``buf``."""
     if sys.byteorder != "little":
         raise BoardError("the board stores sequence numbers in native order and its layout is little-endian; "
                          "this host is big-endian")
-    return shm.words if isinstance(shm, _SharedMemory) else _words(buf)
+    return shm.words if shm is not None else _words(buf)
 
 
 class Board:
@@ -492,7 +493,7 @@ class Board:
     :meth:`private` (an executive run alone, and tests: same API, no shared memory).
     """
 
-    def __init__(self, buf: memoryview, shm: shared_memory.SharedMemory | None = None) -> None:
+    def __init__(self, buf: memoryview, shm: _Block | None = None) -> None:
         if len(buf) < HEADER_SIZE:
             raise BoardError("not a RasPy board (too short)")
         magic, version, capacity, slot_size, self.creator_pid, self.created = _HEADER.unpack_from(buf, 0)
@@ -512,7 +513,7 @@ class Board:
 
     @staticmethod
     def _format(buf: memoryview, capacity: int, names: Sequence[str],
-                shm: shared_memory.SharedMemory | None = None) -> None:
+                shm: _Block | None = None) -> None:
         _HEADER.pack_into(buf, 0, MAGIC, VERSION, capacity, SLOT_SIZE, os.getpid(), time.time())
         words = _host_words(buf, shm)
         for i, name in enumerate(names):
@@ -544,7 +545,7 @@ class Board:
         cls._remove_stale(name)
         size = HEADER_SIZE + slots * SLOT_SIZE
         try:
-            shm = _open_shm(name, create=True, size=size)
+            shm = _Block(name, create=True, size=size)
         except FileExistsError:
             raise BoardError(f"board {name!r} was created by another process just now") from None
         cls._format(shm.buf, slots, names, shm)
@@ -553,14 +554,14 @@ class Board:
     @staticmethod
     def _remove_stale(name: str) -> None:
         try:
-            shm = _open_shm(name)
+            shm = _Block(name)
         except FileNotFoundError:
             return
         try:
             pid = _HEADER.unpack_from(shm.buf, 0)[4] if shm.size >= _HEADER.size else 0
             if pid != os.getpid() and pid_alive(pid):
                 raise BoardError(f"board {name!r} is in use by the supervisor with pid {pid}")
-            _unlink_shm(shm)
+            shm.unlink()
         finally:
             shm.close()
 
@@ -568,7 +569,7 @@ class Board:
     def attach(cls, name: str) -> "Board":
         """Open an existing block (executives, ``raspy status``, the web page); never unlinks it."""
         try:
-            shm = _open_shm(name)
+            shm = _Block(name)
         except FileNotFoundError:
             raise BoardError(f"no board {name!r}: is the supervisor running?") from None
         try:
@@ -590,7 +591,7 @@ class Board:
     @property
     def name(self) -> str | None:
         """The shared-memory name, ``None`` for a private board."""
-        return self._shm.name.lstrip("/") if self._shm else None
+        return self._shm.name if self._shm else None
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -642,7 +643,7 @@ class Board:
         """Remove the block's name (supervisor, on a clean stop); mappings stay valid until closed."""
         if self._shm is not None:
             try:
-                _unlink_shm(self._shm)
+                self._shm.unlink()
             except FileNotFoundError:
                 pass
 

@@ -10,6 +10,7 @@ crowd costs what one visitor does.
 from __future__ import annotations
 
 import hmac
+import http
 import json
 import logging
 import math
@@ -19,7 +20,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-import bottle
+from raspy.standin import stand_in, standing_in
+
+# bottle takes its status lines from http.client, which imports ssl for HTTPS clients (1 MiB and
+# libssl in every process of the house): the page serves plain HTTP (see raspy.standin)
+with standing_in(stand_in("http.client", responses={status: status.phrase for status in http.HTTPStatus})):
+    import bottle
 
 from raspy.errors import RaspyError
 from raspy.house.control import duration as compact_duration

@@ -87,7 +87,8 @@ def layout_size(layout: Sequence[Archive]) -> int:
     return HEADER_SIZE + sum(archive.rows * archive.row_size for archive in layout)
 
 
-def _unit_bytes(unit: str | None) -> bytes:
+def unit_bytes(unit: str | None) -> bytes:
+    """A unit as a file holds it: at most UNIT_SIZE bytes of UTF-8."""
     data = (unit or "").encode("utf-8")[:UNIT_SIZE]
     return data.decode("utf-8", "ignore").encode("utf-8")  # never half a character
 
@@ -117,14 +118,14 @@ class HistoryFile:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.posix_fallocate(fd, 0, layout_size(layout))
-            os.pwrite(fd, cls._header(layout, now, _unit_bytes(unit)), 0)
+            os.pwrite(fd, cls._header(layout, now, unit_bytes(unit)), 0)
             os.fsync(fd)
             os.replace(tmp, path)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
-        return cls(path, fd, layout, now, _unit_bytes(unit).decode())
+        return cls(path, fd, layout, now, unit_bytes(unit).decode())
 
     @staticmethod
     def _header(layout: Sequence[Archive], created: float, unit: bytes) -> bytes:
@@ -173,7 +174,7 @@ class HistoryFile:
 
     def set_unit(self, unit: str | None) -> None:
         """Record a new unit (the header is rewritten: rare, a unit seldom changes)."""
-        data = _unit_bytes(unit)
+        data = unit_bytes(unit)
         os.pwrite(self.fd, self._header(self.layout, self.created, data), 0)
         self.unit = data.decode()
 

@@ -1,14 +1,18 @@
 """The history of every device: one fixed-size file each, readings batched in memory until a flush.
 
-:meth:`HistoryStore.add` costs no I/O: the reading goes to memory (its raw row,
-and the current row of each consolidated archive). :meth:`HistoryStore.flush`
-writes what changed with ``pwrite`` and no ``fsync``: 16 bytes per raw reading,
-plus one 36-byte row per consolidated archive and slot touched since the last
-flush. A crash loses what came since the last flush, never a file; the page
-cache survives ``kill -9``, a power cut may take the kernel's few seconds more.
+:meth:`HistoryStore.add` costs no disk I/O: the reading goes to memory (its raw row, and the
+current row of each consolidated archive) and, given a spool, is appended to it (a file in
+RAM-backed storage, :mod:`raspy.state.history.spool`). :meth:`HistoryStore.flush` writes what
+changed with ``pwrite`` and no ``fsync`` (16 bytes per raw reading, plus one 36-byte row per
+consolidated archive and slot touched since the last flush), then empties the spool. A query
+answers from the files and memory together, and writes nothing.
 
-A file that cannot be trusted is moved aside (``<name>.hist.damaged``, one per
-device) and a new one started; the store counts it and keeps going.
+A ``kill -9`` loses nothing: the page cache keeps what was flushed, the spool the rest, and the
+next store on that spool takes its readings back. A power cut loses what came since the last
+flush and what the kernel had not yet written back; never a file.
+
+A file that cannot be trusted is moved aside (``<name>.hist.damaged``, one per device) and a new
+one started; the store counts it and keeps going.
 """
 from __future__ import annotations
 
@@ -17,13 +21,14 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from raspy.droplog import DropLog
 from raspy.errors import RaspyError
-from raspy.state.history.ring import Archive, DamagedFile, HistoryFile, Row
+from raspy.state.history.ring import Archive, DamagedFile, HistoryFile, Row, unit_bytes
+from raspy.state.history.spool import SPOOL_BYTES, Spool
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,10 @@ class Counts:
     bytes_written: int = 0
     flushes: int = 0
     damaged: int = 0
+    recovered: int = 0       # readings taken back from the spool at start
+    spool_torn: int = 0      # spools whose last record was cut short
+    spool_damaged: int = 0   # stretches of a spool that were not records, discarded
+    early_flushes: int = 0   # flushes of every device because the spool was full or failed
 
 
 @dataclass
@@ -91,6 +100,27 @@ class Device:
             device.filled = len(raw) == file.layout[0].rows
         return device
 
+    @property
+    def wrapped(self) -> bool:
+        """The raw ring has wrapped, or will with the pending readings."""
+        return self.filled or self.cursor + len(self.pending) >= self.file.layout[0].rows
+
+    def raw(self) -> list[tuple[float, float]]:
+        """The raw readings as a flush would leave them: those on file but the rows the pending overwrite,
+        then the pending."""
+        rows = self.file.layout[0].rows
+        pending = self.pending[-rows:]
+        start = self.cursor + len(self.pending) - len(pending)
+        overwritten = {(start + i) % rows for i in range(len(pending))}
+        return [(t, v) for index, t, v in self.file.read_raw() if index not in overwritten] + pending
+
+    def rows(self, archive: int, first: int, last: int) -> list[Row]:
+        """The rows of slots ``first`` to ``last`` as a flush would leave them: on file, or changed since."""
+        rows = {row.slot: row for row in self.file.read_rows(archive, first, last)}
+        first = max(first, last - self.file.layout[archive].rows + 1)
+        rows.update((slot, replace(row)) for slot, row in self.dirty[archive].items() if first <= slot <= last)
+        return [rows[slot] for slot in sorted(rows)]
+
 
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not NAME.match(name) or ".." in name:
@@ -108,19 +138,48 @@ def number(value: Any) -> float | None:
 
 
 class HistoryStore:
-    """Histories under ``folder``; at most ``max_devices`` of them. Safe from any thread."""
+    """Histories under ``folder``; at most ``max_devices`` of them. Safe from any thread.
+
+    With a ``spool`` (a path on tmpfs), every reading taken is appended to it until the next flush,
+    and the readings a store that died left there are taken back first. A spool of ``spool_bytes``
+    or more makes the store flush every device at once, and empty it.
+    """
 
     def __init__(self, folder: str | Path, layout: Sequence[Archive] = DEFAULT_LAYOUT, max_devices: int = 100,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, spool: str | Path | None = None,
+                 spool_bytes: int = SPOOL_BYTES) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.layout = tuple(layout)
         self.max_devices = max_devices
         self.clock = clock
+        self.spool_bytes = spool_bytes
         self.counts = Counts()
         self._devices: dict[str, Device] = {}
         self._lock = threading.Lock()
         self._dropped = DropLog(log)
+        self._spool: Spool | None = None
+        if spool is not None:
+            self._recover(Path(spool))
+
+    def _recover(self, path: Path) -> None:
+        """Take back what a store that died left in the spool, write it to the files, empty the spool."""
+        try:
+            spool, found = Spool.open(path)
+        except OSError as exc:
+            log.error("history spool %s cannot be used (%s): until each flush, readings are in memory only", path, exc)
+            return
+        self.counts.spool_torn += found.torn
+        if found.damaged:
+            self.counts.spool_damaged += len(found.damaged)
+            more = f" and {len(found.damaged) - 3} more" if len(found.damaged) > 3 else ""
+            log.error("history spool %s is damaged, discarded: %s%s", path, "; ".join(found.damaged[:3]), more)
+        for reading in found.readings:
+            self.counts.recovered += self._add(*reading)
+        self._spool = spool
+        self.flush()
+        if found.readings:
+            log.info("history spool %s: %d of %d readings taken back", path, self.counts.recovered, len(found.readings))
 
     # -- names and files -----------------------------------------------------
 
@@ -157,6 +216,11 @@ class HistoryStore:
 
     def add(self, name: str, t: float, value: Any, unit: str | None = None) -> bool:
         """Take one reading; False (counted, logged at a bounded rate) when it has no place in a history."""
+        taken = self._add(name, t, value, unit)
+        self.counts.readings += taken
+        return taken
+
+    def _add(self, name: str, t: float, value: Any, unit: str | None) -> bool:
         reading = number(value)
         try:
             check_name(name)
@@ -164,19 +228,33 @@ class HistoryStore:
                 return False  # not a number: no history, and nothing wrong
             if not isinstance(t, (int, float)) or not 0 < t <= self.clock() + FUTURE:
                 raise HistoryError(f"timestamp {t!r} is not a time up to {FUTURE:g} s from now")
+            unit = None if unit is None else unit_bytes(unit).decode()
             with self._lock:
                 device = self._device(name, unit, create=True)
                 if t <= device.last:
                     return False  # already taken (a resynchronised snapshot) or out of order
                 self._take(device, float(t), reading, unit)
+                self._spooled(name, float(t), reading, unit)
                 if len(device.pending) >= MAX_PENDING:
                     self._flush(device)
         except (HistoryError, OSError) as exc:
             self.counts.dropped += 1
             self._dropped(f"reading of {name!r}: {exc}")
             return False
-        self.counts.readings += 1
         return True
+
+    def _spooled(self, name: str, t: float, value: float, unit: str | None) -> None:
+        """Append a reading taken to the spool; when it is full (or cannot be written), flush every device."""
+        if self._spool is None:
+            return
+        try:
+            self._spool.append(name, t, value, unit)
+            if self._spool.size < self.spool_bytes:
+                return
+        except OSError as exc:
+            self._dropped(f"history spool {self._spool.path}: {exc}; the files are written now")
+        self.counts.early_flushes += 1
+        self._flush_all()
 
     def _take(self, device: Device, t: float, value: float, unit: str | None) -> None:
         file = device.file
@@ -195,9 +273,14 @@ class HistoryStore:
             device.dirty[archive][slot] = row
 
     def flush(self) -> int:
-        """Write every device's pending readings and rows; the bytes written."""
+        """Write every device's pending readings and rows, and empty the spool; the bytes written."""
         with self._lock:
-            written = sum(self._flush(device) for device in self._devices.values())
+            return self._flush_all()
+
+    def _flush_all(self) -> int:
+        written = sum(self._flush(device) for device in self._devices.values())
+        if self._spool is not None:
+            self._spool.clear()
         return written
 
     def _flush(self, device: Device) -> int:
@@ -220,12 +303,15 @@ class HistoryStore:
         return written
 
     def close(self) -> None:
-        """Flush and close every file."""
+        """Flush and close every file, and remove the spool: nothing is left that only it holds."""
         with self._lock:
+            self._flush_all()
             for device in self._devices.values():
-                self._flush(device)
                 device.file.close()
             self._devices.clear()
+            if self._spool is not None:
+                self._spool.remove()
+                self._spool = None
 
     # -- reading ----------------------------------------------------------------
 
@@ -242,15 +328,15 @@ class HistoryStore:
             device = self._device(name, None, create=False)
             if device is None:
                 raise KeyError(f"no history of {name!r}")
-            self._flush(device)
-            archive = self._archive_for(device, start)
+            raw = device.raw()
+            archive = self._archive_for(device, raw, start)
             if archive == 0:
-                readings = sorted((t, v) for _, t, v in device.file.read_raw() if start <= t <= end)
+                readings = sorted((t, v) for t, v in raw if start <= t <= end)
                 step, rows = 0, None
             else:
                 step = device.file.layout[archive].step
                 newest = math.floor(min(end, device.last) / step)  # no row is newer than the last reading
-                rows = device.file.read_rows(archive, math.floor(start / step), newest)
+                rows = device.rows(archive, math.floor(start / step), newest)
             unit = device.file.unit
         if rows is None:
             points = ([[t, v] for t, v in readings] if len(readings) <= max_points
@@ -261,14 +347,14 @@ class HistoryStore:
                       else merge(timed, start, end, max_points))
         return {"device": name, "unit": unit or None, "step": step, "from": start, "to": end, "points": points}
 
-    def _archive_for(self, device: Device, start: float) -> int:
+    def _archive_for(self, device: Device, raw: list[tuple[float, float]], start: float) -> int:
         """The finest archive that still holds ``start``, else the coarsest."""
         layout, now = device.file.layout, max(self.clock(), device.last)
         for archive, spec in enumerate(layout):
             if archive == 0:
-                if not device.filled:
+                if not device.wrapped:
                     return 0  # every raw reading since the file began is there
-                times = [t for _, t, _ in device.file.read_raw()]
+                times = [t for t, _ in raw]
                 oldest, spacing = min(times), (max(times) - min(times)) / (len(times) - 1)
                 if oldest <= start + spacing:  # it reaches back to start, give or take one reading
                     return 0

@@ -35,13 +35,13 @@ from raspy.state.kv.message import (
     parse_icanhaz,
 )
 from raspy.state.keys import DEVICE, HOST
-from raspy.state.kv.statefile import StateFile
+from raspy.state.kv.statefile import StateFile, Unreadable
 from raspy.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
-#: Subtrees whose publishers send them again anyway: a change there alone waits for the readings flush.
-_REPEATED = (DEVICE.encode(), HOST.encode())
+#: Subtrees whose publishers send them again when they start: a change there alone goes to the copy in RAM.
+_REREAD = (DEVICE.encode(), HOST.encode())
 
 
 class KvServer:
@@ -51,10 +51,14 @@ class KvServer:
     wakes the loop, which otherwise sleeps on its sockets until the next HUGZ,
     expiry or flush). Signals are the caller's business.
 
-    The state file is rewritten ``flush_interval`` seconds after a change, or
-    ``readings_flush_interval`` after a change of device readings and host summaries alone
-    (``/device/``, ``/host/``: their publishers send them again at their next poll or
-    refresh), and at a clean stop: a crash loses at most the updates of that interval.
+    The state file (``state_path``, on the SD card) holds what cannot be read again: it is
+    rewritten ``flush_interval`` seconds after a change of a key outside ``/device/`` and
+    ``/host/``, and at a clean stop. Device readings and host summaries are published again
+    by their device servers and supervisors when those start, so a change of them alone goes
+    to a copy of the map in RAM-backed storage (``copy_path``, on tmpfs), ``flush_interval``
+    seconds later: it costs the card nothing and outlives a crash of this process, not a
+    reboot. At start the server takes the newer of the two (by the last sequence number each
+    holds). A crash loses at most the updates of the last ``flush_interval``.
 
     With ``curve`` the three sockets are CURVE servers (the caller runs the
     :class:`~raspy.curve.Authenticator`) and ``authorize(host, key)`` decides each
@@ -70,14 +74,13 @@ class KvServer:
     def __init__(self, snapshot_endpoint: str = SNAPSHOT_ENDPOINT, publisher_endpoint: str = PUBLISHER_ENDPOINT,
                  collector_endpoint: str = COLLECTOR_ENDPOINT, state_path: str | Path | None = None,
                  flush_interval: float = 5.0, hugz_interval: float = HUGZ_INTERVAL,
-                 context: zmq.Context | None = None, readings_flush_interval: float = 300.0,
-                 curve: Curve | None = None, authorize: Callable[[str, bytes], bool] | None = None, *,
+                 context: zmq.Context | None = None, curve: Curve | None = None,
+                 authorize: Callable[[str, bytes], bool] | None = None, *, copy_path: str | Path | None = None,
                  max_value: int = MAX_VALUE, max_keys: int = MAX_KEYS, max_bytes: int = MAX_BYTES) -> None:
         self.snapshot_endpoint = snapshot_endpoint
         self.publisher_endpoint = publisher_endpoint
         self.collector_endpoint = collector_endpoint
         self.flush_interval = flush_interval
-        self.readings_flush_interval = readings_flush_interval
         self.hugz_interval = hugz_interval
         self.context = context or zmq.Context.instance()
         self.curve = curve
@@ -87,17 +90,20 @@ class KvServer:
         self.cut_hosts: frozenset[str] = frozenset()
         self.sequence = 0
         self.max_value, self.max_keys, self.max_bytes = max_value, max_keys, max_bytes
-        self.stats = {"updates": 0, "snapshots": 0, "expired": 0, "refused": 0}
+        #: ``damaged``: state files or copies found unreadable at start; ``copy_failures``: writes of the copy that failed
+        self.stats = {"updates": 0, "snapshots": 0, "expired": 0, "refused": 0, "damaged": 0, "copy_failures": 0}
         self.dropped = DropLog(log)
         self._refusals = DropLog(log)
+        self._copy_errors = DropLog(log, burst=1, period=600.0)
         self._bytes = 0  # keys, properties and bodies in the map
         self._store = StateFile(state_path) if state_path else None
+        self._copy = StateFile(copy_path, mode=0o600) if state_path and copy_path else None
         self._map: dict[bytes, list[bytes]] = {}      # key -> the published frames
         self._deadlines: dict[bytes, float] = {}      # key -> monotonic expiry, for ttl keys
         self._expiry: list[tuple[float, bytes]] = []  # heap of (deadline, key); stale ones skipped
         self._ceiling = 0
-        self._dirty = False      # a change not yet on disk
-        self._urgent = False     # ... of a key outside /device/: due after flush_interval
+        self._dirty = False      # a change in neither file yet
+        self._urgent = False     # a change of a key that cannot be re-read, not yet in the state file
         self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wakeup = Wakeup()
@@ -137,7 +143,9 @@ class KvServer:
             collector.bind(self.collector_endpoint)
             self._loop(snapshot, publisher, collector)
         finally:
-            self._flush(wait=True)
+            self._save(wait=True)
+            if self._copy is not None:
+                self._copy.remove()  # the state file holds everything now
             for sock in (snapshot, publisher, collector):
                 sock.close()
             log.info("kv stopped at sequence %d", self.sequence)
@@ -171,10 +179,13 @@ class KvServer:
                 flushed = now if self._flush() else now - self._flush_delay() + 0.1
 
     def _flush_delay(self) -> float:
-        """Seconds from the last write to the next: by what changed since."""
-        if not self._dirty:
-            return math.inf
-        return self.flush_interval if self._urgent else max(self.flush_interval, self.readings_flush_interval)
+        """Seconds from the last write to the next: ``flush_interval`` when something is due, else never."""
+        due = self._urgent or (self._dirty and self._copy is not None)
+        return self.flush_interval if due else math.inf
+
+    def _flush(self) -> bool:
+        """Write what is due: the state file after a change that cannot be re-read, else the copy in RAM."""
+        return self._save() if self._urgent else self._write_copy()
 
     def _collect(self, collector: zmq.Socket, publisher: zmq.Socket) -> None:
         """Number, store and republish up to BATCH updates: the hot path."""
@@ -206,7 +217,7 @@ class KvServer:
                 frames[1] = sequence.to_bytes(8, "big")
                 send(frames)
                 key = frames[0]
-                urgent = urgent or not key.startswith(_REPEATED)
+                urgent = urgent or not key.startswith(_REREAD)
                 if frames[4]:
                     store[key] = frames
                 else:
@@ -287,7 +298,7 @@ class KvServer:
             publisher.send_multipart([key, self.sequence.to_bytes(8, "big"), b"", b"", b""])
             self.stats["expired"] += 1
             self._dirty = True
-            self._urgent = self._urgent or not key.startswith(_REPEATED)
+            self._urgent = self._urgent or not key.startswith(_REREAD)
 
     def _serve_snapshots(self, snapshot: zmq.Socket) -> None:
         for _ in range(BATCH):
@@ -324,7 +335,7 @@ class KvServer:
 
     def _open_epoch(self) -> None:
         """Restore the map and start an epoch above any this server used before."""
-        state = self._store.load() if self._store else None
+        state = self._restore()
         previous = 0
         if state:
             previous = state["epoch"]
@@ -336,13 +347,37 @@ class KvServer:
                 self._bytes += len(key) + len(properties) + len(body)
                 if expires is not None:
                     self._set_deadline(key, mono + expires - wall)
-            log.info("kv restored %d keys (%d bytes) from %s", len(self._map), self._bytes, self._store.path)
             if len(self._map) > self.max_keys or self._bytes > self.max_bytes:
                 log.warning("kv holds more than max_keys %d or max_bytes %d: new keys are refused until keys are "
                             "deleted", self.max_keys, self.max_bytes)
         # The wall clock keeps epochs rising even without a state file; the
         # stored epoch keeps them rising when the clock is behind (a Pi has no RTC).
         self._start_epoch(max(previous + 1, int(time.time())))
+
+    def _restore(self) -> dict | None:
+        """The newer of the state file and the copy in RAM: the one that holds the later sequence.
+
+        The state file wins a tie. One that cannot be read (a damaged one is moved aside) is logged at
+        error level, counted in ``stats["damaged"]`` and passed over: the server starts from the
+        other, or empty.
+        """
+        best = None
+        for store, what in ((self._store, "state file"), (self._copy, "copy in RAM")):
+            try:
+                state = store.load() if store is not None else None
+            except Unreadable as exc:
+                self.stats["damaged"] += 1
+                log.error("kv %s %s", what, exc)
+                continue
+            if state is not None and (best is None or state["sequence"] > best[2]["sequence"]):
+                best = (what, store, state)
+        if best is None:
+            return None
+        what, store, state = best
+        written = "an unknown time" if state["written"] is None else time.ctime(state["written"])
+        log.info("kv restores %d keys from its %s %s (written at %s, sequence %d)", len(state["entries"]), what,
+                 store.path, written, state["sequence"])
+        return state
 
     def _next_epoch(self) -> None:
         log.info("kv sequence counter of epoch %d exhausted, opening the next", epoch_of(self.sequence))
@@ -351,7 +386,7 @@ class KvServer:
     def _start_epoch(self, epoch: int) -> None:
         self.sequence = epoch << EPOCH_SHIFT
         self._ceiling = self.sequence + (1 << EPOCH_SHIFT) - 1
-        self._flush(wait=True)  # the epoch is on disk before any sequence of it is published
+        self._save(wait=True)  # the epoch is on disk before any sequence of it is published
 
     def _entries(self) -> list:
         wall, mono = time.time(), time.monotonic()
@@ -362,8 +397,8 @@ class KvServer:
             entries.append([key, int.from_bytes(frames[1], "big"), frames[3], frames[4], expires])
         return entries
 
-    def _flush(self, wait: bool = False) -> bool:
-        """Write the map; in the background unless ``wait``. False if a write is still busy."""
+    def _save(self, wait: bool = False) -> bool:
+        """Write the whole map to the state file; in the background unless ``wait``. False if a write is still busy."""
         if self._store is None:
             self._dirty = self._urgent = False
             return True
@@ -371,7 +406,7 @@ class KvServer:
             if not wait:
                 return False
             self._writer.join()
-        data = StateFile.dump(epoch_of(self.sequence), self._entries())
+        data = StateFile.dump(self.sequence, self._entries())
         self._dirty = self._urgent = False
         if wait:
             self._store.save(data)
@@ -386,3 +421,16 @@ class KvServer:
         except OSError as exc:
             log.error("kv could not write %s: %s; will retry", self._store.path, exc)
             self._dirty = self._urgent = True
+
+    def _write_copy(self) -> bool:
+        """Write the whole map to the copy in RAM, here and now: tmpfs does not wait for a card."""
+        data = StateFile.dump(self.sequence, self._entries())
+        self._dirty = False
+        try:
+            self._copy.save(data)
+        except OSError as exc:
+            self.stats["copy_failures"] += 1
+            self._copy_errors.log(logging.ERROR, "kv could not write its copy in RAM %s: %s; its readings and "
+                                  "summaries reach the state file with other keys only", self._copy.path, exc)
+            self._dirty = True
+        return True
