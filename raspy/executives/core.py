@@ -12,11 +12,8 @@ See docs/core.md.
 from __future__ import annotations
 
 # imported here, in the supervisor before it forks, rather than by the child: an import after
-# the fork costs the executive ~0.5 MB of its own (APScheduler's thread pool; tzlocal's codec,
-# and the tzdata package that zoneinfo looks in for each name tzlocal tries)
+# the fork costs the executive ~0.5 MB of its own (APScheduler's thread pool)
 import concurrent.futures.thread  # noqa: F401
-import encodings.ascii  # noqa: F401
-import importlib.resources  # noqa: F401
 import logging
 import threading
 import time
@@ -40,8 +37,9 @@ from raspy.state.kv.client import KvPublisherClient, KvSubscriberClient
 log = logging.getLogger(__name__)
 
 # The local time zone, found here once, in the supervisor before it forks (tzlocal keeps it): found
-# by the scheduler of each Core it costs that process ~0.8 MB of its own (tzlocal reads /etc and
-# tries zoneinfo keys). So a new time zone takes effect when the house restarts, as for every process.
+# by the scheduler of each Core it costs that process ~0.8 MB of its own (tzlocal reads /etc with
+# the ascii codec and tries zoneinfo keys, looking in the tzdata package for each). So a new time
+# zone takes effect when the house restarts, as for every process.
 tzlocal.get_localzone()
 
 #: Seconds between attempts to load the store while Titanic does not answer.
