@@ -51,6 +51,12 @@ def thread_stacks(maps: list[tuple[int, int, str, str]]) -> set[int]:
     return {b[0] for a, b in zip(maps, maps[1:]) if a[2] == "---p" and not a[3] and not b[3] and a[1] == b[0]}
 
 
+def arenas(maps: list[tuple[int, int, str, str]]) -> set[int]:
+    """Starts of the anonymous mappings within glibc's thread arenas (each begins at an aligned address)."""
+    bases = {start for start, _, _, path in maps if not path and start % ARENA_ALIGN == 0}
+    return {start for start, _, _, path in maps if not path and start - start % ARENA_ALIGN in bases}
+
+
 def frames(pid: int) -> dict[int, tuple[int, tuple[int, int, str, str]]]:
     """Page number -> (frame number, its mapping) of every present page of ``pid``."""
     out = {}
@@ -66,7 +72,7 @@ def frames(pid: int) -> dict[int, tuple[int, tuple[int, int, str, str]]]:
     return out
 
 
-def region(mapping: tuple[int, int, str, str], inherited: bool, stacks: set[int]) -> str:
+def region(mapping: tuple[int, int, str, str], inherited: bool, stacks: set[int], arena: set[int]) -> str:
     start, _, _, path = mapping
     if inherited:
         if path == "[heap]":
@@ -74,19 +80,20 @@ def region(mapping: tuple[int, int, str, str], inherited: bool, stacks: set[int]
         if "libpython" in path:
             return "libpython"
         return "objects" if not path else "inherited, other"
-    if not path and start % ARENA_ALIGN == 0:
+    if start in arena:
         return "arenas"
     return "stacks" if path == "[stack]" or start in stacks else "new, other"
 
 
 def private_by_region(pid: int, supervisor: dict, kpagecount) -> Counter:
     """KiB of ``pid``'s private pages per region; ``supervisor``: the supervisor's pages."""
-    stacks = thread_stacks(mappings(pid))
+    maps = mappings(pid)
+    stacks, arena = thread_stacks(maps), arenas(maps)
     kib: Counter = Counter()
     for page, (frame, mapping) in frames(pid).items():
         kpagecount.seek(frame * 8)
         if struct.unpack("<Q", kpagecount.read(8))[0] == 1:
-            kib[region(mapping, page in supervisor, stacks)] += PAGE // 1024
+            kib[region(mapping, page in supervisor, stacks, arena)] += PAGE // 1024
     return kib
 
 
