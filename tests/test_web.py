@@ -477,6 +477,8 @@ def test_web_executive_serves_the_house_and_stops(board, children, tmp_path):
                 return json.loads(get(url + "/api/devices")[1])["devices"]
             wait_for(lambda: [d["value"] for d in devices()] == [25.5], what="the device on the page")
         wait_for(lambda: json.loads(get(url + "/api/status")[1])["events"], what="the event on the page")
+        # one subscriber follows the four subtrees the page shows: a thread and two sockets, not four and eight
+        assert [t.name for t in threading.enumerate() if t.name.startswith("kv-sub")] == ["kv-sub "]
         wait_for(lambda: json.loads(get(url + "/api/services")[1])["broker"]["up"], what="the broker answering")
         assert json.loads(get(url + "/api/status")[1])["executives"][0]["name"] == "broker"
     finally:
