@@ -10,7 +10,6 @@ import pytest
 from gpio_house import kv_server
 from support import free_endpoint, wait_for, write_config
 
-from raspy.executives.history import default_spool
 from raspy.house.config import ConfigError, load_config
 from raspy.house.executive import Settings
 from raspy.mdp import protocol as p
@@ -47,7 +46,7 @@ def house(children, tmp_path):
 
 
 def spool_of(state_dir):
-    return default_spool(Settings("history", "pi", state_dir=state_dir))
+    return Settings("history", "pi", state_dir=state_dir).ram_file("spool")
 
 
 def statistic(client, name: str) -> int:

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from supervised_house import HOST, House
 from support import ROOT, free_endpoint, wait_for, write_config
 
-from raspy.executives.kv import default_copy
 from raspy.house.board import State
 from raspy.house.executive import Settings
 from raspy.mdp import protocol
@@ -109,7 +108,7 @@ class Kv:
 
     def __init__(self, children, state, flush_interval=0.2, **options):
         self.children, self.state, self.flush_interval, self.options = children, state, flush_interval, options
-        self.copy = default_copy(Settings("kv", "pi", state_dir=state.parent))
+        self.copy = Settings("kv", "pi", state_dir=state.parent).ram_file("state")
         self.snapshot, self.publisher, self.collector = free_endpoint(), free_endpoint(), free_endpoint()
         self.proc = None
 
@@ -588,7 +587,7 @@ def test_a_switch_toggled_survives_a_kill_9_of_kv_and_a_damaged_copy_is_counted(
     house = House(children, tmp_path)
     house.write(SWITCH_HOUSE)
     house.start(running=("broker", "kv", "fake"))
-    copy, key = default_copy(Settings("kv", HOST, state_dir=house.state_dir)), f"/device/{HOST}.fake.heater"
+    copy, key = Settings("kv", HOST, state_dir=house.state_dir).ram_file("state"), f"/device/{HOST}.fake.heater"
 
     def heater():
         _, entries = fetch_snapshot("/device/", house.kv["snapshot"], timeout=5)

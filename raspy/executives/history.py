@@ -23,7 +23,6 @@ from typing import Any, Mapping
 
 from raspy.droplog import DropLog
 from raspy.errors import InvalidValue
-from raspy.house.board import ram_file
 from raspy.house.executive import Counters, Server, Settings
 from raspy.house.options import Option, Rule
 from raspy.house.statistics import SNMPGauge, oid
@@ -76,11 +75,6 @@ def archives(tables: list[Any]) -> list[Archive]:
             raise InvalidValue("keep must be a multiple of step, and steps must grow", index)
         out.append(_archive(keep // step, step, index))
     return out
-
-
-def default_spool(settings: Settings) -> Path:
-    """The spool of this executive: one per state directory and executive name, as the board is per state directory."""
-    return ram_file(settings.state_dir, f"{settings.name}.spool")
 
 
 class HistoryService(Service):
@@ -137,7 +131,7 @@ class History(Server):
         layout = (raw_archive(self.option("raw")), *archives(self.option("archives")))
         folder = Path(self.option("folder") or Path(settings.state_dir) / "history")
         self.store = HistoryStore(folder, layout, self.option("max_devices"),
-                                  spool=self.option("spool") or default_spool(settings),
+                                  spool=self.option("spool") or settings.ram_file("spool"),
                                   spool_bytes=self.option("spool_bytes"))
         self.flush_interval = self.option("flush_interval")
         self._flushed = time.monotonic()

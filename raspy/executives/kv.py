@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from raspy.curve import Authenticator
-from raspy.house.board import ram_file
 from raspy.house.executive import Counters, Executive, Settings
 from raspy.house.options import POSITIVE, Option, Rule, at_least
 from raspy.house.trust import Trust
@@ -13,11 +12,6 @@ from raspy.state.kv.server import KvServer
 
 #: Subscribers wait SERVER_TIMEOUT for a sign of life: a longer interval would make them resynchronise.
 HUGZ_BOUND = Rule(lambda v: 0 < v <= HUGZ_INTERVAL, f"a number > 0 and <= {HUGZ_INTERVAL:g}")
-
-
-def default_copy(settings: Settings) -> Path:
-    """The copy in RAM of this executive's map: one per state directory and executive name."""
-    return ram_file(settings.state_dir, f"{settings.name}.state")
 
 
 class KvExecutive(Executive):
@@ -55,7 +49,7 @@ class KvExecutive(Executive):
                                state_path=self.option("state") or Path(settings.state_dir) / "kv.state",
                                flush_interval=self.option("flush_interval"),
                                hugz_interval=self.option("hugz_interval"),
-                               copy_path=self.option("ram_copy") or default_copy(settings),
+                               copy_path=self.option("ram_copy") or settings.ram_file("state"),
                                curve=curve, authorize=Trust(settings.hostname).may_publish if curve else None,
                                max_value=self.option("max_value"), max_keys=self.option("max_keys"),
                                max_bytes=self.option("max_bytes"))

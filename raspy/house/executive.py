@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar, Protocol
 import zmq
 
 from raspy.curve import Curve
-from raspy.house.board import Board
+from raspy.house.board import Board, ram_file
 from raspy.house.options import Option, check_table, with_defaults
 from raspy.house.statistics import Statistics, StatisticsService
 from raspy.mdp import protocol as p
@@ -95,6 +95,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.kind = self.kind or self.name
+
+    def ram_file(self, suffix: str) -> Path:
+        """This executive's file ``<name>.<suffix>`` in RAM-backed storage: it outlives a crash, not a reboot."""
+        return ram_file(self.state_dir, f"{self.name}.{suffix}")
 
 
 #: Beats on the board within the supervisor's ``hang_timeout``: a slow core may miss all but one.
